@@ -1,0 +1,250 @@
+"""Moments: merge == one pass == two-pass float64 reference; cancellation; all_reduce; I/O."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repscope.exceptions import CorruptStoreError, RepscopeError, RepscopeValueError
+from repscope.stats import Moments
+
+
+def _data(rng: np.random.Generator, n: int = 3000, d: int = 12, dy: int = 4, k: int = 5):
+    A = rng.standard_normal((d, d))
+    X = rng.standard_normal((n, d)) @ A + rng.standard_normal(d) * 3
+    Y = X[:, :dy] * 0.5 + rng.standard_normal((n, dy))
+    y = rng.integers(0, k, n)
+    X[y == 2] += 1.5
+    return X, Y, y
+
+
+def _ref(X, Y, y):
+    """Naive float64 two-pass reference."""
+    n = len(X)
+    mx, my = X.mean(0), Y.mean(0)
+    Xc, Yc = X - mx, Y - my
+    classes = np.unique(y)
+    means = np.stack([X[y == c].mean(0) for c in classes])
+    sw = sum((X[y == c] - means[i]).T @ (X[y == c] - means[i]) for i, c in enumerate(classes))
+    sb = sum((y == c).sum() * np.outer(means[i] - mx, means[i] - mx) for i, c in enumerate(classes))
+    return {
+        "mean": mx,
+        "cov": Xc.T @ Xc / (n - 1),
+        "cross": Xc.T @ Yc / (n - 1),
+        "cov_y": Yc.T @ Yc / (n - 1),
+        "class_means": means,
+        "sw": sw,
+        "sb": sb,
+        "class_var": np.stack([X[y == c].var(0, ddof=1) for c in classes]),
+        "class_cov": np.stack([np.cov(X[y == c].T) for c in classes]),
+    }
+
+
+def _close(a, b, rel=1e-10):
+    scale = max(np.abs(b).max(), 1e-300)
+    return np.abs(np.asarray(a) - np.asarray(b)).max() <= rel * scale
+
+
+def test_one_pass_equals_two_pass_reference(rng):
+    X, Y, y = _data(rng)
+    m = Moments(class_cov="full").update(X, Y, y)
+    r = _ref(X, Y, y)
+    assert _close(m.mean, r["mean"])
+    assert _close(m.covariance(), r["cov"])
+    assert _close(m.cross_covariance(), r["cross"])
+    assert _close(m.covariance_y(), r["cov_y"])
+    assert _close(m.class_means, r["class_means"])
+    assert _close(m.within_class_scatter(), r["sw"], 1e-9)
+    assert _close(m.between_class_scatter(), r["sb"], 1e-9)
+    assert _close(m.class_variances(), r["class_var"], 1e-9)
+    assert _close(m.class_covariances(), r["class_cov"], 1e-9)
+    assert _close(m.within_class_scatter() + m.between_class_scatter(), m.scatter(), 1e-9)
+    np.testing.assert_allclose(m.correlation(), np.corrcoef(X.T), atol=1e-12)
+    np.testing.assert_array_equal(m.class_counts, np.bincount(y))
+
+
+@pytest.mark.parametrize("k", [2, 5, 11])
+def test_merging_k_shards_with_different_shifts_equals_one_pass(rng, k):
+    X, Y, y = _data(rng)
+    one = Moments(class_cov="full").update(X, Y, y)
+    cuts = np.sort(rng.choice(np.arange(1, len(X)), size=k - 1, replace=False))
+    shards = []
+    for i, (a, b) in enumerate(zip([0, *cuts], [*cuts, len(X)])):
+        # each shard gets its own, deliberately different, shift
+        shift = X[a:b].mean(0) + rng.standard_normal(X.shape[1]) * (i + 1)
+        shards.append(Moments(class_cov="full", shift=shift).update(X[a:b], Y[a:b], y[a:b]))
+    merged = shards[0]
+    for s in shards[1:]:
+        merged.merge(s)
+    assert merged.n == one.n
+    for f in ("covariance", "cross_covariance", "within_class_scatter", "between_class_scatter",
+              "class_covariances", "class_variances"):
+        assert _close(getattr(merged, f)(), getattr(one, f)(), 1e-10), f
+    assert _close(merged.mean, one.mean)
+    assert _close(merged.class_means, one.class_means)
+
+
+def test_merge_with_disjoint_classes_in_shards(rng):
+    X, _Y, y = _data(rng, k=4)
+    a = Moments().update(X[y < 2], labels=y[y < 2])
+    b = Moments().update(X[y >= 2], labels=y[y >= 2])
+    one = Moments().update(X, labels=y)
+    a.merge(b)
+    np.testing.assert_array_equal(a.classes, one.classes)
+    assert _close(a.within_class_covariance(), one.within_class_covariance())
+
+
+def test_no_digits_lost_when_mean_is_1e4_times_spread(rng):
+    n, d = 20000, 6
+    spread = 1.0
+    X = 1e4 * spread + spread * rng.standard_normal((n, d))
+    ref = np.cov(X.T)  # two-pass, float64
+    m = Moments()
+    for s in range(0, n, 1000):
+        m.update(X[s : s + 1000])
+    assert np.abs(m.covariance() - ref).max() < 1e-9
+    # The textbook one-pass formula loses ~8 digits on the same data: the test can fail.
+    naive = (X.T @ X - n * np.outer(X.mean(0), X.mean(0))) / (n - 1)
+    assert np.abs(naive - ref).max() > 1e-6
+
+
+def test_float32_and_torch_inputs_accumulate_in_float64(rng):
+    torch = pytest.importorskip("torch")
+    X = (rng.standard_normal((500, 8)) + 100).astype(np.float32)
+    ref = np.cov(X.astype(np.float64).T)
+    m_np = Moments().update(X)
+    m_t = Moments().update(torch.from_numpy(X))
+    assert m_np.covariance().dtype == np.float64
+    np.testing.assert_allclose(m_np.covariance(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m_t.covariance(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_save_load_round_trip(tmp_path, rng):
+    X, Y, y = _data(rng)
+    labels = np.array(["cat", "dog", "emu", "fox", "gnu"])[y]
+    m = Moments(class_cov="full").update(X, Y, labels)
+    path = m.save(tmp_path / "m.safetensors")
+    back = Moments.load(path)
+    assert back == m
+    np.testing.assert_array_equal(back.classes, m.classes)
+    np.testing.assert_array_equal(back.within_class_scatter(), m.within_class_scatter())
+    # a loaded accumulator keeps accumulating
+    back.update(X[:10], Y[:10], labels[:10])
+    assert back.n == m.n + 10
+
+
+def test_load_rejects_other_and_corrupt_files(tmp_path):
+    from safetensors.numpy import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"a": np.zeros(3)}, str(other))
+    with pytest.raises(CorruptStoreError, match="not a saved Moments"):
+        Moments.load(other)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CorruptStoreError, match=r"bad\.safetensors"):
+        Moments.load(bad)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m.update(np.zeros(5)), r"X must be 2-D .*got shape \(5,\)"),
+        (lambda m: m.update(np.array([[1.0, np.nan]])), "X must be finite; got 1 NaN"),
+        (lambda m: m.update(np.array([[1.0, np.inf]])), "X must be finite; got 1 inf"),
+        (lambda m: m.update(np.zeros((4, 2)), labels=[0, 1]), r"labels must have one entry per sample \(4\); got 2"),
+        (lambda m: m.update(np.zeros((4, 2)), np.zeros((3, 1))), "same number of samples"),
+        (lambda m: m.covariance(), "has seen no samples"),
+        (lambda m: m.update(np.ones((3, 2))).update(np.ones((3, 4))), "X must have 2 features"),
+        (lambda m: m.update(np.ones((3, 2))).class_means, "has no labels"),
+        (lambda m: m.update(np.ones((3, 2))).cross_covariance(), "has no paired Y"),
+        (lambda m: m.update(np.ones((1, 2))).covariance(), "need more than ddof=1 samples"),
+    ],
+)
+def test_bad_input_raises_clear_errors(call, match):
+    with pytest.raises(RepscopeValueError, match=match):
+        call(Moments())
+
+
+def test_empty_and_string_input_errors():
+    m = Moments()
+    m.update(np.zeros((0, 3)))  # an empty batch is a no-op
+    assert m.n == 0
+    with pytest.raises(RepscopeError, match="X must hold numbers"):
+        m.update(np.array([["a", "b"]]))
+    with pytest.raises(ValueError, match="class_cov"):  # also a built-in ValueError
+        Moments(class_cov="diagonal")  # type: ignore[arg-type]
+
+
+def test_constant_feature_correlation_is_not_nan(rng):
+    X = rng.standard_normal((100, 3))
+    X[:, 1] = 7.0
+    r = Moments().update(X).correlation()
+    assert np.isfinite(r).all()
+    assert r[1, 1] == 1.0
+    assert r[0, 1] == 0.0
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, numpy as np, torch.distributed as dist
+    from repscope.stats import Moments
+    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    rng = np.random.default_rng(7)
+    X = 500 + rng.standard_normal((1001, 9)) * 3
+    Y = rng.standard_normal((1001, 2))
+    y = np.array(list("abcd"))[rng.integers(0, 4, 1001)]
+    part = slice(0, 400) if rank == 0 else slice(400, None)
+    # rank 1 sees no class 'a' and has a different shift
+    sel = np.arange(1001)[part]
+    if rank == 1:
+        sel = sel[y[sel] != "a"]
+    m = Moments(class_cov="full").update(X[sel] , Y[sel], y[sel])
+    m.all_reduce()
+    m.save(out)
+    dist.destroy_process_group()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_process_gloo_all_reduce_equals_single_process(tmp_path: Path):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    port = str(_free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(r), "2", port, str(tmp_path / f"r{r}.st")],
+                         env=env, stderr=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    r0, r1 = Moments.load(tmp_path / "r0.st"), Moments.load(tmp_path / "r1.st")
+    rng = np.random.default_rng(7)
+    X = 500 + rng.standard_normal((1001, 9)) * 3
+    Y = rng.standard_normal((1001, 2))
+    y = np.array(list("abcd"))[rng.integers(0, 4, 1001)]
+    keep = np.ones(1001, bool)
+    keep[400:] = y[400:] != "a"
+    single = Moments(class_cov="full").update(X[keep], Y[keep], y[keep])
+    for m in (r0, r1):
+        assert m.n == single.n
+        np.testing.assert_array_equal(m.classes, single.classes)
+        for f in ("covariance", "cross_covariance", "within_class_scatter", "class_covariances"):
+            assert _close(getattr(m, f)(), getattr(single, f)(), 1e-10), f
+        assert _close(m.class_means, single.class_means)
