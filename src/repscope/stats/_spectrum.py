@@ -1,0 +1,78 @@
+"""PCA spectra and effective rank from a covariance (or a :class:`Moments`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from repscope.results import Result
+from repscope.stats._moments import Moments
+
+__all__ = ["PCASpectrum", "effective_rank", "pca_spectrum"]
+
+
+@dataclass(frozen=True)
+class PCASpectrum(Result):
+    """Eigen-spectrum of a feature covariance.
+
+    Attributes
+    ----------
+    explained_variance : ndarray of shape (n_features,)
+        Covariance eigenvalues, descending (clipped at 0).
+    explained_variance_ratio : ndarray of shape (n_features,)
+        Eigenvalues over their sum.
+    effective_rank : float
+        ``exp(H(p))`` with ``p`` the explained-variance ratio (Roy & Vetterli, 2007).
+    participation_ratio : float
+        ``(sum l)^2 / sum l^2``.
+    n_components_90 : int
+        Components needed for 90% of the variance.
+    n_samples : int
+    """
+
+    explained_variance: np.ndarray
+    explained_variance_ratio: np.ndarray
+    effective_rank: float
+    participation_ratio: float
+    n_components_90: int
+    n_samples: int
+
+
+def effective_rank(eigenvalues: Any) -> float:
+    """Entropy effective rank ``exp(-sum p_i log p_i)`` of non-negative eigenvalues.
+
+    .. math:: \\mathrm{erank} = \\exp\\Big(-\\sum_i p_i \\log p_i\\Big),\\quad p_i = \\lambda_i / \\sum_j \\lambda_j
+
+    Returns 0.0 for an all-zero spectrum. Invariant to scaling the eigenvalues.
+    """
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64), 0.0, None)
+    total = lam.sum()
+    if total <= 0:
+        return 0.0
+    p = lam[lam > 0] / total
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def pca_spectrum(X_or_moments: Any) -> PCASpectrum:
+    """PCA spectrum of features (array of shape (n_samples, n_features)) or of a Moments.
+
+    Uses the ``d x d`` covariance accumulated in float64 and ``numpy.linalg.eigvalsh``; never
+    an ``n x n`` matrix.
+    """
+    m = X_or_moments if isinstance(X_or_moments, Moments) else Moments().update(X_or_moments)
+    cov = m.covariance() if m.n > 1 else np.zeros((m.n_features or 0,) * 2)
+    lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
+    total = lam.sum()
+    ratio = lam / total if total > 0 else np.zeros_like(lam)
+    pr = float(total**2 / (lam**2).sum()) if total > 0 else 0.0
+    k90 = int(np.searchsorted(np.cumsum(ratio), 0.9 - 1e-12) + 1) if total > 0 else 0
+    return PCASpectrum(
+        explained_variance=lam,
+        explained_variance_ratio=ratio,
+        effective_rank=effective_rank(lam),
+        participation_ratio=pr,
+        n_components_90=min(k90, lam.size),
+        n_samples=m.n,
+    )
