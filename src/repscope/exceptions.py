@@ -12,14 +12,25 @@ __all__ = [
     "BackendMismatchError",
     "CorruptStoreError",
     "DataNotFoundError",
-    "NotFittedError",
+    "NotFittedError",  # noqa: F822 - provided lazily by __getattr__
     "RepscopeError",
     "RepscopeTypeError",
     "RepscopeValueError",
     "UnknownNameError",
 ]
 
-from sklearn.exceptions import NotFittedError
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn's NotFittedError is re-used (so sklearn's checks recognise it), but imported
+    # lazily: importing scikit-learn costs ~1-3 s and most users of repscope.exceptions never
+    # need it.
+    if name == "NotFittedError":
+        from sklearn.exceptions import NotFittedError
+
+        return NotFittedError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RepscopeError(Exception):

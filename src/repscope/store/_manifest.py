@@ -1,0 +1,169 @@
+"""``manifest.json``: creation, atomic replacement, validation on load, and the clean-up of
+files that no manifest entry lists (left by a writer that died mid-chunk)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from repscope._version import __version__
+from repscope.exceptions import (
+    CorruptStoreError,
+    DataNotFoundError,
+    RepscopeTypeError,
+    RepscopeValueError,
+)
+from repscope.results import to_jsonable
+from repscope.store._fs import TMP_PREFIX, atomic_write
+
+__all__ = [
+    "MANIFEST",
+    "SCHEMA_VERSION",
+    "cleanup_unlisted",
+    "jsonable_attrs",
+    "listed_files",
+    "new_manifest",
+    "read_manifest",
+    "write_manifest",
+]
+
+#: Version of the on-disk format; a newer one is refused with a message to upgrade.
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def new_manifest(model_id: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of an empty store (layers and metadata columns are fixed by the first append)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": "repscope.FeatureStore",
+        "repscope_version": __version__,
+        "model_id": model_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "attrs": dict(attrs),
+        "layers": {},
+        "metadata_columns": None,
+        "n_samples": 0,
+        "chunks": [],
+    }
+
+
+def jsonable_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``attrs`` as plain JSON data (numpy scalars and arrays converted)."""
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, Mapping):
+        raise RepscopeTypeError(
+            f"The 'attrs' parameter of FeatureStore.create must be a mapping. Got "
+            f"{type(attrs).__name__} instead."
+        )
+    try:
+        out: dict[str, Any] = json.loads(json.dumps(to_jsonable(dict(attrs))))
+    except (TypeError, ValueError) as err:
+        raise RepscopeTypeError(
+            f"The 'attrs' parameter of FeatureStore.create must be JSON-serialisable ({err})."
+        ) from None
+    return out
+
+
+def write_manifest(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Atomically replace ``root/manifest.json`` (the commit point of every append)."""
+    data = json.dumps(manifest, indent=1).encode("utf-8")
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    atomic_write(root / MANIFEST, write)
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Load and check ``root/manifest.json``.
+
+    Raises
+    ------
+    DataNotFoundError
+        ``root`` is not a FeatureStore.
+    CorruptStoreError
+        The manifest is unreadable or inconsistent (chunks not contiguous, shards missing).
+    RepscopeValueError
+        The manifest was written by a newer schema version.
+    """
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"{root} is not a FeatureStore: it has no {MANIFEST}. Create one with "
+            "FeatureStore.create(path, model_id=...) or check the path."
+        )
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptStoreError(f"corrupt manifest {path}: {err}") from None
+    version = m.get("schema_version") if isinstance(m, dict) else None
+    if not isinstance(version, int):
+        raise CorruptStoreError(f"corrupt manifest {path}: no integer 'schema_version'.")
+    if version > SCHEMA_VERSION:
+        raise RepscopeValueError(
+            f"{path} has schema_version {version}; this repscope ({__version__}) reads up to "
+            f"{SCHEMA_VERSION}. Upgrade repscope to read it."
+        )
+    for key, kind in (("model_id", str), ("layers", dict), ("chunks", list), ("n_samples", int)):
+        if not isinstance(m.get(key), kind):
+            raise CorruptStoreError(f"corrupt manifest {path}: {key!r} must be a {kind.__name__}.")
+    pos = 0
+    for i, c in enumerate(m["chunks"]):
+        if c.get("index") != i or c.get("start") != pos or c.get("stop", -1) <= pos:
+            raise CorruptStoreError(
+                f"corrupt manifest {path}: chunk {i} does not continue at sample {pos} "
+                f"({c!r:.200})."
+            )
+        if set(c.get("shards", {})) != set(m["layers"]):
+            raise CorruptStoreError(
+                f"corrupt manifest {path}: chunk {i} has shards {sorted(c.get('shards', {}))}, "
+                f"expected one per layer {sorted(m['layers'])}."
+            )
+        pos = c["stop"]
+    if pos != m["n_samples"]:
+        raise CorruptStoreError(
+            f"corrupt manifest {path}: chunks cover {pos} samples but n_samples is "
+            f"{m['n_samples']}."
+        )
+    return m
+
+
+def listed_files(manifest: Mapping[str, Any]) -> set[str]:
+    """Relative paths of every shard and metadata file the manifest lists."""
+    out: set[str] = set()
+    for c in manifest["chunks"]:
+        out.update(s["file"] for s in c["shards"].values())
+        if c.get("metadata"):
+            out.add(c["metadata"]["file"])
+    return out
+
+
+def cleanup_unlisted(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Remove temp files and chunk files the manifest does not list.
+
+    Only a writer holding the store lock may call this: then every such file is debris of a
+    writer that died before its manifest update. Files with other names are left alone.
+    """
+    listed = listed_files(manifest)
+    for tmp in root.glob(f"{TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)
+    layer_dirs = {s["dir"] for s in manifest["layers"].values()}
+    for sub, suffix in (("layers", ".safetensors"), ("meta", ".parquet")):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        dirs = [base] if sub == "meta" else [d for d in base.iterdir() if d.is_dir()]
+        for d in dirs:
+            for f in d.iterdir():
+                rel = f.relative_to(root).as_posix()
+                stale_tmp = f.name.startswith(TMP_PREFIX)
+                orphan = f.name.startswith("chunk-") and f.suffix == suffix
+                if stale_tmp or (orphan and rel not in listed):
+                    f.unlink(missing_ok=True)
+            if sub == "layers" and d.name not in layer_dirs and not any(d.iterdir()):
+                d.rmdir()
