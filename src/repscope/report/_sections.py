@@ -1,0 +1,221 @@
+"""The registry of report sections and the small HTML helpers section renderers share.
+
+A section renderer takes the records of one analysis and returns an HTML fragment. It only
+formats what the records hold; it never recomputes a measure. Every string that comes from
+data must pass through :func:`esc` (the helpers here do that for you).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from html import escape
+from typing import Any, TypeVar
+
+import numpy as np
+
+from repscope.db._records import RecordLike
+from repscope.registry import Registry
+
+__all__ = [
+    "SECTIONS",
+    "Html",
+    "SectionRenderer",
+    "esc",
+    "figure",
+    "fmt",
+    "html_table",
+    "latest_per",
+    "ordered_unique",
+    "register_section",
+    "series_labels",
+]
+
+SectionRenderer = Callable[[Sequence[RecordLike]], str]
+
+#: Section renderers by analysis name; metadata: ``title``, ``order``, ``description``.
+SECTIONS: Registry[SectionRenderer] = Registry("report section")
+
+F = TypeVar("F", bound=SectionRenderer)
+T = TypeVar("T")
+
+
+def register_section(
+    analysis: str, *, title: str, order: int = 100, description: str = ""
+) -> Callable[[F], F]:
+    """Register a renderer for the records of ``analysis``.
+
+    Parameters
+    ----------
+    analysis : str
+        The analysis name the records carry (``Record.analysis``).
+    title : str
+        The section heading (plain text; escaped when rendered).
+    order : int, default=100
+        Sections are sorted by ``order``, then by first appearance in the records.
+    description : str
+        One plain-text sentence shown under the heading.
+
+    Returns
+    -------
+    callable
+        A decorator for ``renderer(records) -> html_fragment``.
+
+    Examples
+    --------
+    >>> from repscope.report import register_section, html_table
+    >>> @register_section("my_probe_demo", title="My probe", order=50)  # doctest: +SKIP
+    ... def _render(records):
+    ...     return html_table(["layer", "score"], [[r.layer, r.values["score"]] for r in records])
+    """
+
+    def deco(fn: F) -> F:
+        SECTIONS.add(analysis, fn, title=title, order=int(order), description=description)
+        return fn
+
+    return deco
+
+
+class Html(str):
+    """A string of trusted HTML (made by repscope's helpers), inserted without escaping."""
+
+    __slots__ = ()
+
+
+def esc(value: Any) -> str:
+    """HTML-escape ``str(value)`` (quotes included); :class:`Html` passes through."""
+    if isinstance(value, Html):
+        return str(value)
+    return escape(str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Plain text for a table cell: numbers to ``digits`` significant digits, arrays summarised.
+
+    Returns plain text (escape it, or let :func:`html_table` do so).
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}" if abs(int(value)) >= 10000 else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v.is_integer() and abs(v) < 1e15:
+            return fmt(int(v))
+        if 1 <= abs(v) < 1e15:  # no scientific notation for ordinary magnitudes
+            decimals = max(0, digits - math.floor(math.log10(abs(v))) - 1)
+            return f"{v:.{decimals}f}"
+        return f"{v:.{digits}g}"
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return fmt(value.item(), digits)
+        return f"array {'×'.join(str(s) for s in value.shape)} {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        if len(value) <= 6 and all(isinstance(v, (str, int, float)) for v in value):
+            return ", ".join(fmt(v, digits) for v in value)
+        return f"list of {len(value)}"
+    if isinstance(value, dict):
+        text = json.dumps(_jsonish(value), ensure_ascii=False, default=str)
+        return text if len(text) <= 120 else text[:119] + "…"
+    return str(value)
+
+
+def _jsonish(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return fmt(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonish(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonish(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return fmt(value)
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def html_table(
+    headers: Sequence[Any],
+    rows: Iterable[Sequence[Any]],
+    *,
+    caption: str = "",
+    digits: int = 4,
+    css_class: str = "",
+    header_groups: Sequence[tuple[str, int]] | None = None,
+) -> str:
+    """An HTML table; cells are formatted with :func:`fmt` and escaped.
+
+    Numeric cells are right-aligned. :class:`Html` cells are inserted as they are.
+    ``header_groups`` adds a header row above ``headers``: (label, number of columns spanned).
+    """
+    cls = f' class="{esc(css_class)}"' if css_class else ""
+    out = [f"<div class=\"table-wrap\"><table{cls}>"]
+    if caption:
+        out.append(f"<caption>{esc(caption)}</caption>")
+    out.append("<thead>")
+    if header_groups:
+        out.append("<tr>" + "".join(
+            f'<th scope="colgroup" colspan="{int(n)}" class="group">{esc(label)}</th>'
+            if n > 1 else f'<th scope="col" class="group">{esc(label)}</th>'
+            for label, n in header_groups) + "</tr>")
+    out.append("<tr>" + "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
+               + "</tr></thead><tbody>")
+    for row in rows:
+        cells = []
+        for v in row:
+            if isinstance(v, Html):
+                cells.append(f"<td>{v}</td>")
+            elif _is_number(v):
+                cells.append(f'<td class="num">{esc(fmt(v, digits))}</td>')
+            else:
+                cells.append(f"<td>{esc(fmt(v, digits))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def figure(svg: str, caption: str = "") -> str:
+    """Wrap an SVG chart in a ``<figure>`` with an escaped caption."""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure class="chart">{svg}{cap}</figure>'
+
+
+def ordered_unique(items: Iterable[T]) -> list[T]:
+    """Items in order of first appearance, without repeats."""
+    seen: dict[Any, None] = {}
+    for it in items:
+        seen.setdefault(it, None)
+    return list(seen)
+
+
+def latest_per(
+    records: Sequence[RecordLike], fields: Sequence[str] = ("model", "dataset", "layer")
+) -> list[RecordLike]:
+    """One record per combination of ``fields``: the last one given (the newest when records
+    come from :meth:`~repscope.db.ResultsDB.query`), kept at its key's first position."""
+    best: dict[Hashable, RecordLike] = {}
+    for r in records:
+        best[tuple(getattr(r, f) for f in fields)] = r
+    return list(best.values())
+
+
+def series_labels(records: Sequence[RecordLike]) -> dict[tuple[str, str], str]:
+    """Label for each (model, dataset) pair: the model name, plus the data set when the
+    records span several data sets."""
+    pairs = ordered_unique((r.model, r.dataset) for r in records)
+    many_datasets = len({d for _, d in pairs}) > 1
+    out = {}
+    for m, d in pairs:
+        name = m or "(model)"
+        out[(m, d)] = f"{name} · {d}" if many_datasets and d else name
+    return out

@@ -1,0 +1,67 @@
+"""Two processes writing to one database at the same time lose and duplicate nothing."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+import time
+
+from repscope.db import ResultsDB
+
+N_PER_WRITER = 500
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from repscope.db import Record, ResultsDB
+
+    path, writer, n, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    db = ResultsDB(path)
+    run = db.start_run(f"writer-{writer}")
+    (go.parent / f"ready-{writer}").touch()
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for i in range(n):
+        db.add(Record("concurrency", {"writer": writer, "i": i}, layer=str(i), run_id=run))
+    db.finish_run(run)
+    db.close()
+    """
+)
+
+
+def test_two_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
+    path = tmp_path / "shared.db"
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(w), str(N_PER_WRITER), str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for w in (0, 1)
+    ]
+    # Both open the (new) database, racing through the migrations, then start writing at once.
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{w}").exists() for w in (0, 1)):
+        assert time.monotonic() < deadline, "writers did not start"
+        assert all(p.poll() is None for p in procs), procs[0].communicate()[1]
+        time.sleep(0.01)
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+
+    with ResultsDB(path) as db:
+        recs = db.query(analysis="concurrency")
+        assert len(recs) == 2 * N_PER_WRITER
+        assert len({r.id for r in recs}) == len(recs)
+        pairs = {(r.values["writer"], r.values["i"]) for r in recs}
+        assert pairs == {(w, i) for w in (0, 1) for i in range(N_PER_WRITER)}
+        writers_seen = [r.values["writer"] for r in recs]
+        switches = sum(a != b for a, b in itertools.pairwise(writers_seen))
+        assert switches > 1  # the writes really interleaved
+        assert {r.status for r in db.runs()} == {"ok"}
+        assert len(db.applied_migrations) == len(set(db.applied_migrations))
