@@ -28,7 +28,6 @@ def rng() -> np.random.Generator:
 def _real(name: str, tmp_path_factory: pytest.TempPathFactory) -> object:
     """Extract (or load from the test cache) one real-feature bundle; skip/fail without data."""
     import _realdata
-
     from repscope._testing import skip_or_fail
     from repscope.exceptions import DataNotFoundError
 

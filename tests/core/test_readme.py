@@ -23,4 +23,5 @@ def test_readme_python_example_runs(tmp_path):
 
 def test_readme_names_the_two_commands():
     text = README.read_text()
-    assert "make demo" in text and "make test" in text
+    assert "make demo" in text
+    assert "make test" in text
