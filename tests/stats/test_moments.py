@@ -248,3 +248,16 @@ def test_two_process_gloo_all_reduce_equals_single_process(tmp_path: Path):
         for f in ("covariance", "cross_covariance", "within_class_scatter", "class_covariances"):
             assert _close(getattr(m, f)(), getattr(single, f)(), 1e-10), f
         assert _close(m.class_means, single.class_means)
+
+
+def test_class_cov_none_keeps_class_sums_only(rng):
+    X, Y, y = _data(rng)
+    full = Moments().update(X, labels=y)
+    a = Moments(class_cov="none").update(X[:1000], labels=y[:1000])
+    b = Moments(class_cov="none", shift=X[1000:].mean(0) + 1).update(X[1000:], labels=y[1000:])
+    lean = a.merge(b)
+    assert _close(lean.within_class_scatter(), full.within_class_scatter())
+    assert _close(lean.between_class_scatter(), full.between_class_scatter())
+    assert _close(lean.class_means, full.class_means)
+    with pytest.raises(RepscopeValueError, match="class_cov='none'"):
+        lean.class_variances()
