@@ -251,7 +251,7 @@ def test_two_process_gloo_all_reduce_equals_single_process(tmp_path: Path):
 
 
 def test_class_cov_none_keeps_class_sums_only(rng):
-    X, Y, y = _data(rng)
+    X, _Y, y = _data(rng)
     full = Moments().update(X, labels=y)
     a = Moments(class_cov="none").update(X[:1000], labels=y[:1000])
     b = Moments(class_cov="none", shift=X[1000:].mean(0) + 1).update(X[1000:], labels=y[1000:])
