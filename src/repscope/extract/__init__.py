@@ -1,0 +1,43 @@
+"""Model -> activations: forward hooks, layer names = module paths, pooling, resumable stores.
+
+The main entry points:
+
+- :func:`extract` runs a model over inputs and returns ``{layer: array}`` or fills a
+  :class:`~repscope.store.FeatureStore` (resumable after an interruption).
+- :func:`list_layers` gives the names ``extract`` accepts (module paths for torch models,
+  tensor names for ONNX graphs).
+- :func:`capture` is the hook context manager underneath, for custom forward loops.
+
+Adapters (chosen by :func:`make_adapter` from the model's type) cover Hugging Face
+``transformers`` encoders and causal LMs, ``sentence-transformers`` models, ONNX Runtime graphs
+and any ``torch.nn.Module`` taking tensors, plus the zoo's ``LoadedModel``.
+"""
+
+from repscope.extract._base import BLOCKS, OUTPUT, Adapter, Batch, PreparedChunk
+from repscope.extract._dispatch import list_layers, make_adapter
+from repscope.extract._extract import extract
+from repscope.extract._hooks import StopForward, capture
+from repscope.extract._onnx import OUTPUTS, OnnxAdapter
+from repscope.extract._pooling import POOLINGS, Pooling
+from repscope.extract._torch import TorchAdapter
+from repscope.extract._transformers import TransformersAdapter, sentence_transformer_adapter
+
+__all__ = [
+    "BLOCKS",
+    "OUTPUT",
+    "OUTPUTS",
+    "POOLINGS",
+    "Adapter",
+    "Batch",
+    "OnnxAdapter",
+    "Pooling",
+    "PreparedChunk",
+    "StopForward",
+    "TorchAdapter",
+    "TransformersAdapter",
+    "capture",
+    "extract",
+    "list_layers",
+    "make_adapter",
+    "sentence_transformer_adapter",
+]

@@ -1,0 +1,401 @@
+"""``extract``: batched, ordered, resumable activation extraction into memory or a store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from repscope._array import is_torch
+from repscope._validation import check_positive_int
+from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.extract._base import Adapter, PreparedChunk
+from repscope.extract._dispatch import make_adapter
+from repscope.extract._pooling import TokenRows, resolve_pooling, to_host
+
+if TYPE_CHECKING:
+    from repscope.store import FeatureStore, RaggedArray
+
+__all__ = ["extract"]
+
+#: Key of the extraction settings inside a store's ``attrs``.
+ATTRS_KEY = "extract"
+
+
+def extract(
+    model: Any,
+    inputs: Any,
+    layers: str | Sequence[str] | None = None,
+    pooling: str | Mapping[str, str] = "mean",
+    *,
+    batch_size: int = 32,
+    store: str | PathLike[str] | FeatureStore | None = None,
+    device: Any = None,
+    progress: bool = True,
+    max_length: int | None = None,
+    metadata: Mapping[str, Sequence[Any]] | None = None,
+    tokenizer: Any = None,
+    forward_fn: Callable[..., Any] | None = None,
+    chunk_size: int | None = None,
+    model_id: str | None = None,
+) -> dict[str, np.ndarray | RaggedArray] | FeatureStore:
+    """Run ``model`` over ``inputs`` and return (or store) the activations of ``layers``.
+
+    Every requested layer is captured in **one** forward pass per batch through forward hooks
+    that exist only inside :func:`repscope.extract.capture` (removed in ``finally``, also when
+    the forward raises). The model runs in eval mode under ``torch.inference_mode()``; its
+    training flags are restored afterwards and it is never moved. Results are in input order.
+
+    Inputs are processed in chunks of ``chunk_size`` samples; a text chunk is tokenised once
+    and sorted by length into batches (less padding), then restored to input order. With a
+    ``store`` each chunk is appended atomically, so an interrupted run leaves the store at its
+    last complete chunk, and calling ``extract`` again with the same arguments **resumes**: the
+    first ``store.n_samples`` inputs are skipped and the final store holds exactly what an
+    uninterrupted run writes.
+
+    Parameters
+    ----------
+    model : model or repscope.zoo.LoadedModel or Adapter
+        A zoo ``LoadedModel`` (dispatched on what it wraps); a Hugging Face ``transformers``
+        encoder or causal LM (pass ``tokenizer``); a ``SentenceTransformer``; an ONNX graph
+        (``.onnx`` path, ``onnx.ModelProto`` or ``onnxruntime.InferenceSession``; ``tokenizer``
+        for text); any ``torch.nn.Module`` taking a tensor batch; or an :class:`Adapter`.
+    inputs : list of str, array-like or iterable
+        Texts for text models; for tensor models an array/tensor of shape (n_samples, ...) or an
+        iterable of batches (arrays/tensors, or tuples whose first entry is one, e.g. a
+        ``DataLoader``), re-cut into ``batch_size`` rows.
+    layers : str, list of str or None
+        Layer names from :func:`list_layers`: module paths (``"encoder.layer.3"``), ONNX tensor
+        names, ``"output"`` (a torch forward's return value). Shorthands: ``"blocks"``
+        (zoo models: their ``info.layers``; Hugging Face models: the embedding output then
+        every transformer block, i.e. what ``hidden_states`` holds; other torch models: the
+        entries of the longest ``ModuleList``/``Sequential``) and ``"outputs"`` (ONNX: the
+        graph's own outputs). ``None``: ``"blocks"``, or ``"outputs"`` for an ONNX graph
+        without known blocks.
+    pooling : str or mapping of str to str, default "mean"
+        One mode for every layer or ``{layer: mode}``. Token layers (batch, tokens, features):
+        ``"mean"`` (over real tokens: the attention mask), ``"cls"``/``"first"``,
+        ``"last"`` (last non-padding token), ``"none"``/``"tokens"`` (keep every real token;
+        for text models stored **ragged** without padding, one (t_i, d) block per sample;
+        for models without a mask kept dense). Spatial maps (batch, channels, *spatial):
+        ``"avg"``/``"mean"`` (global average) or ``"none"``. Vectors (batch, d) are kept.
+        Means accumulate in float32 up to 4096 terms and in float64 beyond.
+    batch_size : int, default 32
+        Samples per forward pass.
+    store : str, PathLike or FeatureStore, optional
+        Write into this :class:`~repscope.store.FeatureStore` (created when missing, resumed
+        when it holds an earlier partial run of the same model, layers and pooling) and return
+        it. ``None``: return the arrays in memory.
+    device : str or torch.device, optional
+        Compute device. Torch models run where their parameters are; ``device`` must agree
+        (repscope refuses to move your model; move it first). Batches are copied to that
+        device and pooled activations back to host memory (one device-to-host copy per layer
+        and batch; pooling happens on the device, so only pooled values travel). ONNX graphs:
+        ``"cpu"`` or ``"cuda"`` (execution provider).
+    progress : bool, default True
+        Show a progress bar (rich, on stderr).
+    max_length : int, optional
+        Truncate texts to this many tokens; default the tokenizer's (a sentence-transformers
+        model's ``max_seq_length``).
+    metadata : mapping of str to sequence, optional
+        Per-sample columns (labels, ids, text) of length ``len(inputs)``, written with each
+        chunk of a store (``store.metadata()``). Ignored without a store.
+    tokenizer : optional
+        The tokenizer of a bare transformers model or of an ONNX text graph.
+    forward_fn : callable, optional
+        Plain torch modules: call ``forward_fn(batch)`` instead of ``model(batch)``, e.g.
+        ``model.extract_features``.
+    chunk_size : int, optional
+        Samples per chunk (one store append; text length-sorting happens within a chunk).
+        Default: the multiple of ``batch_size`` closest to 1024.
+    model_id : str, optional
+        Identifier recorded in the store; default from the model (zoo name, Hugging Face
+        ``name_or_path``, ONNX file name, class name).
+
+    Returns
+    -------
+    dict of str to ndarray or RaggedArray, or FeatureStore
+        In memory: ``{layer: array of shape (n_samples, ...)}``, or a
+        :class:`~repscope.store.RaggedArray` ``(values (n_tokens, d), offsets (n_samples + 1,))``
+        for ragged token layers. With ``store``: the store. bfloat16 activations come back as
+        float32.
+
+    Raises
+    ------
+    UnknownNameError
+        A layer name is unknown (the message lists the closest names).
+    RepscopeTypeError
+        The model is none of the supported kinds, or inputs have the wrong type.
+    RepscopeValueError
+        Bad parameters; a store made with other layers, pooling or model; a device other than
+        the model's.
+
+    See Also
+    --------
+    list_layers : the names ``layers`` accepts.
+    capture : the hook context manager for custom loops.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> feats = extract(net, np.ones((10, 4), np.float32), ["1", "2"], progress=False)
+    >>> feats["1"].shape, feats["2"].shape
+    ((10, 8), (10, 2))
+    """
+    batch_size = check_positive_int(batch_size, "batch_size", caller="extract")
+    if chunk_size is None:
+        chunk_size = batch_size * max(1, round(1024 / batch_size))
+    chunk_size = check_positive_int(chunk_size, "chunk_size", caller="extract")
+    adapter = make_adapter(
+        model,
+        tokenizer=tokenizer,
+        forward_fn=forward_fn,
+        max_length=max_length,
+        device=device,
+        model_id=model_id,
+    )
+    names = adapter.resolve_layers(layers)
+    poolings = resolve_pooling(pooling, names)
+    rows = adapter.rows(inputs)
+    n = rows.n
+    columns = _check_metadata(metadata, n)
+
+    fs: FeatureStore | None = None
+    start = 0
+    if store is not None:
+        fs = _open_store(store, adapter, names, poolings, batch_size, chunk_size)
+        start = fs.n_samples
+        if n is not None and start > n:
+            raise RepscopeValueError(
+                f"the store at {fs.path} already holds {start} samples but inputs has {n}; it was "
+                "made from other inputs. Use a new store path."
+            )
+        if start and rows.skip(start) < start:
+            raise RepscopeValueError(
+                f"the store at {fs.path} already holds {start} samples but inputs ran out "
+                "before that; it was made from other inputs. Use a new store path."
+            )
+    elif n == 0:
+        raise RepscopeValueError("inputs is empty; pass at least one sample.")
+
+    collected: list[dict[str, Any]] = []
+    pos = start
+    with _progress(progress, n, start, adapter.model_id) as advance, adapter.session():
+        while True:
+            items = rows.take(chunk_size)
+            if items is None:
+                break
+            k = int(items.shape[0]) if hasattr(items, "shape") else len(items)
+            prepared = adapter.prepare(items, batch_size)
+            features = _run_chunk(adapter, prepared, poolings, advance)
+            if fs is not None:
+                meta = None
+                if columns is not None:
+                    meta = {c: _slice(v, pos, pos + k, c) for c, v in columns.items()}
+                fs.append(features, meta)
+            else:
+                collected.append(features)
+            pos += k
+    if fs is not None:
+        return fs
+    if not collected:
+        raise RepscopeValueError("inputs is empty; pass at least one sample.")
+    return {name: _concat_chunks([c[name] for c in collected]) for name in names}
+
+
+def _run_chunk(
+    adapter: Adapter,
+    prepared: PreparedChunk,
+    poolings: Mapping[str, str],
+    advance: Callable[[int], None],
+) -> dict[str, Any]:
+    outs = []
+    for batch in prepared.batches:
+        outs.append(adapter.run(batch, poolings))
+        advance(batch.size)
+    inv = None if prepared.order is None else np.argsort(prepared.order, kind="stable")
+    return {name: _assemble(name, [o[name] for o in outs], inv) for name in poolings}
+
+
+def _assemble(name: str, parts: list[Any], inv: np.ndarray | None) -> Any:
+    """One chunk of one layer, in input order: a dense array or a RaggedArray."""
+    from repscope.store import RaggedArray
+    from repscope.store._ragged import concat_ranges
+
+    if isinstance(parts[0], TokenRows):
+        values = np.concatenate([p.values for p in parts]) if len(parts) > 1 else parts[0].values
+        lengths = np.concatenate([p.lengths for p in parts])
+        if inv is not None:
+            starts = np.cumsum(lengths) - lengths
+            values = values[concat_ranges(starts[inv], lengths[inv])]
+            lengths = lengths[inv]
+        offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return RaggedArray(np.ascontiguousarray(values), offsets)
+    arrays = [to_host(p) if is_torch(p) else np.asarray(p) for p in parts]
+    tails = {a.shape[1:] for a in arrays}
+    if len(tails) > 1:
+        raise RepscopeValueError(
+            f"layer {name!r} gave per-sample shapes {sorted(tails)} in different batches, so its "
+            "samples cannot be stacked. Pool it (e.g. pooling='mean') or keep tokens ragged with "
+            "a text model."
+        )
+    dense = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    if inv is not None:
+        dense = dense[inv]
+    return np.ascontiguousarray(dense)
+
+
+def _concat_chunks(chunks: list[Any]) -> Any:
+    from repscope.store import RaggedArray
+
+    if len(chunks) == 1:
+        return chunks[0]
+    if isinstance(chunks[0], RaggedArray):
+        values = np.concatenate([c.values for c in chunks])
+        lengths = np.concatenate([np.diff(c.offsets) for c in chunks])
+        offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return RaggedArray(values, offsets)
+    tails = {c.shape[1:] for c in chunks}
+    if len(tails) > 1:
+        raise RepscopeValueError(
+            f"a layer gave per-sample shapes {sorted(tails)} in different chunks; pool it."
+        )
+    return np.concatenate(chunks)
+
+
+def _check_metadata(
+    metadata: Mapping[str, Sequence[Any]] | None, n: int | None
+) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise RepscopeTypeError(
+            f"The 'metadata' parameter of extract must be a mapping of column name to a sequence "
+            f"with one entry per input. Got {type(metadata).__name__} instead."
+        )
+    out: dict[str, Any] = {}
+    for col, given in metadata.items():
+        values: Any = to_host(given) if is_torch(given) else given  # type: ignore[arg-type]
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__getitem__"):
+            raise RepscopeTypeError(
+                f"metadata[{col!r}] must be a sequence (list or array) with one entry per input; "
+                f"got {type(values).__name__}."
+            )
+        if n is not None and len(values) != n:
+            raise RepscopeValueError(
+                f"metadata[{col!r}] must have one entry per input ({n}); got {len(values)}."
+            )
+        out[str(col)] = values
+    return out
+
+
+def _slice(values: Any, a: int, b: int, col: str) -> Any:
+    part = values.iloc[a:b] if hasattr(values, "iloc") else values[a:b]
+    if len(part) != b - a:
+        raise RepscopeValueError(
+            f"metadata[{col!r}] ran out at row {a + len(part)}; it must have one entry per input."
+        )
+    return part
+
+
+def _open_store(
+    store: Any,
+    adapter: Adapter,
+    names: list[str],
+    poolings: Mapping[str, str],
+    batch_size: int,
+    chunk_size: int,
+) -> FeatureStore:
+    """Create the store, or reopen it for resuming after checking it was made the same way."""
+    from repscope.store import FeatureStore
+
+    settings = {
+        "layers": list(names),
+        "pooling": dict(poolings),
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        **adapter.describe(),
+    }
+    if isinstance(store, FeatureStore):
+        fs = store
+        fs.refresh()
+    elif isinstance(store, (str, PathLike)):
+        path = Path(store)
+        if not (path / "manifest.json").exists():
+            return FeatureStore.create(path, adapter.model_id, attrs={ATTRS_KEY: settings})
+        fs = FeatureStore.open(path)
+    else:
+        raise RepscopeTypeError(
+            f"The 'store' parameter of extract must be a path or a FeatureStore. Got "
+            f"{type(store).__name__} instead."
+        )
+    # A store given as an object was chosen by the caller, whatever model_id it was created with.
+    model_id = fs.model_id if isinstance(store, FeatureStore) else adapter.model_id
+    _check_resumable(fs, model_id, names, poolings)
+    if isinstance(store, FeatureStore):
+        return fs
+    return FeatureStore.create(fs.path, model_id, exist_ok=True)
+
+
+def _check_resumable(
+    fs: FeatureStore, model_id: str, names: list[str], poolings: Mapping[str, str]
+) -> None:
+    """Refuse to append to a store whose chunks hold other layers, pooling or model."""
+    if fs.n_samples == 0:
+        return
+    if fs.model_id != model_id:
+        raise RepscopeValueError(
+            f"cannot resume into the store at {fs.path}: it holds features of model_id="
+            f"{fs.model_id!r}, not {model_id!r}. Use a new store path."
+        )
+    if fs.layers != list(names):
+        raise RepscopeValueError(
+            f"cannot resume into the store at {fs.path}: it was made with layers="
+            f"{fs.layers}, now layers={list(names)}. Pass the same layers or use a new "
+            "store path."
+        )
+    prev = fs.attrs.get(ATTRS_KEY)
+    if not isinstance(prev, Mapping) or list(prev.get("layers", [])) != fs.layers:
+        return  # no (consistent) record of the pooling: the layers are all we can check
+    if dict(prev.get("pooling", {})) != dict(poolings):
+        raise RepscopeValueError(
+            f"cannot resume into the store at {fs.path}: it was made with pooling="
+            f"{prev.get('pooling')}, now pooling={dict(poolings)}. Pass the same pooling or use "
+            "a new store path."
+        )
+
+
+@contextlib.contextmanager
+def _progress(
+    enabled: bool, total: int | None, completed: int, label: str
+) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda _k: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]extract[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total, completed=completed)
+        yield lambda k: bar.advance(task, k)

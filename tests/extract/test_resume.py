@@ -1,0 +1,98 @@
+"""Resume: a writer SIGKILLed mid-run leaves complete chunks; re-running finishes the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repscope.exceptions import RepscopeValueError
+from repscope.store import FeatureStore
+
+CHILD = Path(__file__).with_name("_resume_child.py")
+N = 480
+CHUNK = 48  # _resume_child.CHUNK
+LAYERS = ["0", "1", "4"]
+
+
+def _child(store: Path, data: Path, seconds: float) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), str(store), str(data), str(seconds)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> None:
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+
+
+def _n_samples(path: Path) -> int:
+    try:
+        return FeatureStore.open(path).n_samples
+    except (OSError, ValueError):  # not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkilled_extraction_resumes_to_the_uninterrupted_result(tmp_path, mnist) -> None:
+    ref_path, path, data = tmp_path / "ref", tmp_path / "killed", tmp_path / "mnist.npz"
+    np.savez(data, X=mnist[0][:N], y=mnist[1][:N])
+    ref = _child(ref_path, data, 0.0)
+    victim = _child(path, data, 0.05)  # 30 batches x 50 ms: long enough to be caught mid-run
+    try:
+        deadline = time.monotonic() + 60
+        while _n_samples(path) < CHUNK and victim.poll() is None:
+            assert time.monotonic() < deadline, "the child never wrote a chunk"
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    _finish(ref)
+    killed_at = FeatureStore.open(path).n_samples
+    assert victim.returncode == -signal.SIGKILL
+    assert 0 < killed_at < N
+    assert killed_at % CHUNK == 0
+
+    _finish(_child(path, data, 0.0))  # resume
+    a, b = FeatureStore.open(path, verify="full"), FeatureStore.open(ref_path, verify="full")
+    assert a.n_samples == b.n_samples == N
+    assert a.layers == b.layers == LAYERS
+    for name in LAYERS:
+        assert np.array_equal(a.read(name), b.read(name)), name
+    assert a.read("1").shape == (N, 4, 16)
+    ma, mb = a.metadata(), b.metadata()
+    assert list(ma) == list(mb) == ["label", "id"]
+    for col in ma:
+        assert np.array_equal(ma[col], mb[col]), col
+    np.testing.assert_array_equal(ma["label"], mnist[1][:N])
+
+
+def test_resume_refuses_other_model_or_shorter_inputs(tmp_path) -> None:
+    import torch
+
+    from repscope.extract import extract
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    path = tmp_path / "s"
+    store = extract(net, X, ["0"], store=path, chunk_size=8, progress=False)
+    assert store.n_samples == 20
+    again = extract(net, X, ["0"], store=path, chunk_size=8, progress=False)  # nothing to do
+    assert again.n_chunks == 3
+    with pytest.raises(RepscopeValueError, match=r"already holds 20 samples but inputs has 10"):
+        extract(net, X[:10], ["0"], store=path, progress=False)
+    with pytest.raises(RepscopeValueError, match=r"model_id='Sequential', not 'other'"):
+        extract(net, X, ["0"], store=path, model_id="other", progress=False)
