@@ -1,0 +1,75 @@
+"""The ``repscope`` command line: one module per command group, thin over the library.
+
+Library errors (:class:`~repscope.exceptions.RepscopeError`) become one line on stderr and exit
+code 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from repscope._version import __version__
+from repscope.cli._common import Settings
+
+__all__ = ["cli", "main"]
+
+
+class RepscopeGroup(click.Group):
+    """The root group: turns library errors into one-line messages with exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from repscope.exceptions import RepscopeError
+
+        try:
+            return super().invoke(ctx)
+        except RepscopeError as err:
+            obj = ctx.find_object(Settings)
+            if (obj is not None and obj.debug) or os.environ.get("REPSCOPE_DEBUG") == "1":
+                raise
+            message = " ".join(str(err).split())
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=RepscopeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="repscope")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option(
+    "--db",
+    "db_path",
+    envvar="REPSCOPE_DB",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Results database (default: $REPSCOPE_HOME/results.db; env REPSCOPE_DB).",
+)
+@click.option("--seed", envvar="REPSCOPE_SEED", type=int, default=0, show_default=True,
+              help="Random seed for everything stochastic (env REPSCOPE_SEED).")
+@click.option("--device", envvar="REPSCOPE_DEVICE", default="cpu", show_default=True,
+              help="Compute device for models (cpu, cuda, cuda:1; env REPSCOPE_DEVICE).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, db_path: str | None, seed: int, device: str) -> None:
+    """repscope: the linear structure of learned representations and weights.
+
+    Extract features from a model (or bring your own arrays), analyse them, and render
+    everything recorded into one self-contained HTML report.
+    """
+    ctx.obj = Settings(debug=debug, db_path=db_path, seed=seed, device=device)
+
+
+def _register() -> None:
+    from repscope.cli import analyze, demo, extract, report, results, zoo
+
+    for mod in (zoo, extract, analyze, results, report, demo):
+        for command in mod.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="repscope")

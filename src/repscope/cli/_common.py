@@ -1,0 +1,103 @@
+"""Shared CLI plumbing: the context object, shared options (defined once), output helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from repscope.results import to_jsonable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Settings:
+    """Global options shared by every command."""
+
+    debug: bool = False
+    db_path: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def db(self) -> Any:
+        from repscope.db import ResultsDB
+
+        return ResultsDB(self.db_path)
+
+
+def settings() -> Settings:
+    ctx = click.get_current_context()
+    obj = ctx.find_object(Settings)
+    return obj if obj is not None else Settings()
+
+
+def json_option(f: F) -> F:
+    """``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(f)
+
+
+def db_option(f: F) -> F:
+    """``--db PATH`` on a subcommand (overrides the global option)."""
+
+    @click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Results database (default: $REPSCOPE_HOME/results.db).",
+    )
+    @functools.wraps(f)
+    def wrapper(*args: Any, db_path: str | None = None, **kwargs: Any) -> Any:
+        if db_path is not None:
+            settings().db_path = db_path
+        return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(to_jsonable(data), indent=2))
+
+
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: str | None = None) -> None:
+    """A table on stdout (rich when attached to a terminal, plain aligned text otherwise)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for h in headers:
+        table.add_column(h)
+    for r in rows:
+        table.add_row(*[_fmt(v) for v in r])
+    Console(file=sys.stdout, soft_wrap=True, width=max(100, _term_width())).print(table)
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def check_exists(path: str | Path, what: str) -> Path:
+    """A path that must exist: a missing one is a one-line error with exit code 1."""
+    from repscope.exceptions import DataNotFoundError
+
+    p = Path(path)
+    if not p.exists():
+        raise DataNotFoundError(f"{what} {str(p)!r} does not exist.")
+    return p
