@@ -68,6 +68,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
     from repscope._validation import check_scalar
     from repscope.db import Record, ResultsDB
     from repscope.extract import extract, make_adapter
+    from repscope.probe._demo import demo_probe_step
     from repscope.report import render_report
     from repscope.separability import logistic_separability
     from repscope.similarity import linear_cka_matrix
@@ -139,6 +140,11 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
                     model=name, dataset=config.dataset, layer=layer, run_id=run_id))
         db.add_many(records)
         timings["separability + spectra"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        log("[demo] probes per layer (ridge path, kNN), learning curves and few-shot accuracy")
+        demo_probe_step(stores, layers_of, labels, db, run_id, config.dataset, config.seed, log)
+        timings["probes"] = time.perf_counter() - t
 
         if len(config.models) >= 2:
             t = time.perf_counter()

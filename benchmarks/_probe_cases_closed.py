@@ -1,0 +1,204 @@
+"""Closed-form probe cases for ``benchmarks/probe_path.py``: ridge and LDA paths and the small
+(digits) fast path, each against its scikit-learn (or himalaya) counterpart.
+
+Every case fits on the training split, selects on the training data only (LOO / GCV / a
+holdout split of it), and reports test accuracy of the selected model. Imports are lazy so
+that the himalaya case can run in its own venv.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from probe_path import load_array
+
+ALPHAS = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
+SHRINKAGES = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.2, 0.4, 0.8)
+SMALL_REPEATS = 20  # digits fits are milliseconds: each small case times 20 fits
+
+
+def _split(data: dict[str, Any], name: str) -> tuple[np.ndarray, ...]:
+    p = data[name]
+    return (load_array(p["X_train"]), load_array(p["y_train"]), load_array(p["X_test"]),
+            load_array(p["y_test"]))
+
+
+def _dev(X: np.ndarray, data: dict[str, Any]) -> Any:
+    if data.get("device") == "cuda":
+        import torch
+
+        return torch.as_tensor(np.asarray(X)).cuda()
+    return X
+
+
+def _acc(model: Any, X: Any, y: np.ndarray, data: dict[str, Any]) -> float:
+    pred = model.predict(_dev(X, data))
+    pred = pred.cpu().numpy() if hasattr(pred, "cpu") else np.asarray(pred)
+    return float(np.mean(pred == y))
+
+
+# --------------------------------------------------------------------------- ridge
+def _ridge_repscope(name: str, selection: str) -> Any:
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        from repscope.probe._ridge import RidgeProbe
+
+        Xtr, ytr, Xte, yte = _split(data, name)
+        m = RidgeProbe(alphas=ALPHAS, selection=selection).fit(_dev(Xtr, data), ytr)
+        return {"accuracy": _acc(m, Xte, yte, data), "extra": f"alpha={m.alpha_:g}"}
+    return run
+
+
+def _ridge_sklearn(name: str) -> Any:
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        from sklearn.linear_model import RidgeClassifierCV
+
+        Xtr, ytr, Xte, yte = _split(data, name)
+        m = RidgeClassifierCV(alphas=ALPHAS).fit(np.asarray(Xtr), ytr)
+        return {"accuracy": float(np.mean(m.predict(np.asarray(Xte)) == yte)),
+                "extra": f"alpha={m.alpha_:g}"}
+    return run
+
+
+def _ridge_himalaya(data: dict[str, Any]) -> dict[str, Any]:
+    from himalaya.ridge import RidgeCV
+
+    Xtr, ytr, Xte, yte = _split(data, "synthetic")
+    T = -np.ones((len(ytr), int(ytr.max()) + 1), dtype=np.float32)
+    T[np.arange(len(ytr)), ytr] = 1.0
+    m = RidgeCV(alphas=np.asarray(ALPHAS)).fit(np.asarray(Xtr), T)  # defaults otherwise
+    pred = np.asarray(m.predict(np.asarray(Xte))).argmax(1)
+    return {"accuracy": float(np.mean(pred == yte)), "extra": "himalaya defaults (cv=5)"}
+
+
+# --------------------------------------------------------------------------- LDA
+def _lda_repscope(name: str) -> Any:
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        from repscope.probe._generative import LDAProbe
+
+        Xtr, ytr, Xte, yte = _split(data, name)
+        m = LDAProbe(shrinkage="path", shrinkages=SHRINKAGES, selection="holdout").fit(
+            _dev(Xtr, data), ytr)
+        return {"accuracy": _acc(m, Xte, yte, data), "extra": f"shrinkage={m.shrinkage_:g}"}
+    return run
+
+
+def _lda_sklearn_loop(name: str) -> Any:
+    """The same protocol as LDAProbe(selection="holdout"): fit each shrinkage on the training
+    part, score on the held-out part (the same rows), refit the best on all rows."""
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis as LDA
+
+        from repscope.probe._ridge import fold_ids
+
+        Xtr, ytr, Xte, yte = _split(data, name)
+        Xtr = np.asarray(Xtr)
+        ids, _ = fold_ids(len(ytr), "holdout", 5, 0.2, 0)
+        tr, va = ids != 0, ids == 0
+        scores = [LDA(solver="lsqr", shrinkage=s).fit(Xtr[tr], ytr[tr]).score(Xtr[va], ytr[va])
+                  for s in SHRINKAGES]
+        best = SHRINKAGES[int(np.argmax(scores))]
+        m = LDA(solver="lsqr", shrinkage=best).fit(Xtr, ytr)
+        return {"accuracy": float(m.score(np.asarray(Xte), yte)), "extra": f"shrinkage={best:g}"}
+    return run
+
+
+# --------------------------------------------------------------------------- small (digits)
+def _small(make: Any) -> Any:
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        Xtr, ytr, Xte, yte = _split(data, "digits")
+        Xtr, Xte = np.asarray(Xtr), np.asarray(Xte)
+        m = None
+        for _ in range(SMALL_REPEATS):
+            m = make().fit(Xtr, ytr)
+        return {"accuracy": float(np.mean(np.asarray(m.predict(Xte)) == yte)),
+                "extra": f"{SMALL_REPEATS} fits"}
+    return run
+
+
+def _mk_ridge_probe() -> Any:
+    from repscope.probe._ridge import RidgeProbe
+
+    return RidgeProbe(alphas=ALPHAS, selection="loo")
+
+
+def _mk_ridge_cv() -> Any:
+    from sklearn.linear_model import RidgeClassifierCV
+
+    return RidgeClassifierCV(alphas=ALPHAS)
+
+
+def _mk_lda_probe() -> Any:
+    from repscope.probe._generative import LDAProbe
+
+    return LDAProbe(shrinkage=0.1)
+
+
+def _mk_lda() -> Any:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.1)
+
+
+def _mk_nb_probe() -> Any:
+    from repscope.probe._generative import GaussianNBProbe
+
+    return GaussianNBProbe()
+
+
+def _mk_nb() -> Any:
+    from sklearn.naive_bayes import GaussianNB
+
+    return GaussianNB()
+
+
+CASES = {
+    "ridge_path_loo_synthetic": _ridge_repscope("synthetic", "loo"),
+    "ridge_path_gcv_synthetic": _ridge_repscope("synthetic", "gcv"),
+    "sklearn_ridgecv_synthetic": _ridge_sklearn("synthetic"),
+    "himalaya_ridgecv_synthetic": _ridge_himalaya,
+    "lda_path_synthetic": _lda_repscope("synthetic"),
+    "sklearn_lda_loop_synthetic": _lda_sklearn_loop("synthetic"),
+    "ridge_path_loo_lite0": _ridge_repscope("lite0", "loo"),
+    "sklearn_ridgecv_lite0": _ridge_sklearn("lite0"),
+    "lda_path_lite0": _lda_repscope("lite0"),
+    "sklearn_lda_loop_lite0": _lda_sklearn_loop("lite0"),
+    "ridge_probe_digits": _small(_mk_ridge_probe),
+    "sklearn_ridgecv_digits": _small(_mk_ridge_cv),
+    "lda_probe_digits": _small(_mk_lda_probe),
+    "sklearn_lda_digits": _small(_mk_lda),
+    "gaussian_nb_probe_digits": _small(_mk_nb_probe),
+    "sklearn_gaussian_nb_digits": _small(_mk_nb),
+}
+
+PRELOAD = {
+    **{c: ["repscope.probe._ridge", "repscope.probe._generative"] for c in CASES
+       if not c.startswith(("sklearn", "himalaya"))},
+    **{c: ["sklearn.linear_model", "sklearn.discriminant_analysis", "sklearn.naive_bayes",
+           "repscope.probe._ridge"] for c in CASES if c.startswith("sklearn")},
+    "himalaya_ridgecv_synthetic": ["himalaya.ridge"],
+}
+
+PYTHON = {"himalaya_ridgecv_synthetic": "/tmp/venv-himalaya/bin/python"}
+
+RUNS = {"sklearn_lda_loop_synthetic": 1, "himalaya_ridgecv_synthetic": 1,
+        "sklearn_ridgecv_synthetic": 1, "sklearn_lda_loop_lite0": 1}
+
+COMPARISONS = [
+    ("(a) ridge 8-alpha path, LOO (synthetic 50k x 768, 100 cl.)", "ridge_path_loo_synthetic",
+     "sklearn_ridgecv_synthetic", 5.0),
+    ("(a') ridge 8-alpha path, GCV from moments only", "ridge_path_gcv_synthetic",
+     "sklearn_ridgecv_synthetic", 5.0),
+    ("(b) LDA 8-shrinkage path, holdout (synthetic)", "lda_path_synthetic",
+     "sklearn_lda_loop_synthetic", 10.0),
+    ("(d) ridge path vs himalaya RidgeCV (synthetic)", "ridge_path_loo_synthetic",
+     "himalaya_ridgecv_synthetic", 1.0),
+    ("(a) ridge path, LOO (lite0 _bn1, 800 x 1280)", "ridge_path_loo_lite0",
+     "sklearn_ridgecv_lite0", 5.0),
+    ("(b) LDA path, holdout (lite0 _bn1)", "lda_path_lite0", "sklearn_lda_loop_lite0", 10.0),
+    ("(e) RidgeProbe LOO path vs RidgeClassifierCV (digits)", "ridge_probe_digits",
+     "sklearn_ridgecv_digits", 1 / 1.5),
+    ("(e) LDAProbe vs LDA lsqr (digits)", "lda_probe_digits", "sklearn_lda_digits", 1 / 1.5),
+    ("(e) GaussianNBProbe vs GaussianNB (digits)", "gaussian_nb_probe_digits",
+     "sklearn_gaussian_nb_digits", 1 / 1.5),
+]

@@ -1,0 +1,1 @@
+"""Shared numerical kernels: chunked kNN, linear assignment, eigen-paths, kernel dependence."""

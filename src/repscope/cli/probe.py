@@ -1,0 +1,211 @@
+"""``repscope probe``: probes on features from disk (.npy, .safetensors, a FeatureStore).
+
+Per-layer accuracy with intervals, and optionally few-shot accuracy, a learning curve and
+calibration (temperature scaling) at the best layer. Everything is recorded in the results
+database (analyses ``probe``, ``probe_few_shot``, ``probe_learning_curve``,
+``probe_calibration``) and rendered by ``repscope report``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
+
+PROBES = ("ridge", "lda", "nb", "logistic", "knn")
+
+
+def make_probe(name: str, *, k: int = 10, seed: int = 0, small: bool = False) -> Any:
+    """A fresh probe by CLI name (ridge/lda/nb: closed form; logistic: L-BFGS path; knn).
+
+    ``small=True`` is for few-shot and small learning-curve fits: the logistic probe then
+    uses one fixed ``C=1`` instead of selecting on a holdout split of a handful of rows.
+    """
+    if name == "ridge":
+        from repscope.probe._ridge import RidgeProbe
+
+        return RidgeProbe(random_state=seed)
+    if name == "lda":
+        from repscope.probe._generative import LDAProbe
+
+        return LDAProbe(shrinkage="oas")
+    if name == "nb":
+        from repscope.probe._generative import GaussianNBProbe
+
+        return GaussianNBProbe()
+    if name == "logistic":
+        from repscope.probe._logistic import LinearProbe
+
+        return LinearProbe(C=1.0, random_state=seed) if small else LinearProbe(random_state=seed)
+    if name == "knn":
+        from repscope.probe._knn import KNNProbe
+
+        return KNNProbe(k=k)
+    from repscope._validation import check_choice
+
+    check_choice(name, "probe", PROBES, caller="repscope probe")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _logits(est: Any, X: Any) -> np.ndarray:
+    """Logits for calibration: ``decision_function`` (binary -> ``[0, z]``) or log-probs."""
+    if hasattr(est, "decision_function"):
+        z = np.asarray(est.decision_function(X), dtype=np.float64)
+        return np.column_stack([np.zeros_like(z), z]) if z.ndim == 1 else z
+    p = np.asarray(est.predict_proba(X), dtype=np.float64)
+    return np.log(np.clip(p, 1e-12, None))
+
+
+def _parse_shots(text: str) -> tuple[int, ...]:
+    from repscope.exceptions import RepscopeValueError
+
+    try:
+        shots = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise RepscopeValueError(
+            f"--few-shot must be comma-separated integers such as 1,5,10; got {text!r}."
+        ) from None
+    if not shots or min(shots) < 1:
+        raise RepscopeValueError(f"--few-shot needs positive shot counts; got {text!r}.")
+    return shots
+
+
+def _model_name(path: Path) -> str:
+    if path.is_dir():
+        from repscope.store import FeatureStore
+
+        return FeatureStore.open(path, verify="none").model_id or path.name
+    return path.stem
+
+
+@click.command(name="probe")
+@click.argument("features", type=click.Path())
+@click.option("--labels", required=True,
+              help="Labels: a .npy or text file (one per line), or a metadata column of the store.")
+@click.option("--layer", "layers", multiple=True, help="Layer to probe (repeatable; default: all).")
+@click.option("--probe", "probe_name", type=click.Choice(PROBES), default="ridge",
+              show_default=True, help="Which probe.")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--few-shot", "few_shot_spec", default=None,
+              help="Shots per class at the best layer, e.g. 1,5,10.")
+@click.option("--tries", default=5, show_default=True, help="Random draws per few-shot size.")
+@click.option("--learning-curve", "do_curve", is_flag=True,
+              help="Learning curve (accuracy vs training size) at the best layer.")
+@click.option("--calibration", "do_calibration", is_flag=True,
+              help="Temperature scaling, ECE and reliability diagram at the best layer.")
+@click.option("--dataset", default="", help="Dataset name to record with the results.")
+@json_option
+def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, folds: int,
+          few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
+          dataset: str, as_json: bool) -> None:
+    """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
+    from repscope.db import Record
+    from repscope.io import load_features, load_labels
+    from repscope.probe._layerwise import probe_layers
+    from repscope.probe._protocols import KFold, few_shot, learning_curve
+
+    path = check_exists(features, "features")
+    feats = load_features(path, layers or None)
+    n = next(iter(feats.values())).shape[0]
+    store = None
+    if path.is_dir():
+        from repscope.store import FeatureStore
+
+        store = FeatureStore.open(path)
+    y_raw = load_labels(labels, store=store, n_samples=n)
+    shots = _parse_shots(few_shot_spec) if few_shot_spec else None
+    seed = settings().seed
+    model = _model_name(path)
+    factory = make_probe(probe_name, seed=seed)
+    res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed))
+    best = res.best_layer
+    out: dict[str, Any] = {"model": model, "probe": probe_name, "layers": res.to_dict()}
+    params = {"probe": probe_name, "n_folds": folds, "seed": seed}
+    with settings().db() as db, db.run("probe", {"features": str(path), **params}, model=model,
+                                       dataset=dataset) as run_id:
+        for i, layer in enumerate(res.layers):
+            db.add(Record("probe", {
+                "accuracy": res.accuracy[i], "ci_low": res.ci_low[i], "ci_high": res.ci_high[i],
+                "accuracy_std": res.std[i], "chance": res.chance,
+                "n_features": res.n_features[i]},
+                model=model, dataset=dataset, layer=layer, params=params, run_id=run_id))
+        X = feats[best]
+        if shots:
+            n_classes = len(np.unique(y_raw))
+            fs_factory = make_probe(probe_name, k=max(1, min(10, min(shots) * n_classes)),
+                                    seed=seed, small=True)
+            fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed)
+            db.add(Record("probe_few_shot", {
+                "shots": list(fs.shots), "mean": list(fs.mean), "std": list(fs.std),
+                "ci_low": list(fs.ci_low), "ci_high": list(fs.ci_high), "chance": fs.chance,
+                "n_test": fs.n_test}, model=model, dataset=dataset, layer=best,
+                params={**params, "n_tries": tries}, run_id=run_id))
+            out["few_shot"] = {"layer": best, **fs.to_dict()}
+            out["few_shot"].pop("test_indices", None)
+        if do_curve:
+            n_classes = len(np.unique(y_raw))
+            lc_factory = make_probe(probe_name, k=max(1, min(10, 2 * n_classes)), seed=seed,
+                                    small=True)
+            lc = learning_curve(lc_factory, X, y_raw, n_repeats=3, seed=seed)
+            db.add(Record("probe_learning_curve", {
+                "sizes": list(lc.sizes), "mean": list(lc.mean), "ci_low": list(lc.ci_low),
+                "ci_high": list(lc.ci_high), "reached_at": lc.reached_at,
+                "asymptote_error": lc.asymptote_error, "tol": lc.tol},
+                model=model, dataset=dataset, layer=best, params=params, run_id=run_id))
+            out["learning_curve"] = {"layer": best, **lc.to_dict()}
+        if do_calibration:
+            cal = _calibrate(factory, X, y_raw, seed)
+            db.add(Record("probe_calibration", {
+                "temperature": cal.temperature, "ece_before": cal.ece_before,
+                "ece_after": cal.ece_after, "nll_before": cal.nll_before,
+                "nll_after": cal.nll_after, "accuracy": cal.accuracy,
+                "bin_edges": list(cal.diagram_before.bin_edges),
+                "confidence_before": list(cal.diagram_before.confidence),
+                "accuracy_before": list(cal.diagram_before.accuracy),
+                "confidence_after": list(cal.diagram_after.confidence),
+                "accuracy_after": list(cal.diagram_after.accuracy),
+                "counts_before": list(cal.diagram_before.counts)},
+                model=model, dataset=dataset, layer=best, params=params, run_id=run_id))
+            out["calibration"] = {"layer": best, **cal.to_dict()}
+    if as_json:
+        echo_json(out)
+        return
+    print_table([(layer, a, f"[{lo:.3f}, {hi:.3f}]") for layer, a, lo, hi in
+                 zip(res.layers, res.accuracy, res.ci_low, res.ci_high)],
+                ["layer", "accuracy", "95% interval"],
+                title=f"{probe_name} probe: {model} (chance {res.chance:.3f}; best {best})")
+    if "few_shot" in out:
+        fs_out = out["few_shot"]
+        print_table([(s, m, f"[{lo:.3f}, {hi:.3f}]") for s, m, lo, hi in
+                     zip(fs_out["shots"], fs_out["mean"], fs_out["ci_low"], fs_out["ci_high"])],
+                    ["shots/class", "accuracy", "95% interval"], title=f"Few-shot at {best}")
+    if "learning_curve" in out:
+        lc_out = out["learning_curve"]
+        print_table([(s, m) for s, m in zip(lc_out["sizes"], lc_out["mean"])],
+                    ["training size", "accuracy"],
+                    title=f"Learning curve at {best} (flat from n={lc_out['reached_at']})")
+    if "calibration" in out:
+        c = out["calibration"]
+        click.echo(f"calibration at {best}: T={c['temperature']:.3g}, ECE "
+                   f"{c['ece_before']:.4f} -> {c['ece_after']:.4f}")
+
+
+def _calibrate(factory: Any, X: Any, y: np.ndarray, seed: int) -> Any:
+    """Fit on 60%, temperature on 20% (validation), report on the last 20% (test)."""
+    from repscope.probe._calibration import calibration_report
+    from repscope.probe._protocols import Holdout, make_estimator
+
+    rest, test = Holdout(0.2, seed).splits(y)[0]
+    tr_rel, val_rel = Holdout(0.25, seed + 1).splits(y[rest])[0]
+    tr, val = rest[tr_rel], rest[val_rel]
+    est = make_estimator(factory).fit(X[tr], y[tr])
+    classes = np.asarray(est.classes_)
+    return calibration_report(_logits(est, X[val]), np.searchsorted(classes, y[val]),
+                              _logits(est, X[test]), np.searchsorted(classes, y[test]))
+
+
+COMMANDS = [probe]

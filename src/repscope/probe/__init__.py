@@ -1,0 +1,113 @@
+"""Probes on frozen features.
+
+Closed-form probes from :class:`~repscope.stats.Moments` (ridge, LDA, Gaussian naive Bayes: a
+whole regularisation path from one eigendecomposition, streaming and all-reduce ready); a
+softmax ``LinearProbe`` path (L-BFGS, warm starts, convergence reported); ``MomentProbe`` for
+token sets; a DINO-style ``KNNProbe``; protocols (holdout, k-fold, few-shot, learning curves);
+calibration (temperature scaling, ECE); probe controls (selectivity, MDL); layer-wise and
+multi-level probing; linear encoding models; metrics.
+"""
+
+from repscope.probe._calibration import (
+    CalibrationReport,
+    HeadDiagnostics,
+    ReliabilityDiagram,
+    TemperatureScaler,
+    brier_score,
+    calibration_report,
+    ece,
+    fit_temperature,
+    head_diagnostics,
+    nll,
+    reliability_diagram,
+)
+from repscope.probe._controls import (
+    MDLResult,
+    SelectivityResult,
+    control_task_labels,
+    kmeans_types,
+    mdl_online,
+    selectivity,
+)
+from repscope.probe._encoding import EncodingModel
+from repscope.probe._generative import (
+    GaussianNBProbe,
+    LDAProbe,
+    ledoit_wolf_shrinkage,
+    oas_shrinkage,
+)
+from repscope.probe._knn import KNNProbe
+from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
+from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
+from repscope.probe._metrics import (
+    accuracy,
+    average_precision,
+    balanced_accuracy,
+    macro_f1,
+    mean_average_precision,
+    top_k_accuracy,
+)
+from repscope.probe._moment import MomentProbe, moment_features
+from repscope.probe._protocols import (
+    EvaluationResult,
+    FewShotResult,
+    FixedValidation,
+    Holdout,
+    KFold,
+    LearningCurveResult,
+    evaluate,
+    few_shot,
+    learning_curve,
+)
+from repscope.probe._ridge import RidgeProbe
+
+__all__ = [
+    "C_from_lambda",
+    "CalibrationReport",
+    "EncodingModel",
+    "EvaluationResult",
+    "FewShotResult",
+    "FixedValidation",
+    "GaussianNBProbe",
+    "HeadDiagnostics",
+    "Holdout",
+    "KFold",
+    "KNNProbe",
+    "LDAProbe",
+    "LayerwiseResult",
+    "LearningCurveResult",
+    "LinearProbe",
+    "MDLResult",
+    "MomentProbe",
+    "MultiLevelProbe",
+    "PathPoint",
+    "ReliabilityDiagram",
+    "RidgeProbe",
+    "SelectivityResult",
+    "TemperatureScaler",
+    "accuracy",
+    "average_precision",
+    "balanced_accuracy",
+    "brier_score",
+    "calibration_report",
+    "control_task_labels",
+    "ece",
+    "evaluate",
+    "few_shot",
+    "fit_temperature",
+    "head_diagnostics",
+    "kmeans_types",
+    "lambda_from_C",
+    "learning_curve",
+    "ledoit_wolf_shrinkage",
+    "macro_f1",
+    "mdl_online",
+    "mean_average_precision",
+    "moment_features",
+    "nll",
+    "oas_shrinkage",
+    "probe_layers",
+    "reliability_diagram",
+    "selectivity",
+    "top_k_accuracy",
+]

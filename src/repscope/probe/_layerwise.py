@@ -1,0 +1,321 @@
+"""Layer-wise probing (one call, every layer) and multi-level probes (several layers at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from repscope._array import is_torch, to_numpy
+from repscope._validation import check_choice, check_features, check_labels
+from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
+from repscope.probe._protocols import (
+    DEFAULT_PROTOCOL,
+    EstimatorFactory,
+    Protocol,
+    evaluate,
+    make_estimator,
+)
+from repscope.results import Result
+
+__all__ = ["LayerwiseResult", "MultiLevelProbe", "default_probe", "probe_layers"]
+
+
+def default_probe() -> Any:
+    """The cheap default probe: repscope's closed-form ``RidgeProbe`` (one eigendecomposition),
+    or scikit-learn's ``RidgeClassifier`` on standardised features when it is unavailable."""
+    try:
+        from repscope.probe._ridge import RidgeProbe
+    except ImportError:
+        from sklearn.linear_model import RidgeClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0))
+    return RidgeProbe()
+
+
+@dataclass(frozen=True)
+class LayerwiseResult(Result):
+    """Probe accuracy at every layer.
+
+    Attributes
+    ----------
+    layers : tuple of str
+        In the order probed (the store's depth order by default).
+    accuracy, ci_low, ci_high, std : tuple of float
+        Pooled held-out accuracy, its 95% Wilson interval and the spread over splits.
+    split_scores : tuple of tuple of float
+    n_features : tuple of int
+    chance : float
+    protocol : str
+    probe : str
+    """
+
+    layers: tuple[str, ...]
+    accuracy: tuple[float, ...]
+    ci_low: tuple[float, ...]
+    ci_high: tuple[float, ...]
+    std: tuple[float, ...]
+    split_scores: tuple[tuple[float, ...], ...]
+    n_features: tuple[int, ...]
+    chance: float
+    protocol: str
+    probe: str
+
+    @property
+    def best_layer(self) -> str:
+        """The layer with the highest accuracy (the first on ties)."""
+        return self.layers[int(np.nanargmax(np.asarray(self.accuracy)))]
+
+
+def _layer_reader(source: Any, layers: Sequence[str] | None) -> tuple[list[str], Any]:
+    """Layer names and a function reading one layer as (n, features)."""
+    from repscope.store import FeatureStore
+
+    if isinstance(source, FeatureStore):
+        names = list(source.layers)
+
+        def read(name: str) -> Any:
+            if source.layer_info(name).ragged:
+                r = source.read_ragged(name)
+                offs = np.asarray(r.offsets)
+                sums = np.add.reduceat(np.asarray(r.values, dtype=np.float64), offs[:-1], axis=0)
+                return sums / np.diff(offs)[:, None]
+            a = source.read(name)
+            return a.reshape(a.shape[0], -1)
+    elif isinstance(source, Mapping):
+        names = [str(k) for k in source]
+
+        def read(name: str) -> Any:
+            a = source[name]
+            return a.reshape(a.shape[0], -1) if a.ndim > 2 else a
+    else:
+        raise RepscopeTypeError(
+            f"source must be a FeatureStore or a mapping of layer name to array; got "
+            f"{type(source).__name__}."
+        )
+    if layers is None:
+        return names, read
+    unknown = [name for name in layers if name not in names]
+    if unknown:
+        from repscope.registry import closest_names
+
+        close = closest_names(unknown[0], names)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(
+            f"unknown layer {unknown[0]!r}.{hint} Known layers: {', '.join(names)}.",
+            name=unknown[0], known=tuple(names))
+    return list(layers), read
+
+
+def _probe_name(probe: Any) -> str:
+    if hasattr(probe, "get_params"):
+        return type(probe).__name__ if not hasattr(probe, "steps") else " > ".join(
+            type(s).__name__ for _, s in probe.steps)
+    return getattr(probe, "__name__", type(probe).__name__)
+
+
+def probe_layers(
+    source: Any,
+    labels: Any,
+    *,
+    probe: EstimatorFactory | None = None,
+    protocol: Protocol = DEFAULT_PROTOCOL,
+    layers: Sequence[str] | None = None,
+) -> LayerwiseResult:
+    """Probe every layer of a FeatureStore (or a ``{layer: array}`` mapping) in one call.
+
+    Layers are read one at a time, so only one layer's features are in memory. Token (ragged)
+    layers of a store are mean-pooled; arrays with more than two dimensions are flattened.
+    Each layer gets the same splits (``protocol``), so the per-layer numbers are comparable
+    and equal to calling :func:`~repscope.probe._protocols.evaluate` on each layer alone.
+
+    Parameters
+    ----------
+    source : FeatureStore or mapping of str to array of shape (n_samples, ...)
+    labels : array-like of shape (n_samples,)
+    probe : estimator or callable, optional
+        Default :func:`default_probe` (closed-form ridge).
+    protocol : Holdout, KFold or FixedValidation, default=KFold()
+    layers : sequence of str, optional
+        Subset and order (default: all layers, in the source's order).
+
+    Returns
+    -------
+    LayerwiseResult
+    """
+    names, read = _layer_reader(source, layers)
+    if not names:
+        raise RepscopeValueError("source has no layers to probe.")
+    factory = probe if probe is not None else default_probe()
+    y = None
+    acc, lo, hi, std, splits, widths = [], [], [], [], [], []
+    chance = float("nan")
+    for name in names:
+        X = check_features(read(name), name=f"features of layer {name!r}")
+        if y is None:
+            y = check_labels(labels, n_samples=int(X.shape[0]), name="labels", min_classes=2)
+        elif int(X.shape[0]) != y.size:
+            raise RepscopeValueError(
+                f"layer {name!r} has {X.shape[0]} samples but labels have {y.size}; every "
+                "layer must hold the same inputs."
+            )
+        r, _ = evaluate(factory, X, y, protocol)
+        acc.append(r.accuracy)
+        lo.append(r.ci_low)
+        hi.append(r.ci_high)
+        std.append(r.std)
+        splits.append(r.split_scores)
+        widths.append(int(X.shape[1]))
+        chance = r.chance
+    return LayerwiseResult(
+        layers=tuple(names), accuracy=tuple(acc), ci_low=tuple(lo), ci_high=tuple(hi),
+        std=tuple(std), split_scores=tuple(splits), n_features=tuple(widths), chance=chance,
+        protocol=repr(protocol), probe=_probe_name(factory))
+
+
+class MultiLevelProbe(ClassifierMixin, BaseEstimator):
+    """One probe on several layers' features concatenated (the multi-level protocol).
+
+    ``fit``/``predict`` take a mapping ``{layer: array}``. Flat features ``(n, d_l)`` are
+    concatenated. Spatial feature maps ``(n, c_l, h_l, w_l)`` are first upsampled bilinearly
+    (``align_corners=True``, as in Masked Scene Modeling's grid sampling) to the largest
+    spatial size among the layers, concatenated along channels, and then
+
+    * ``spatial="pool"``: averaged over positions -> ``(n, sum c_l)`` (a sample-level probe);
+    * ``spatial="keep"``: flattened -> ``(n, sum c_l * H * W)`` (position-aware).
+
+    Each layer's block is standardised with training statistics (``standardize=True``) so
+    wide or large-valued layers do not dominate the concatenation.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Which layers to use, in order.
+    probe : estimator or callable, optional
+        Default :func:`default_probe`.
+    spatial : {"pool", "keep"}, default="pool"
+    standardize : bool, default=True
+
+    Attributes
+    ----------
+    probe_ : estimator
+        The fitted probe on the concatenated features.
+    classes_ : ndarray
+    spatial_size_ : tuple of int or None
+        The common (H, W) of spatial layers.
+    n_features_in_ : int
+        Width of the concatenated features.
+
+    References
+    ----------
+    .. [1] Hermosilla, Stippel & Sick, "Masked Scene Modeling", CVPR 2025 (multi-level
+       feature concatenation for linear and kNN probes).
+    """
+
+    def __init__(self, layers: Sequence[str] = (), *, probe: EstimatorFactory | None = None,
+                 spatial: Literal["pool", "keep"] = "pool", standardize: bool = True) -> None:
+        self.layers = layers
+        self.probe = probe
+        self.spatial = spatial
+        self.standardize = standardize
+
+    def _concat(self, features: Mapping[str, Any], fitting: bool) -> np.ndarray:
+        import torch
+
+        if not isinstance(features, Mapping):
+            raise RepscopeTypeError(
+                f"MultiLevelProbe takes a mapping of layer name to features; got "
+                f"{type(features).__name__}."
+            )
+        missing = [name for name in self.layers if name not in features]
+        if missing:
+            raise UnknownNameError(
+                f"features lack layer {missing[0]!r}; given: {', '.join(map(str, features))}.",
+                name=missing[0], known=tuple(map(str, features)))
+        arrays: list[Any] = []
+        for name in self.layers:
+            a = features[name]
+            a = check_features(a, name=f"features[{name!r}]", ndim=(2, 4))
+            arrays.append(a if is_torch(a) else np.asarray(a))
+        n = {int(a.shape[0]) for a in arrays}
+        if len(n) != 1:
+            raise RepscopeValueError(
+                f"every layer must have the same number of samples; got "
+                f"{dict(zip(self.layers, (int(a.shape[0]) for a in arrays)))}."
+            )
+        if fitting:
+            sizes = [tuple(int(s) for s in a.shape[2:]) for a in arrays if a.ndim == 4]
+            self.spatial_size_ = max(sizes, key=lambda s: s[0] * s[1]) if sizes else None
+        blocks = []
+        for a in arrays:
+            if a.ndim == 4:
+                t = a.detach().float().cpu() if is_torch(a) else torch.as_tensor(
+                    np.asarray(a, dtype=np.float32))
+                if tuple(t.shape[2:]) != self.spatial_size_:
+                    t = torch.nn.functional.interpolate(t, size=self.spatial_size_,
+                                                        mode="bilinear", align_corners=True)
+                b = t.mean(dim=(2, 3)) if self.spatial == "pool" else t.reshape(t.shape[0], -1)
+                blocks.append(b.numpy().astype(np.float64))
+            else:
+                blocks.append(to_numpy(a).astype(np.float64))
+        if self.standardize:
+            if fitting:
+                self._mu = [b.mean(axis=0) for b in blocks]
+                self._sd = [np.maximum(b.std(axis=0), 1e-12) for b in blocks]
+            blocks = [(b - m) / s for b, m, s in zip(blocks, self._mu, self._sd)]
+        return np.concatenate(blocks, axis=1)
+
+    def fit(self, features: Mapping[str, Any], y: Any) -> MultiLevelProbe:
+        """Fit the probe on the concatenated layers.
+
+        Parameters
+        ----------
+        features : mapping of str to array of shape (n_samples, d) or (n_samples, c, h, w)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self
+        """
+        if not self.layers:
+            raise RepscopeValueError(
+                "The 'layers' parameter of MultiLevelProbe must name at least one layer."
+            )
+        check_choice(self.spatial, "spatial", ("pool", "keep"), caller="MultiLevelProbe")
+        Z = self._concat(features, fitting=True)
+        labels = check_labels(y, n_samples=Z.shape[0], name="y", min_classes=2)
+        self.probe_ = make_estimator(self.probe if self.probe is not None else default_probe())
+        self.probe_.fit(Z, labels)
+        self.classes_ = np.asarray(self.probe_.classes_)
+        self.n_features_in_ = int(Z.shape[1])
+        return self
+
+    def transform(self, features: Mapping[str, Any]) -> np.ndarray:
+        """The concatenated (upsampled, standardised) features the probe sees."""
+        self._check()
+        return self._concat(features, fitting=False)
+
+    def _check(self) -> None:
+        from sklearn.exceptions import NotFittedError
+
+        if not hasattr(self, "probe_"):
+            raise NotFittedError("This MultiLevelProbe instance is not fitted yet; call fit.")
+
+    def predict(self, features: Mapping[str, Any]) -> np.ndarray:
+        """Predicted classes."""
+        return np.asarray(self.probe_.predict(self.transform(features)))
+
+    def predict_proba(self, features: Mapping[str, Any]) -> np.ndarray:
+        """Class probabilities (when the probe has ``predict_proba``)."""
+        return np.asarray(to_numpy(self.probe_.predict_proba(self.transform(features))))
+
+    def score(self, features: Mapping[str, Any], y: Any, sample_weight: Any = None) -> float:
+        """Accuracy."""
+        labels = check_labels(y, name="y")
+        hit = (self.predict(features) == labels).astype(np.float64)
+        return float(np.average(hit, weights=sample_weight))
