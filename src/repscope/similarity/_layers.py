@@ -1,0 +1,430 @@
+"""Layer x layer (and model x model) similarity matrices with per-layer reuse.
+
+:func:`compare_layers` fills ``M[i, j] = m(A_i, B_j)`` for every layer ``A_i`` of one source and
+``B_j`` of another (or of the same source), where a source is a
+:class:`~repscope.store.FeatureStore` (streamed), a mapping ``name -> array`` or a sequence of
+arrays. A mapping of *models* (one layer each) gives a model x model matrix.
+
+Per-layer work is done once:
+
+* ``"linear_cka"`` streams every layer once in row batches and accumulates, in float64 about a
+  per-layer shift, one cross-scatter block per layer pair (the whole matrix is one
+  ``X_all^T Y_all`` product per batch; for ``A`` vs ``A`` only the upper triangle, through a
+  symmetric rank-k update). Self terms ``||X_i~^T X_i~||_F`` are shared by every pair in a row or
+  column. When the blocks exceed ``max_memory`` the rows are split into groups, one pass each.
+* ``"mutual_knn"``, ``"knn_jaccard"``, ``"cknna"`` compute each layer's kNN graph (and CKNNA
+  self term) once; a pair then costs ``O(n k^2)``. (CKNNA is not exactly symmetric, so both
+  triangles are computed.)
+* any other measure is called per pair (half of the pairs when comparing a source with itself
+  and the measure is symmetric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from repscope._array import as_float64_numpy, to_numpy
+from repscope._validation import check_choice, check_features, check_positive_int
+from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.results import Result
+
+__all__ = ["LayerMatrix", "compare_layers"]
+
+_SYMMETRIC = {"linear_cka", "mutual_knn", "knn_jaccard"}
+_KNN = {"mutual_knn", "knn_jaccard", "cknna"}
+_FAST = _SYMMETRIC | _KNN
+
+
+@dataclass(frozen=True)
+class LayerMatrix(Result):
+    """A layers x layers (or models x models) similarity matrix.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_rows, n_cols)
+        ``values[i, j] = measure(rows[i], cols[j])``.
+    rows, cols : tuple of str
+        Layer (or model) names of the two sources.
+    measure : str
+    higher_is_better : bool
+    symmetric : bool
+        True when a source was compared with itself by a symmetric measure.
+    n_samples : int
+    best_matches : tuple of (row, col, value)
+        For each row, the best-matching column (excluding the diagonal when ``symmetric``).
+    """
+
+    values: np.ndarray
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    measure: str
+    higher_is_better: bool
+    symmetric: bool
+    n_samples: int
+    best_matches: tuple[tuple[str, str, float], ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def top_pairs(self, n: int = 5) -> list[tuple[str, str, float]]:
+        """The ``n`` best (row, col, value) pairs overall (upper triangle when symmetric)."""
+        v = self.values.astype(np.float64).copy()
+        bad = -np.inf if self.higher_is_better else np.inf
+        if self.symmetric:
+            v[np.tril_indices_from(v)] = bad
+        flat = np.argsort(-v if self.higher_is_better else v, axis=None, kind="stable")
+        out = []
+        for f in flat[: int(n)]:
+            i, j = np.unravel_index(int(f), v.shape)
+            if v[i, j] == bad:
+                break
+            out.append((self.rows[i], self.cols[j], float(self.values[i, j])))
+        return out
+
+
+# --------------------------------------------------------------------------- sources
+class _Source:
+    """Uniform access to the layers of a FeatureStore, a mapping or a sequence of arrays."""
+
+    def __init__(self, src: Any, layers: Sequence[str] | None, name: str) -> None:
+        self.store = None
+        if hasattr(src, "iter_batches") and hasattr(src, "layers"):
+            self.store = src
+            names = list(src.layers)
+            self.n = int(src.n_samples)
+            self.arrays: dict[str, Any] = {}
+        elif isinstance(src, Mapping):
+            names = [str(k) for k in src]
+            self.arrays = {str(k): v for k, v in src.items()}
+        elif isinstance(src, Sequence) and not isinstance(src, (str, bytes)):
+            names = [str(i) for i in range(len(src))]
+            self.arrays = {str(i): v for i, v in enumerate(src)}
+        else:
+            raise RepscopeTypeError(
+                f"{name} must be a FeatureStore, a mapping of layer name -> array, or a sequence "
+                f"of arrays; got {type(src).__name__}."
+            )
+        if layers is not None:
+            missing = [lay for lay in layers if lay not in names]
+            if missing:
+                raise RepscopeValueError(
+                    f"layers {missing} are not in {name}; it has {names}."
+                )
+            names = list(layers)
+        if not names:
+            raise RepscopeValueError(f"{name} must hold at least one layer; got none.")
+        self.names = names
+        if self.store is None:
+            for k in names:
+                self.arrays[k] = check_features(self.arrays[k], name=f"{name}[{k!r}]",
+                                                min_samples=3)
+            ns = {int(self.arrays[k].shape[0]) for k in names}
+            if len(ns) != 1:
+                raise RepscopeValueError(
+                    f"every layer of {name} must have the same number of samples; got "
+                    f"{ {k: int(self.arrays[k].shape[0]) for k in names} }."
+                )
+            self.n = ns.pop()
+        self.widths = [self._width(k) for k in names]
+
+    def _width(self, layer: str) -> int:
+        if self.store is not None:
+            info = self.store.layer_info(layer)
+            if getattr(info, "ragged", False):
+                raise RepscopeValueError(
+                    f"layer {layer!r} is a ragged token layer; compare_layers needs one vector "
+                    "per sample (pool the tokens first)."
+                )
+            shape = tuple(info.shape_tail)
+            if len(shape) != 1:
+                raise RepscopeValueError(
+                    f"layer {layer!r} has per-sample shape {shape}; compare_layers needs 1-D "
+                    "features per sample (flatten or pool first)."
+                )
+            return int(shape[0])
+        return int(self.arrays[layer].shape[1])
+
+    def read(self, layer: str) -> Any:
+        if self.store is not None:
+            return check_features(self.store.read(layer), name=layer, min_samples=3)
+        return self.arrays[layer]
+
+    def batches(self, layers: Sequence[str], batch_size: int) -> Iterator[list[np.ndarray]]:
+        if self.store is not None:
+            its = [self.store.iter_batches(lay, batch_size) for lay in layers]
+            for parts in zip(*its, strict=True):
+                yield [as_float64_numpy(p) for p in parts]
+            return
+        for a in range(0, self.n, batch_size):
+            yield [as_float64_numpy(to_numpy(self.arrays[lay][a:a + batch_size]))
+                   for lay in layers]
+
+
+# --------------------------------------------------------------------------- linear CKA
+def _fro2(a: np.ndarray) -> float:
+    return float(np.einsum("ij,ij->", a, a))
+
+
+def _cka_matrix(
+    sa: _Source, sb: _Source | None, batch_size: int, max_memory: int, products: str
+) -> np.ndarray:
+    same = sb is None
+    sy = sa if sb is None else sb
+    wa, wb = np.array(sa.widths), np.array(sy.widths)
+    oa, ob = np.concatenate([[0], np.cumsum(wa)]), np.concatenate([[0], np.cumsum(wb)])
+    La, Lb = len(wa), len(wb)
+    # group rows of the matrix so that each group's accumulator fits in max_memory
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    cur_bytes = 0
+    for i in range(La):
+        cols = int(ob[-1] - (oa[i] if same else 0))
+        b = int(wa[i]) * cols * 8
+        if cur and cur_bytes + b > max_memory:
+            groups.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append(i)
+        cur_bytes += b
+    groups.append(cur)
+    n = sa.n
+    cross = np.zeros((La, Lb))
+    self_a, self_b = np.zeros(La), np.zeros(Lb)
+    for gi, g in enumerate(groups):
+        c0, c1 = int(oa[g[0]]), int(oa[g[-1] + 1])
+        y0 = c0 if same else 0
+        acc = np.zeros((c1 - c0, int(ob[-1]) - y0))
+        s1a = np.zeros(int(oa[-1]))
+        s1b = np.zeros(int(ob[-1]))
+        shift_a: list[np.ndarray] | None = None
+        shift_b: list[np.ndarray] | None = None
+        selfb_acc = [np.zeros((int(w), int(w))) for w in wb] if (not same and gi == 0) else None
+        selfa_acc = None if same else [np.zeros((int(wa[i]), int(wa[i]))) for i in g]
+        a_layers = [sa.names[i] for i in g] if not same else list(sa.names)
+        it_a = sa.batches(a_layers, batch_size)
+        it_b = None if same else sy.batches(sy.names, batch_size)
+        for parts_a in it_a:
+            if shift_a is None:
+                shift_a = [p.mean(axis=0) for p in parts_a]
+            Xc = np.concatenate([p - s for p, s in zip(parts_a, shift_a, strict=True)], axis=1)
+            if same:
+                s1a += Xc.sum(axis=0)
+                Xp = Xc.astype(np.float32) if products == "float32" else Xc
+                Xg = Xp[:, c0:c1]
+                acc += Xp.T @ Xp if (c0 == 0 and c1 == Xp.shape[1]) else Xg.T @ Xp[:, y0:]
+                continue
+            assert it_b is not None
+            parts_b = next(it_b)
+            if shift_b is None:
+                shift_b = [p.mean(axis=0) for p in parts_b]
+            Yc = np.concatenate([p - s for p, s in zip(parts_b, shift_b, strict=True)], axis=1)
+            s1a[c0:c1] += Xc.sum(axis=0)
+            s1b += Yc.sum(axis=0)
+            if products == "float32":
+                Xc, Yc = Xc.astype(np.float32), Yc.astype(np.float32)
+            acc += Xc.T @ Yc
+            assert selfa_acc is not None
+            for t, i in enumerate(g):
+                blk = Xc[:, int(oa[i] - c0):int(oa[i + 1] - c0)]
+                selfa_acc[t] += blk.T @ blk
+            if selfb_acc is not None:
+                for j in range(Lb):
+                    blk = Yc[:, int(ob[j]):int(ob[j + 1])]
+                    selfb_acc[j] += blk.T @ blk
+        mu_a = s1a / n
+        if same:
+            # centre the accumulated blocks: S - s1_i s1_j^T / n (upper triangle of blocks)
+            for i in g:
+                ri = slice(int(oa[i] - c0), int(oa[i + 1] - c0))
+                for j in range(i, La):
+                    cj = slice(int(ob[j] - y0), int(ob[j + 1] - y0))
+                    blk = acc[ri, cj] - n * np.outer(mu_a[oa[i]:oa[i + 1]], mu_a[ob[j]:ob[j + 1]])
+                    cross[i, j] = _fro2(blk)
+                    if i == j:
+                        self_a[i] = np.sqrt(cross[i, i])
+        else:
+            mu_b = s1b / n
+            for t, i in enumerate(g):
+                ri = slice(int(oa[i] - c0), int(oa[i + 1] - c0))
+                mi = mu_a[oa[i]:oa[i + 1]]
+                for j in range(Lb):
+                    blk = acc[ri, int(ob[j]):int(ob[j + 1])] - n * np.outer(
+                        mi, mu_b[ob[j]:ob[j + 1]])
+                    cross[i, j] = _fro2(blk)
+                assert selfa_acc is not None
+                self_a[i] = np.sqrt(_fro2(selfa_acc[t] - n * np.outer(mi, mi)))
+            if selfb_acc is not None:
+                for j in range(Lb):
+                    mj = mu_b[ob[j]:ob[j + 1]]
+                    self_b[j] = np.sqrt(_fro2(selfb_acc[j] - n * np.outer(mj, mj)))
+    if same:
+        cross = np.triu(cross) + np.triu(cross, 1).T
+        self_b = self_a
+    den = np.outer(self_a, self_b)
+    if (den <= 0).any():
+        bad = [sa.names[i] for i in range(La) if self_a[i] <= 0] + [
+            sy.names[j] for j in range(Lb) if self_b[j] <= 0]
+        raise RepscopeValueError(
+            f"linear CKA is undefined for constant layers (zero variance): {bad}."
+        )
+    out = np.clip(cross / den, 0.0, 1.0)
+    if same:
+        np.fill_diagonal(out, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- kNN measures
+def _knn_matrix(
+    sa: _Source, sb: _Source | None, name: str, opts: dict[str, Any], symmetric: bool
+) -> np.ndarray:
+    from repscope.similarity import _knn_measures as km
+
+    k_opt = opts.pop("k", None)
+    metric = str(opts.pop("metric", "cosine"))
+    block_size = int(opts.pop("block_size", 4096))
+    unbiased = bool(opts.pop("unbiased", True))
+    if opts:
+        raise RepscopeValueError(f"unexpected options for {name!r}: {sorted(opts)}.")
+    n = sa.n
+    k = km._check_k(k_opt, n, "compare_layers", min_k=2 if name == "cknna" else 1)
+
+    def graphs(src: _Source) -> list[Any]:
+        return [km._graph(src.read(lay), k, metric, block_size) for lay in src.names]
+
+    ga = graphs(sa)
+    gb = ga if sb is None else graphs(sb)
+    if name == "cknna":
+        selfs_a = [km._cknna_self(g, n, unbiased) for g in ga]
+        selfs_b = selfs_a if sb is None else [km._cknna_self(g, n, unbiased) for g in gb]
+
+        def pair(i: int, j: int) -> float:
+            return km._cknna_from(ga[i], gb[j], n, unbiased, selfs_a[i], selfs_b[j])
+    elif name == "mutual_knn":
+        def pair(i: int, j: int) -> float:
+            return km._mutual_knn_from(ga[i], gb[j])
+    else:
+        def pair(i: int, j: int) -> float:
+            return km._jaccard_from(ga[i], gb[j])
+    return _fill(len(ga), len(gb), pair, symmetric)
+
+
+def _fill(La: int, Lb: int, pair: Callable[[int, int], float], symmetric: bool) -> np.ndarray:
+    out = np.empty((La, Lb))
+    for i in range(La):
+        for j in range(i if symmetric else 0, Lb):
+            out[i, j] = pair(i, j)
+            if symmetric:
+                out[j, i] = out[i, j]
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+def compare_layers(
+    A: Any,
+    B: Any = None,
+    measure: str | Callable[..., float] = "linear_cka",
+    *,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    symmetric: bool | None = None,
+    batch_size: int = 4096,
+    max_memory: int = 1 << 30,
+    products: Literal["float64", "float32"] = "float64",
+    **opts: Any,
+) -> LayerMatrix:
+    """Similarity of every layer of ``A`` with every layer of ``B`` (or of ``A`` itself).
+
+    Parameters
+    ----------
+    A : FeatureStore, mapping of str to array, or sequence of arrays
+        Per-layer features of shape (n_samples, d_layer), same samples in every layer. A
+        mapping of model names to one layer each gives a model x model matrix.
+    B : same kinds as ``A``, optional
+        The second source (same samples, same order). ``None`` compares ``A`` with itself.
+    measure : str or callable, default="linear_cka"
+        ``"linear_cka"``, ``"mutual_knn"``, ``"knn_jaccard"``, ``"cknna"`` take the fast paths
+        above; any other registered name or callable ``m(X, Y, **opts)`` is called per pair.
+    layers_a, layers_b : sequence of str, optional
+        Subsets (and order) of layers; default all.
+    symmetric : bool, optional
+        Whether ``m(X, Y) == m(Y, X)``, used to halve the work when ``B`` is ``None``. Default:
+        the registry's ``symmetric`` metadata (a callable's ``symmetric`` attribute, else
+        False).
+    batch_size : int, default=4096
+        Rows per streamed batch (linear CKA).
+    max_memory : int, default=1 GiB
+        Budget in bytes for the float64 linear-CKA accumulators; beyond it the rows are split
+        into groups and the sources are streamed once per group.
+    products : {"float64", "float32"}, default="float64"
+        Precision of the per-batch matrix products of linear CKA. ``"float32"`` (about 2x
+        faster) multiplies the centred batches in float32 and still adds each batch's product
+        into float64 accumulators; values then agree with float64 to about 1e-6.
+    **opts
+        Measure options (``k``, ``metric``, ``unbiased`` for the kNN measures).
+
+    Returns
+    -------
+    LayerMatrix
+
+    Raises
+    ------
+    RepscopeValueError
+        Different numbers of samples, unknown layers, ragged or constant layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 8))
+    >>> m = compare_layers({"a": X, "b": X @ rng.standard_normal((8, 8)), "c": X ** 2})
+    >>> m.values.shape, float(m.values[0, 0])
+    ((3, 3), 1.0)
+    """
+    from repscope.similarity._stats import _is_symmetric, _resolve
+
+    caller = "compare_layers"
+    batch_size = check_positive_int(batch_size, "batch_size", caller=caller)
+    max_memory = check_positive_int(max_memory, "max_memory", caller=caller)
+    products = check_choice(products, "products", ("float64", "float32"),  # type: ignore[assignment]
+                            caller=caller)
+    same = B is None or B is A
+    sa = _Source(A, layers_a, "A")
+    sb = None if same and layers_b is None else _Source(A if B is None else B, layers_b, "B")
+    if sb is not None and sb.n != sa.n:
+        raise RepscopeValueError(
+            f"A and B must hold the same samples; got {sa.n} samples in A and {sb.n} in B."
+        )
+    name, fn, hib = _resolve(measure, caller)
+    builtin = isinstance(measure, str) and name in _FAST
+    if symmetric is None:
+        symmetric = (builtin and name in _SYMMETRIC) or _is_symmetric(measure)
+    use_sym = sb is None and bool(symmetric)
+    if builtin and name == "linear_cka" and not opts:
+        values = _cka_matrix(sa, sb, batch_size, max_memory, products)
+        use_sym = sb is None
+    elif builtin and name in _KNN:
+        values = _knn_matrix(sa, sb, name, dict(opts), use_sym)
+    else:
+        sy = sa if sb is None else sb
+        cache_a = {lay: sa.read(lay) for lay in sa.names}
+        cache_b = cache_a if sb is None else {lay: sy.read(lay) for lay in sy.names}
+
+        def pair(i: int, j: int) -> float:
+            return float(fn(cache_a[sa.names[i]], cache_b[sy.names[j]], **opts))
+
+        values = _fill(len(sa.names), len(sy.names), pair, use_sym)
+    cols = tuple(sa.names if sb is None else sb.names)
+    rows = tuple(sa.names)
+    best = []
+    for i, r in enumerate(rows):
+        v = values[i].astype(np.float64).copy()
+        if sb is None and len(cols) > 1:
+            v[i] = -np.inf if hib else np.inf
+        j = int(np.argmax(v) if hib else np.argmin(v))
+        best.append((r, cols[j], float(values[i, j])))
+    return LayerMatrix(
+        values=values, rows=rows, cols=cols, measure=name, higher_is_better=hib,
+        symmetric=use_sym, n_samples=sa.n, best_matches=tuple(best),
+        details={"options": dict(opts)},
+    )

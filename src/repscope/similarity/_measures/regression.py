@@ -1,0 +1,196 @@
+"""Regression-based similarity: in-sample linear R^2 and held-out ridge predictivity.
+
+Both are closed forms of paired second moments. R^2 is the **variance-weighted** total over
+the targets, ``1 - sum SSE / sum SST``, so it is invariant to rotations of the targets.
+
+Ridge predictivity (KRR-ST's "representation predictivity", Lee et al. 2024, as a linear ridge
+map) is **held out**: rows go to ``folds`` folds by their running index modulo ``folds`` (so a
+stream of batches gives the same split as the concatenation); each fold is predicted by the
+ridge map fitted on the other folds, and ``R^2 = 1 - sum_folds SSE / sum_folds SST`` with SST
+about each test fold's mean. The penalty is relative, ``lambda = alpha tr(S_xx) / d_x`` with the
+training scatter ``S_xx``, which keeps the measure invariant to isotropic scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from repscope._validation import check_choice, check_positive_int, check_scalar
+from repscope.exceptions import RepscopeValueError
+from repscope.similarity._measures._common import PairStats, centered_f64, check_pair, row_space
+from repscope.similarity._measures._streaming_specs import register_streaming
+from repscope.similarity._registry import register_measure
+from repscope.stats import Moments
+
+__all__ = ["linear_r2", "ridge_predictivity"]
+
+Direction = Literal["forward", "backward", "mean"]
+_ALL4 = {"orthogonal", "isotropic_scale", "translation", "permutation"}
+
+
+def _r2_from_moments(m: Moments, *, direction: Direction = "forward") -> float:
+    def one(sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> float:
+        w, V = np.linalg.eigh(sxx)
+        keep = w > 1e-12 * max(float(w[-1]), 0.0)
+        P = V[:, keep].T @ sxy
+        sst = float(np.trace(syy))
+        if not sst > 0:
+            raise RepscopeValueError("R^2 is undefined: the target representation is constant.")
+        return float(min(np.einsum("ij,ij->", P / w[keep][:, None], P) / sst, 1.0))
+
+    sxx, syy, sxy = m.scatter(), m.scatter_y(), m.cross_scatter()
+    fwd = lambda: one(sxx, syy, sxy)  # noqa: E731
+    bwd = lambda: one(syy, sxx, sxy.T)  # noqa: E731
+    return _directed(direction, fwd, bwd)
+
+
+def _directed(direction: str, fwd: Any, bwd: Any) -> float:
+    check_choice(direction, "direction", ("forward", "backward", "mean"), caller="predictivity")
+    if direction == "forward":
+        return float(fwd())
+    if direction == "backward":
+        return float(bwd())
+    return 0.5 * (float(fwd()) + float(bwd()))
+
+
+@register_measure(
+    "linear_r2", higher_is_better=True, is_metric=False, invariances=_ALL4, symmetric=False,
+    identity=1.0, estimator="in-sample least squares, variance-weighted R^2", streaming=True,
+)
+def linear_r2(X: Any, Y: Any, *, direction: Direction = "forward") -> float:
+    """In-sample R^2 of the least-squares linear map (with intercept) from X to Y.
+
+    .. math::
+
+        R^2 = \\frac{\\operatorname{tr}(S_{xy}^\\top S_{xx}^{+} S_{xy})}{\\operatorname{tr} S_{yy}}
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    direction : {"forward", "backward", "mean"}, default="forward"
+        X predicts Y, Y predicts X, or the mean of both (symmetric).
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Notes
+    -----
+    In-sample: it reaches 1 whenever ``rank(X) >= n - 1``; use :func:`ridge_predictivity` for a
+    held-out score. Invariant to invertible linear maps of the predictor and to orthogonal maps,
+    isotropic scaling, translation and permutation of the target.
+    """
+    X, Y = check_pair(X, Y)
+    n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
+    if dx + dy > n:
+        X, Y = row_space(centered_f64(X, "X")), row_space(centered_f64(Y, "Y"))
+    return _r2_from_moments(PairStats.from_arrays(X, Y).moments, direction=direction)
+
+
+register_streaming("linear_r2")(lambda s, **o: _r2_from_moments(s.moments, **o))
+
+
+def _fold_r2(train: Moments, test: Moments, alpha: float, swap: bool) -> tuple[float, float]:
+    """(SSE, SST) of the ridge map fitted on ``train`` evaluated on ``test``."""
+    if swap:
+        sxx, sxy, mx, my = train.scatter_y(), train.cross_scatter().T, train.mean_y, train.mean
+        txx, tyy, txy = test.scatter_y(), test.scatter(), test.cross_scatter().T
+        tmx, tmy = test.mean_y, test.mean
+    else:
+        sxx, sxy, mx, my = train.scatter(), train.cross_scatter(), train.mean, train.mean_y
+        txx, tyy, txy = test.scatter(), test.scatter_y(), test.cross_scatter()
+        tmx, tmy = test.mean, test.mean_y
+    d = sxx.shape[0]
+    lam = alpha * float(np.trace(sxx)) / d
+    w, V = np.linalg.eigh(sxx)
+    keep = (w + lam) > 1e-12 * max(float(w[-1] + lam), 0.0)
+    V, w = V[:, keep], w[keep]
+    W = V @ ((V.T @ sxy) / (w + lam)[:, None])
+    delta = (tmy - my) - (tmx - mx) @ W
+    sst = float(np.trace(tyy))
+    sse = (sst - 2.0 * float(np.einsum("ij,ij->", W, txy))
+           + float(np.einsum("ij,ij->", W, txx @ W)) + test.n * float(delta @ delta))
+    return sse, sst
+
+
+def _ridge_from_folds(folds: Sequence[PairStats], *, alpha: float = 1e-2,
+                      direction: Direction = "forward") -> float:
+    ms = [f.moments for f in folds]
+    if any(m.n < 2 for m in ms):
+        raise RepscopeValueError(
+            f"ridge_predictivity needs at least 2 samples in each of its {len(ms)} folds; got "
+            f"fold sizes {[m.n for m in ms]}. Pass more samples or fewer folds."
+        )
+
+    def run(swap: bool) -> float:
+        sse = sst = 0.0
+        for i, test in enumerate(ms):
+            train = Moments()
+            for j, m in enumerate(ms):
+                if j != i:
+                    train.merge(m)
+            a, b = _fold_r2(train, test, alpha, swap)
+            sse += a
+            sst += b
+        if not sst > 0:
+            raise RepscopeValueError("R^2 is undefined: the target representation is constant.")
+        return 1.0 - sse / sst
+
+    return _directed(direction, lambda: run(False), lambda: run(True))
+
+
+def fold_stats(X: Any, Y: Any, folds: int, start: int = 0) -> list[PairStats]:
+    """Per-fold statistics; row ``i`` (counting from ``start``) goes to fold ``i % folds``."""
+    idx = (start + np.arange(int(X.shape[0]))) % folds
+    out = []
+    for f in range(folds):
+        rows = np.flatnonzero(idx == f)
+        out.append(PairStats.from_arrays(X[rows], Y[rows]))
+    return out
+
+
+@register_measure(
+    "ridge_predictivity", higher_is_better=True, is_metric=False, invariances=_ALL4,
+    symmetric=False, requires_fit=True,
+    estimator="ridge, interleaved k-fold held-out variance-weighted R^2", streaming=True,
+)
+def ridge_predictivity(X: Any, Y: Any, *, alpha: float = 1e-2, folds: int = 5,
+                       direction: Direction = "forward") -> float:
+    """Held-out R^2 of a ridge map from X to Y (cross-validated over interleaved folds).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    alpha : float, default=1e-2
+        Relative ridge penalty, ``lambda = alpha * tr(S_xx) / d_x`` (KRR-ST's
+        ``1e-6 tr(K)`` is ``alpha = 1e-6 d_x``).
+    folds : int, default=5
+        Row ``i`` is in fold ``i % folds``.
+    direction : {"forward", "backward", "mean"}, default="forward"
+
+    Returns
+    -------
+    float at most 1 (can be negative when the map does not generalise)
+
+    Notes
+    -----
+    Invariant to orthogonal transforms, isotropic scaling, translation and permutation of
+    either input (not to general invertible maps of the predictor: the ridge penalty is
+    isotropic).
+    """
+    X, Y = check_pair(X, Y)
+    check_scalar(alpha, "alpha", caller="ridge_predictivity", min_value=0)
+    k = check_positive_int(folds, "folds", caller="ridge_predictivity")
+    if k < 2:
+        raise RepscopeValueError(f"The 'folds' parameter of ridge_predictivity must be >= 2. Got {k}.")
+    return _ridge_from_folds(fold_stats(X, Y, k), alpha=alpha, direction=direction)
+
+
+register_streaming("ridge_predictivity", folds="folds")(
+    lambda f, **o: _ridge_from_folds(f, **{k: v for k, v in o.items() if k != "folds"})
+)
