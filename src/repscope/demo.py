@@ -164,16 +164,21 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
                           model=f"{a} vs {b}", dataset=config.dataset, run_id=run_id))
             timings["cka"] = time.perf_counter() - t
 
+        timings["analyses + extraction"] = time.perf_counter() - t0
+        db.finish_run(run_id, "ok",
+                      notes=f"timings: {', '.join(f'{k} {v:.1f}s' for k, v in timings.items())}")
+    except BaseException:
+        db.finish_run(run_id, "failed")
+        db.close()
+        raise
+    try:
+        # rendered after the run is finished, so the report shows its final status
         t = time.perf_counter()
         report = render_report(db, out / "report.html",
                                title=f"repscope demo: {' vs '.join(config.models)} on {config.dataset}",
                                run_id=run_id)
         timings["report"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
-        db.finish_run(run_id, "ok", notes=f"timings: {', '.join(f'{k} {v:.1f}s' for k, v in timings.items())}")
-    except BaseException:
-        db.finish_run(run_id, "failed")
-        raise
     finally:
         db.close()
     return DemoResult(report=Path(report).resolve(), run_id=run_id, db=Path(db.path), timings=timings)
