@@ -88,7 +88,7 @@ def fold_ids(n: int, selection: str, cv: int, validation_fraction: float,
 
 
 def fold_moments(source: _Source, folds: np.ndarray, n_folds: int, multilabel: bool,
-                 class_cov: Literal["diag", "full"] = "diag") -> tuple[Moments, list[Moments]]:
+                 class_cov: Literal["diag", "full", "none"] = "none") -> tuple[Moments, list[Moments]]:
     """One pass: the Moments of every fold and of all rows (labels, or multi-hot Y)."""
     parts = [Moments(class_cov=class_cov) for _ in range(max(n_folds, 1))]
     rest = Moments(class_cov=class_cov)  # rows that are never held out
