@@ -66,6 +66,7 @@ class DemoResult(Result):
 def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = print) -> DemoResult:
     """Run the demo end to end and return where the report is."""
     from repscope._validation import check_scalar
+    from repscope.align._demo import demo_alignment_step
     from repscope.db import Record, ResultsDB
     from repscope.extract import extract, make_adapter
     from repscope.probe._demo import demo_probe_step
@@ -163,6 +164,11 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
                                   "model_a": a, "model_b": b, "estimator": "linear, biased"},
                           model=f"{a} vs {b}", dataset=config.dataset, run_id=run_id))
             timings["cka"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        log("[demo] MiniLM-L6 vs MiniLM-L3 (ONNX): an orthogonal map with held-out retrieval")
+        demo_alignment_step(db, run_id, config.seed, log)
+        timings["alignment"] = time.perf_counter() - t
 
         timings["analyses + extraction"] = time.perf_counter() - t0
         db.finish_run(run_id, "ok",

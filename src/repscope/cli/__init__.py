@@ -60,9 +60,19 @@ def cli(ctx: click.Context, debug: bool, db_path: str | None, seed: int, device:
 
 
 def _register() -> None:
-    from repscope.cli import analyze, demo, extract, probe, report, results, zoo
+    from repscope.cli import (
+        align,
+        analyze,
+        demo,
+        extract,
+        probe,
+        report,
+        results,
+        similarity,
+        zoo,
+    )
 
-    for mod in (zoo, extract, analyze, probe, results, report, demo):
+    for mod in (zoo, extract, analyze, probe, similarity, align, results, report, demo):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

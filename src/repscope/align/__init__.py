@@ -1,0 +1,44 @@
+"""Maps that carry one representation space onto another, and how well they do it.
+
+Estimators (scikit-learn style, ``fit(X, Y)`` on paired representations of the same inputs,
+``transform(X)``, ``score(X, Y)``; ``fit_moments`` streams): :class:`OrthogonalMap`
+(Procrustes with mean shift and scale), :class:`LinearMap` (ridge, GCV alpha),
+:class:`SubspaceMap` (top-k CCA / PCA subspaces, then an orthogonal or affine map) with
+:func:`sweep_k`. Metrics: :func:`paired_cosine`, :func:`retrieval_topk`,
+:func:`matching_accuracy`, :func:`kernel_agreement`; :func:`transfer` applies a map fitted on one
+modality to the paired other one; :func:`orthogonality_gap` asks whether a rotation is enough;
+:func:`evaluate_alignment` fits on a train split and reports all of them held out.
+"""
+
+from repscope.align._evaluate import AlignmentEvaluation, evaluate_alignment
+from repscope.align._maps import LinearMap, OrthogonalMap, paired_moments
+from repscope.align._metrics import (
+    OrthogonalityGap,
+    RetrievalResult,
+    kernel_agreement,
+    matching_accuracy,
+    orthogonality_gap,
+    paired_cosine,
+    retrieval_topk,
+    transfer,
+)
+from repscope.align._subspace import SubspaceMap, SubspaceSweep, sweep_k
+
+__all__ = [
+    "AlignmentEvaluation",
+    "LinearMap",
+    "OrthogonalMap",
+    "OrthogonalityGap",
+    "RetrievalResult",
+    "SubspaceMap",
+    "SubspaceSweep",
+    "evaluate_alignment",
+    "kernel_agreement",
+    "matching_accuracy",
+    "orthogonality_gap",
+    "paired_cosine",
+    "paired_moments",
+    "retrieval_topk",
+    "sweep_k",
+    "transfer",
+]

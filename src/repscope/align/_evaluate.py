@@ -1,0 +1,172 @@
+"""One call that fits a map on a train split and reports every held-out alignment metric.
+
+Used by ``repscope align`` and the demo; its :meth:`AlignmentEvaluation.record_values` is the
+``alignment`` record the report renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from repscope._array import as_float64_numpy
+from repscope._validation import check_choice, check_paired, check_scalar
+from repscope.align._maps import MIN_SAMPLES, LinearMap, OrthogonalMap
+from repscope.align._metrics import (
+    kernel_agreement,
+    matching_accuracy,
+    orthogonality_gap,
+    paired_cosine,
+    retrieval_topk,
+)
+from repscope.align._subspace import SubspaceMap, sweep_k
+from repscope.exceptions import RepscopeValueError
+from repscope.results import Result
+
+__all__ = ["AlignmentEvaluation", "evaluate_alignment"]
+
+MapKind = Literal["orthogonal", "linear", "subspace"]
+
+
+@dataclass(frozen=True)
+class AlignmentEvaluation(Result):
+    """Held-out quality of a map from space A onto space B.
+
+    Attributes
+    ----------
+    map : str
+        ``"orthogonal"``, ``"linear"`` or ``"subspace"`` (with its parameters in ``params``).
+    retrieval, retrieval_unmapped : dict of int to float
+        Top-k retrieval of B's partner from mapped A (and from raw A when the widths agree;
+        empty otherwise).
+    cosine, cosine_unmapped : float
+        Mean paired cosine (NaN unmapped when the widths differ).
+    r2 : float
+        The map's held-out ``score``.
+    matching : float
+        Matching accuracy (Hungarian) of mapped A to B (NaN when skipped for large n).
+    kernel_agreement : float
+        Linear CKA of mapped A and B.
+    orthogonality_gap : dict
+        :class:`~repscope.align.OrthogonalityGap` as a dict.
+    sweep : dict
+        :class:`~repscope.align.SubspaceSweep` as a dict (empty when not run).
+    n_train, n_test : int
+    params : dict
+    """
+
+    map: str
+    retrieval: dict[int, float]
+    retrieval_unmapped: dict[int, float]
+    cosine: float
+    cosine_unmapped: float
+    r2: float
+    matching: float
+    kernel_agreement: float
+    orthogonality_gap: dict[str, Any]
+    sweep: dict[str, Any]
+    n_train: int
+    n_test: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def record_values(self) -> dict[str, Any]:
+        """The values of an ``alignment`` record (JSON-ready)."""
+        d = self.to_dict()
+        d.pop("type", None)
+        d.pop("params", None)
+        return d
+
+
+def evaluate_alignment(
+    X: Any,
+    Y: Any,
+    *,
+    map: MapKind = "orthogonal",
+    n_train: int | None = None,
+    seed: int = 0,
+    n_components: int = 32,
+    method: Literal["cca", "pca"] = "cca",
+    scale: bool = False,
+    retrieval_ks: Sequence[int] = (1, 5, 10),
+    sweep_ks: Sequence[int] | None = (),
+    max_matching: int = 5000,
+) -> AlignmentEvaluation:
+    """Split paired ``(X, Y)`` into train/test, fit a map on train, score it on test.
+
+    Parameters
+    ----------
+    X, Y : array-like of shape (n_samples, d_x), (n_samples, d_y)
+        Paired representations of the same inputs (row ``i`` of both is input ``i``).
+    map : {"orthogonal", "linear", "subspace"}, default="orthogonal"
+    n_train : int, optional
+        Training pairs (a random subset, ``seed``); default half of the rows.
+    seed : int, default=0
+    n_components, method : int, str
+        For ``map="subspace"``.
+    scale : bool, default=False
+        Isotropic scale for the orthogonal map.
+    retrieval_ks : sequence of int, default=(1, 5, 10)
+    sweep_ks : sequence of int or None, default=()
+        Run :func:`~repscope.align.sweep_k` over these ``k`` (``None``: its default powers of
+        two; empty: no sweep).
+    max_matching : int, default=5000
+        Skip the ``n x n`` matching accuracy above this many test pairs (NaN).
+
+    Returns
+    -------
+    AlignmentEvaluation
+    """
+    caller = "evaluate_alignment"
+    X, Y = check_paired(X, Y, min_samples=2 * MIN_SAMPLES)
+    map = check_choice(map, "map", ("orthogonal", "linear", "subspace"), caller=caller)  # type: ignore[assignment]
+    n = int(X.shape[0])
+    n_tr = n // 2 if n_train is None else int(check_scalar(n_train, "n_train", caller=caller,
+                                                            kind=int, min_value=MIN_SAMPLES))
+    if n - n_tr < 2:
+        raise RepscopeValueError(
+            f"The 'n_train' parameter of {caller} must leave at least 2 test pairs; got "
+            f"n_train={n_tr} of n={n}."
+        )
+    Xn, Yn = as_float64_numpy(X), as_float64_numpy(Y)
+    perm = np.random.default_rng(seed).permutation(n)
+    tr, te = perm[:n_tr], perm[n_tr:]
+    est: Any
+    if map == "orthogonal":
+        est = OrthogonalMap(scale=scale)
+    elif map == "linear":
+        est = LinearMap()
+    else:
+        est = SubspaceMap(n_components=n_components, method=method)
+    est.fit(Xn[tr], Yn[tr])
+    Xte, Yte = Xn[te], Yn[te]
+    if map == "subspace":
+        A, B = est.embed_x(Xte), est.embed_y(Yte)
+    else:
+        A, B = est.transform(Xte), Yte
+    rks = tuple(k for k in (int(k) for k in retrieval_ks) if k <= len(te))
+    same_width = Xn.shape[1] == Yn.shape[1]
+    gap = orthogonality_gap(Xn[tr], Yn[tr], Xte, Yte, scale=True)
+    sweep: dict[str, Any] = {}
+    if sweep_ks is None or len(sweep_ks):
+        s = sweep_k(Xn[tr], Yn[tr], Xte, Yte, ks=sweep_ks, method=method, retrieval_ks=rks)
+        sweep = s.to_dict()
+        sweep.pop("type", None)
+    return AlignmentEvaluation(
+        map=str(map),
+        retrieval=retrieval_topk(A, B, ks=rks).topk,
+        retrieval_unmapped=retrieval_topk(Xte, Yte, ks=rks).topk if same_width else {},
+        cosine=paired_cosine(A, B),
+        cosine_unmapped=paired_cosine(Xte, Yte) if same_width else float("nan"),
+        r2=float(est.score(Xte, Yte)),
+        matching=matching_accuracy(A, B) if len(te) <= max_matching else float("nan"),
+        kernel_agreement=kernel_agreement(A, B),
+        orthogonality_gap={k: v for k, v in gap.to_dict().items() if k != "type"},
+        sweep=sweep,
+        n_train=int(n_tr),
+        n_test=len(te),
+        params={"map": str(map), "seed": int(seed), "scale": bool(scale),
+                "n_components": int(n_components), "method": str(method)},
+    )

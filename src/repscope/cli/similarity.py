@@ -1,0 +1,146 @@
+"""``repscope similarity``: layer x layer similarity between two sets of features (or one).
+
+Any registered measure (``repscope similarity --list``), with permutation p-values and
+bootstrap intervals for the best-matching layer pairs. Records ``similarity_matrix`` results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
+
+
+def _model_name(path: Path) -> str:
+    if path.is_dir():
+        from repscope.store import FeatureStore
+
+        return FeatureStore.open(path, verify="none").model_id or path.name
+    return path.stem
+
+
+def _list_measures(ctx: click.Context, _param: Any, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from repscope.similarity import list_measures, measure_info
+
+    rows = []
+    for name in list_measures():
+        info = measure_info(name)
+        rows.append((name, info.get("direction", ""), "yes" if info.get("is_metric") else "no",
+                     ", ".join(sorted(info.get("invariances", ())))))
+    print_table(rows, ["measure", "direction", "metric", "invariant to"], title="Measures")
+    ctx.exit(0)
+
+
+def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, bootstrap: int,
+                seed: int) -> dict[str, Any]:
+    from repscope.similarity._stats import bootstrap_ci, permutation_test
+
+    out: dict[str, Any] = {}
+    if permutations:
+        p = permutation_test(X, Y, measure, n_permutations=permutations, seed=seed)
+        out.update(p_value=p.p_value, null_mean=p.null_mean, null_std=p.null_std,
+                   z_score=p.z_score, n_permutations=permutations)
+    if bootstrap:
+        b = bootstrap_ci(X, Y, measure, n_resamples=bootstrap, seed=seed)
+        out.update(ci_low=b.ci_low, ci_high=b.ci_high, std_error=b.std_error,
+                   confidence=b.confidence, n_bootstrap=bootstrap)
+    return out
+
+
+@click.command()
+@click.argument("features_a", type=click.Path())
+@click.argument("features_b", type=click.Path(), required=False)
+@click.option("--measure", "measures", multiple=True,
+              help="Registered measure (repeatable; default linear_cka). See --list.")
+@click.option("--layer-a", "layers_a", multiple=True, help="Layers of A (repeatable; default all).")
+@click.option("--layer-b", "layers_b", multiple=True, help="Layers of B (repeatable; default all).")
+@click.option("--permutations", type=int, default=0, show_default=True,
+              help="Permutation-test p-values for each best-matching pair (0: none).")
+@click.option("--bootstrap", type=int, default=0, show_default=True,
+              help="Bootstrap resamples for a 95% interval of each best-matching pair (0: none).")
+@click.option("--dataset", default="", help="Dataset name to record with the results.")
+@click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True,
+              callback=_list_measures, help="List the registered measures and exit.")
+@json_option
+def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...],
+               layers_a: tuple[str, ...], layers_b: tuple[str, ...], permutations: int,
+               bootstrap: int, dataset: str, as_json: bool) -> None:
+    """Similarity of every layer of FEATURES_A with every layer of FEATURES_B (same inputs,
+    same order; .npy, .safetensors or a FeatureStore). Without FEATURES_B, A's layers are
+    compared with each other."""
+    from repscope._validation import check_scalar
+    from repscope.db import Record
+    from repscope.exceptions import RepscopeValueError
+    from repscope.io import load_features
+    from repscope.similarity import get_measure
+    from repscope.similarity._layers import compare_layers
+
+    check_scalar(permutations, "--permutations", caller="repscope similarity", kind=int, min_value=0)
+    check_scalar(bootstrap, "--bootstrap", caller="repscope similarity", kind=int, min_value=0)
+    measures = measures or ("linear_cka",)
+    for m in measures:
+        get_measure(m)  # unknown names fail before any work, with the closest match
+    pa_ = check_exists(features_a, "features")
+    fa = load_features(pa_, layers_a or None)
+    ma = _model_name(pa_)
+    if features_b is None:
+        pb_, fb, mb = None, None, ma
+        if layers_b:
+            fb = {k: v for k, v in load_features(pa_, layers_b).items()}
+    else:
+        pb_ = check_exists(features_b, "features")
+        fb = load_features(pb_, layers_b or None)
+        mb = _model_name(pb_)
+    na = next(iter(fa.values())).shape[0]
+    if fb is not None and next(iter(fb.values())).shape[0] != na:
+        raise RepscopeValueError(
+            f"FEATURES_A and FEATURES_B must hold the same inputs; got {na} and "
+            f"{next(iter(fb.values())).shape[0]} samples."
+        )
+    seed = settings().seed
+    model = ma if features_b is None else f"{ma} vs {mb}"
+    out: list[dict[str, Any]] = []
+    with settings().db() as db, db.run(
+        "similarity", {"a": str(pa_), "b": str(pb_) if pb_ else "", "measures": list(measures),
+                       "permutations": permutations, "bootstrap": bootstrap},
+        model=model, dataset=dataset,
+    ) as run_id:
+        for measure in measures:
+            lm = compare_layers(fa, fb, measure)
+            src_b = fa if fb is None else fb
+            stats = []
+            if permutations or bootstrap:
+                for row, col, _ in lm.best_matches:
+                    stats.append({"row": row, "col": col,
+                                  **_pair_stats(fa[row], src_b[col], measure, permutations,
+                                                bootstrap, seed)})
+            values: dict[str, Any] = {"matrix": lm.values, "rows": list(lm.rows), "cols": list(lm.cols),
+                      "model_a": ma, "model_b": mb, "measure": lm.measure,
+                      "higher_is_better": lm.higher_is_better, "symmetric": lm.symmetric,
+                      "n_samples": lm.n_samples,
+                      "best_matches": [list(b) for b in lm.best_matches], "stats": stats}
+            db.add(Record("similarity_matrix", values, model=model, dataset=dataset,
+                          params={"measure": lm.measure, "permutations": permutations,
+                                  "bootstrap": bootstrap}, run_id=run_id))
+            out.append(values)
+    if as_json:
+        echo_json(out if len(out) > 1 else out[0])
+        return
+    for values in out:
+        by_pair = {(s["row"], s["col"]): s for s in values["stats"]}
+        rows = []
+        for r, c, v in values["best_matches"]:
+            s = by_pair.get((r, c), {})
+            rows.append((r, c, v, s.get("p_value", "—"),
+                         f"[{s['ci_low']:.4g}, {s['ci_high']:.4g}]" if "ci_low" in s else "—"))
+        print_table(rows, [f"layer of {ma}", f"best layer of {mb}", values["measure"], "p",
+                           "95% CI"], title=f"{values['measure']}: {model}")
+
+
+COMMANDS = [similarity]
