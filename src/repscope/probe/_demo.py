@@ -83,8 +83,10 @@ def demo_probe_step(
             "asymptote_error": lc.asymptote_error, "tol": lc.tol},
             model=model, dataset=dataset, layer=layer,
             params={"probe": name, "n_repeats": 3, "seed": seed}, run_id=run_id))
-    fs = few_shot(RidgeProbe(random_state=seed), X, y, shots=(1, 2, 5, 10), n_tries=5,
-                  seed=seed)
+    # shots the smallest class can supply once 20% is held out for testing (small demos)
+    smallest = int(np.unique(y, return_counts=True)[1].min())
+    shots = tuple(s for s in (1, 2, 5, 10) if s <= int(smallest * 0.8) - 1) or (1,)
+    fs = few_shot(RidgeProbe(random_state=seed), X, y, shots=shots, n_tries=5, seed=seed)
     db.add(Record("probe_few_shot", {
         "shots": list(fs.shots), "mean": list(fs.mean), "std": list(fs.std),
         "ci_low": list(fs.ci_low), "ci_high": list(fs.ci_high), "chance": fs.chance,
