@@ -43,21 +43,11 @@ SHAPES = {"10k": (10_000, 768, 1024), "50k": (50_000, 384, 384), "wide": (1_000,
 
 # --------------------------------------------------------------------------- inputs
 def input_paths(shape: str) -> tuple[Path, Path]:
-    """Seeded float32 ``.npy`` inputs for ``shape`` (written once)."""
-    n, dx, dy = SHAPES[shape]
-    px, py = CACHE / f"{shape}_X.npy", CACHE / f"{shape}_Y.npy"
-    if not (px.exists() and py.exists()):
-        CACHE.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        r = min(256, dx)
-        Z = rng.standard_normal((n, r), dtype=np.float32)
-        X = Z @ rng.standard_normal((r, dx), dtype=np.float32) / np.sqrt(r)
-        X += 0.5 * rng.standard_normal((n, dx), dtype=np.float32)
-        Y = np.tanh(Z @ rng.standard_normal((r, dy), dtype=np.float32) / np.sqrt(r))
-        Y += 0.5 * rng.standard_normal((n, dy), dtype=np.float32)
-        np.save(px, (X + 1.0).astype(np.float32))  # un-centred, like real activations
-        np.save(py, Y.astype(np.float32))
-    return px, py
+    """Seeded float32 ``.npy`` inputs for ``shape``: the harness's own builder (written once)."""
+    sys.path.insert(0, str(HERE))
+    from similarity import build_inputs
+
+    return build_inputs([shape])[shape]
 
 
 def _prep(shape: str, warm: tuple[str, ...] = ()) -> Callable[[dict[str, Any]], None]:
