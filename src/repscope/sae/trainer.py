@@ -1,0 +1,555 @@
+"""Train one SAE or a sweep of them in one pass over the data; DDP across ranks.
+
+:func:`fit` trains one SAE; :func:`sweep` trains several (different k, L1, width, seed or
+architecture) on the same stream of batches, so the data are read, moved and shuffled once.
+
+Per step and SAE: ``xn = sae.normalize(batch)``, ``out = sae.forward_normalized(xn)``,
+``loss = sae.loss(xn, out, state)``, backward, (DDP: one flattened all-reduce of the gradients),
+``sae.before_optimizer_step()``, optional gradient clipping, Adam, ``sae.after_optimizer_step()``
+(decoder renormalisation and other constraints are explicit post-steps, never a side effect of
+forward), firing counts by ``bincount`` on the active indices (all-reduced under DDP). Metrics
+are summed on the device and read every ``log_every`` steps; every ``check_every`` steps the
+trainer syncs once: it refreshes the dead-latent set (AuxK), checks that the loss and the inputs
+were finite and snapshots the weights. A non-finite loss stops training with
+:class:`SAETrainingError`, the SAE restored to the last finite snapshot (and saved to
+``checkpoint_dir`` when given).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from repscope._validation import check_choice, check_scalar
+from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.sae._base import (
+    SAEConfig,
+    SparseAutoencoder,
+    TrainState,
+    architectures,
+    firing_counts,
+)
+from repscope.sae._data import as_source
+
+__all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
+
+
+class SAETrainingError(RepscopeValueError):
+    """Training stopped (non-finite loss or inputs); ``.result`` holds the restored SAE."""
+
+    def __init__(self, message: str, result: TrainResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class TrainResult:
+    """One trained SAE and how training went.
+
+    Attributes
+    ----------
+    sae : SparseAutoencoder
+        The trained model (in eval mode).
+    history : dict of str to list of float
+        Logged every ``log_every`` steps: ``step``, ``n_seen``, ``loss``, ``mse`` (normalised
+        space), ``fvu``, ``l0``, ``dead_fraction``, ``lr``, ``seconds`` and each loss term.
+    state : TrainState
+        Firing counters (``fire_count``, ``since_fired``) at the end.
+    n_steps : int
+    seconds : float
+        Wall time of the training loop (shared by a sweep's SAEs).
+    """
+
+    sae: SparseAutoencoder
+    history: dict[str, list[float]] = field(default_factory=dict)
+    state: TrainState | None = None
+    n_steps: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.sae.architecture,
+            "config": self.sae.cfg.to_dict(),
+            "history": self.history,
+            "n_steps": self.n_steps,
+            "seconds": self.seconds,
+        }
+
+
+def default_lr(d_sae: int) -> float:
+    """``2e-4 / sqrt(d_sae / 2**14)``: the width scaling of Gao et al. (2024)."""
+    return 2e-4 / math.sqrt(d_sae / 2**14)
+
+
+def _as_sae(obj: Any, i: int) -> SparseAutoencoder:
+    if isinstance(obj, SparseAutoencoder):
+        return obj
+    if isinstance(obj, SAEConfig):
+        for name in architectures.names():
+            if type(obj) is architectures.meta(name)["config"]:
+                return architectures.get(name)(obj)
+        raise RepscopeTypeError(f"No registered architecture uses {type(obj).__name__}.")
+    raise RepscopeTypeError(
+        f"Entry {i} of 'saes' must be a SparseAutoencoder or an SAE config. Got "
+        f"{type(obj).__name__} instead."
+    )
+
+
+def _dist() -> tuple[int, int, Any]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), dist
+    return 0, 1, None
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], dist: Any, world: int) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    a = 0
+    for g in grads:
+        g.copy_(flat[a : a + g.numel()].view_as(g))
+        a += g.numel()
+
+
+def _broadcast_module(module: torch.nn.Module, dist: Any) -> None:
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, src=0)
+
+
+def _make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float], weight_decay: float
+) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
+    dev = params[0].device.type
+    if dev in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # pragma: no cover - old torch / dtype
+            pass
+    return torch.optim.Adam(params, foreach=True, **kwargs)
+
+
+class _Run:
+    """Everything one SAE of a sweep carries through training."""
+
+    def __init__(self, sae: SparseAutoencoder, lr: float, opt: torch.optim.Optimizer) -> None:
+        self.sae = sae
+        self.lr = lr
+        self.opt = opt
+        dead_after = getattr(sae.cfg, "resolved_dead_after", None)
+        if dead_after is None:
+            dead_after = getattr(sae.cfg, "dead_after", None) or min(10_000_000, 32 * sae.d_sae)
+        self.state = TrainState(sae.d_sae, sae.device, dead_after=int(dead_after))
+        self.params = [p for p in sae.parameters() if p.requires_grad]
+        self.history: dict[str, list[float]] = {}
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.snapshot = copy.deepcopy(sae.state_dict())
+        self.snapshot_step = 0
+        self.nonfinite_inputs = torch.zeros((), dtype=torch.int64, device=sae.device)
+
+    def add(self, name: str, value: Tensor) -> None:
+        v = value.detach().to(torch.float64)
+        if name in self.sums:
+            self.sums[name] += v
+        else:
+            self.sums[name] = v.clone()
+
+
+def fit(X: Any, sae: SparseAutoencoder | SAEConfig, **kwargs: Any) -> TrainResult:
+    """Train one SAE on ``X``; see :func:`sweep` for the parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repscope.sae import TopKConfig, TopKSAE, fit
+    >>> X = torch.randn(2048, 16)
+    >>> res = fit(X, TopKSAE(TopKConfig(d_in=16, d_sae=64, k=4)), n_steps=20, batch_size=256)
+    >>> res.n_steps, len(res.history["fvu"]) > 0
+    (20, True)
+    """
+    return sweep(X, [sae], **kwargs)[0]
+
+
+def sweep(
+    X: Any,
+    saes: Sequence[SparseAutoencoder | SAEConfig],
+    *,
+    n_steps: int | None = None,
+    n_epochs: float = 1.0,
+    batch_size: int = 1024,
+    lr: float | Sequence[float] | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    lr_schedule: Literal["constant", "cosine"] = "constant",
+    warmup_steps: int = 0,
+    max_grad_norm: float | None = None,
+    shuffle: bool = True,
+    shuffle_buffer: int = 262_144,
+    seed: int = 0,
+    init_samples: int = 16_384,
+    log_every: int = 50,
+    check_every: int = 50,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = False,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    device: str | torch.device | None = None,
+) -> list[TrainResult]:
+    """Train several SAEs on one pass over ``X``.
+
+    Parameters
+    ----------
+    X : Tensor, ndarray or memmap of shape (..., d_in), (FeatureStore, layer), or iterable
+        Training vectors; leading dimensions are flattened. An iterable yields batches (tensors,
+        arrays or RaggedArrays); it is read once per epoch (a one-shot generator allows one
+        epoch). Under ``torch.distributed`` each rank passes the same array (every rank keeps
+        its slice of each global batch) or its own iterator.
+    saes : sequence of SparseAutoencoder or SAEConfig
+        What to train; configs are built by architecture. All must share ``sample_shape``.
+    n_steps : int, optional
+        Optimiser steps; by default ``n_epochs`` epochs over ``X``.
+    n_epochs : float
+        Epochs when ``n_steps`` is None (needs a source of known length unless 1).
+    batch_size : int
+        Vectors per step (per rank under DDP).
+    lr : float, sequence of float, or None
+        Adam learning rate, one for all or one per SAE; None gives :func:`default_lr`.
+    betas, weight_decay : Adam settings.
+    lr_schedule : {"constant", "cosine"}
+        After ``warmup_steps`` of linear warm-up; cosine decays to 0 at the last step.
+    max_grad_norm : float, optional
+        Clip the global gradient norm.
+    shuffle, shuffle_buffer : bool, int
+        In-memory data get a new permutation per epoch; streamed data pass through a buffer of
+        ``shuffle_buffer`` vectors.
+    seed : int
+        Shuffling seed (initialisation uses each SAE's ``cfg.seed``).
+    init_samples : int
+        Vectors used to fit the normaliser and initialise the decoder bias.
+    log_every, check_every : int
+        Steps between history rows / between finiteness checks, dead-set refreshes and
+        snapshots.
+    checkpoint_dir : path, optional
+        Where to save each SAE (``<dir>/sae_<i>``) at the end, and the last good one on failure.
+    progress : bool
+        Print a line per log row to stderr.
+    callback : callable, optional
+        ``callback(i_sae, row)`` after each history row.
+    device : str or torch.device, optional
+        Move the SAEs there first (default: where they are); batches go to the SAE's device.
+
+    Returns
+    -------
+    list of TrainResult
+        In the order of ``saes``.
+
+    Raises
+    ------
+    SAETrainingError
+        A loss or input became NaN/inf; the SAEs are restored to the last finite snapshot.
+    """
+    if isinstance(saes, (SparseAutoencoder, SAEConfig)) or not isinstance(saes, Sequence):
+        raise RepscopeTypeError(
+            "The 'saes' parameter of sweep must be a list of SAEs or configs; use fit() for "
+            f"one. Got {type(saes).__name__} instead."
+        )
+    if len(saes) == 0:
+        raise RepscopeValueError("The 'saes' parameter of sweep is empty.")
+    models = [_as_sae(s, i) for i, s in enumerate(saes)]
+    shapes = {m.sample_shape for m in models}
+    if len(shapes) != 1:
+        raise RepscopeValueError(
+            f"All SAEs of a sweep must take the same input shape. Got {sorted(shapes)} instead."
+        )
+    sample_shape = models[0].sample_shape
+    caller = "sweep" if len(models) > 1 else "fit"
+    batch_size = int(check_scalar(batch_size, "batch_size", caller=caller, kind=int, min_value=1))
+    if n_steps is not None:
+        n_steps = int(check_scalar(n_steps, "n_steps", caller=caller, kind=int, min_value=1))
+    check_scalar(n_epochs, "n_epochs", caller=caller, min_value=0, include_min=False)
+    check_choice(lr_schedule, "lr_schedule", ("constant", "cosine"), caller=caller)
+    log_every = int(check_scalar(log_every, "log_every", caller=caller, kind=int, min_value=1))
+    check_every = int(
+        check_scalar(check_every, "check_every", caller=caller, kind=int, min_value=1)
+    )
+    if device is not None:
+        models = [m.to(device) for m in models]
+    lrs = _resolve_lrs(lr, models, caller)
+
+    rank, world, dist = _dist()
+    source = as_source(X, sample_shape)
+    total_len = source.known_length()
+    if n_steps is None:
+        if total_len is None:
+            if n_epochs != 1.0:
+                raise RepscopeValueError(
+                    "Training on an iterator of unknown length: give n_steps, or n_epochs=1."
+                )
+            planned: int | None = None
+        else:
+            planned = max(1, math.ceil(n_epochs * total_len / (batch_size * world)))
+    else:
+        planned = n_steps
+    if lr_schedule == "cosine" and planned is None:
+        raise RepscopeValueError("lr_schedule='cosine' needs n_steps for an iterator source.")
+
+    # ------------------------------------------------------------------ initialisation
+    sample = source.sample(init_samples, seed=seed)
+    if not bool(torch.isfinite(sample).all()):
+        raise RepscopeValueError(
+            f"The 'X' parameter contains NaN or inf values (in the {sample.shape[0]} vectors "
+            "used for initialisation)."
+        )
+    runs: list[_Run] = []
+    for m, lr_i in zip(models, lrs):
+        m.train()
+        with torch.no_grad():
+            s = sample.to(m.device)
+            m.fit_normalizer(s)
+            m.init_from_data(m.normalize(s))
+        if dist is not None:
+            _broadcast_module(m, dist)
+        params = [p for p in m.parameters() if p.requires_grad]
+        runs.append(_Run(m, lr_i, _make_optimizer(params, lr_i, betas, weight_decay)))
+    del sample
+
+    # ------------------------------------------------------------------ loop
+    step = 0
+    t0 = time.perf_counter()
+    epoch = 0
+    finished = False
+    while not finished:
+        got_any = False
+        for batch in source.batches(
+            batch_size,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world,
+        ):
+            got_any = True
+            factor = _lr_factor(step, planned, warmup_steps, lr_schedule)
+            n_local = batch.shape[0]
+            n_global = n_local * world
+            for run in runs:
+                _train_step(run, batch, factor, max_grad_norm, dist, world, n_global)
+            step += 1
+            if step % log_every == 0 or step == planned:
+                for i, run in enumerate(runs):
+                    row = _log_row(run, step, t0, dist)
+                    if progress and rank == 0:
+                        _print_row(i, row, len(runs))
+                    if callback is not None:
+                        callback(i, row)
+            if step % check_every == 0:
+                for i, run in enumerate(runs):
+                    _check(run, i, step, checkpoint_dir, runs, t0)
+            if planned is not None and step >= planned:
+                finished = True
+                break
+        epoch += 1
+        if not got_any:
+            if step == 0:
+                raise RepscopeValueError("The 'X' parameter yielded no training batches.")
+            if planned is not None and step < planned:
+                warnings.warn(
+                    f"The training iterator ran out after {step} steps, before n_steps="
+                    f"{planned}; pass a list or another re-iterable for several epochs.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            break
+        if planned is None:
+            break
+    seconds = time.perf_counter() - t0
+    results = []
+    for i, run in enumerate(runs):
+        if step % check_every:
+            _check(run, i, step, checkpoint_dir, runs, t0)
+        if run.count:
+            _log_row(run, step, t0, dist)
+        run.state.refresh()
+        run.sae.eval()
+        results.append(TrainResult(run.sae, run.history, run.state, n_steps=step, seconds=seconds))
+        if checkpoint_dir is not None and rank == 0:
+            _save(run.sae, Path(checkpoint_dir) / f"sae_{i}")
+    return results
+
+
+def _resolve_lrs(
+    lr: float | Sequence[float] | None, models: list[SparseAutoencoder], caller: str
+) -> list[float]:
+    if lr is None:
+        return [default_lr(m.d_sae) for m in models]
+    if isinstance(lr, (int, float)):
+        check_scalar(lr, "lr", caller=caller, min_value=0, include_min=False)
+        return [float(lr)] * len(models)
+    lrs = [float(v) for v in lr]
+    if len(lrs) != len(models):
+        raise RepscopeValueError(
+            f"The 'lr' parameter of {caller} must be a float or one per SAE ({len(models)}). "
+            f"Got {len(lrs)} values instead."
+        )
+    for v in lrs:
+        check_scalar(v, "lr", caller=caller, min_value=0, include_min=False)
+    return lrs
+
+
+def _lr_factor(step: int, planned: int | None, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and planned is not None:
+        span = max(1, planned - warmup)
+        t = min(1.0, (step - warmup) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
+
+
+def _train_step(
+    run: _Run,
+    batch: Tensor,
+    factor: float,
+    max_grad_norm: float | None,
+    dist: Any,
+    world: int,
+    n_global: int,
+) -> None:
+    sae = run.sae
+    x = batch.to(sae.device, non_blocking=True)
+    run.nonfinite_inputs += (~torch.isfinite(x)).sum()
+    xn = sae.normalize(x)
+    out = sae.forward_normalized(xn)
+    loss = sae.loss(xn, out, run.state)
+    for g in run.opt.param_groups:
+        g["lr"] = run.lr * factor
+    run.opt.zero_grad(set_to_none=True)
+    loss.total.backward()
+    if dist is not None:
+        _all_reduce_grads(run.params, dist, world)
+    sae.before_optimizer_step()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(run.params, max_grad_norm)
+    run.opt.step()
+    sae.after_optimizer_step()
+    with torch.no_grad():
+        counts = firing_counts(out)
+        flat_x = xn.reshape(-1, xn.shape[-1])
+        flat_r = out.reconstruction.reshape(-1, xn.shape[-1])
+        err = (flat_r - flat_x).pow(2).sum()
+        var = (flat_x - flat_x.mean(0)).pow(2).sum()
+        l0 = out.l0().sum().to(torch.float64)
+        if dist is not None:
+            packed = torch.stack([err.double(), var.double(), l0, loss.total.detach().double()])
+            dist.all_reduce(counts)
+            dist.all_reduce(packed)
+            err, var, l0, total = packed[0], packed[1], packed[2], packed[3] / world
+        else:
+            total = loss.total.detach()
+    run.state.observe(out, n_global, counts=counts)
+    n_rows = flat_x.shape[0] * world
+    run.add("loss", total)
+    run.add("_err", err)
+    run.add("_var", var)
+    run.add("_l0", l0 / n_rows)
+    run.add("_rows", torch.tensor(float(n_rows), dtype=torch.float64))
+    for name, v in loss.terms.items():
+        run.add(name, v)
+    run.count += 1
+    run.add("lr", torch.tensor(run.opt.param_groups[0]["lr"], dtype=torch.float64))
+
+
+def _log_row(run: _Run, step: int, t0: float, dist: Any) -> dict[str, float]:
+    if not run.count:
+        return {}
+    sums = {k: float(v) for k, v in run.sums.items()}
+    c = run.count
+    row = {
+        "step": float(step),
+        "n_seen": float(run.state.n_seen),
+        "loss": sums.pop("loss") / c,
+        "fvu": sums.pop("_err") / max(sums.pop("_var"), 1e-300),
+        "l0": sums.pop("_l0") / c,
+        "dead_fraction": float(run.state.dead_mask().float().mean()),
+        "lr": sums.pop("lr") / c,
+        "seconds": time.perf_counter() - t0,
+    }
+    sums.pop("_rows", None)
+    for k, v in sums.items():
+        row[k] = v / c  # a loss term's mean contribution over the window's steps
+    n_rows = len(run.history.get("step", []))
+    for k in run.history:
+        row.setdefault(k, 0.0)  # a term (AuxK) absent from this whole window
+    for k, v in row.items():
+        run.history.setdefault(k, [0.0] * n_rows).append(v)
+    run.sums = {}
+    run.count = 0
+    return row
+
+
+def _print_row(i: int, row: dict[str, float], n: int) -> None:
+    head = f"[sae {i}] " if n > 1 else ""
+    print(
+        f"{head}step {int(row['step'])}: loss {row['loss']:.4g}  fvu {row['fvu']:.4f}  "
+        f"l0 {row['l0']:.1f}  dead {row['dead_fraction']:.3f}",
+        file=sys.stderr,
+    )
+
+
+def _check(
+    run: _Run, i: int, step: int, checkpoint_dir: str | Path | None, runs: list[_Run], t0: float
+) -> None:
+    """One host sync: finiteness, dead-set refresh, snapshot."""
+    finite_params = all(bool(torch.isfinite(p).all()) for p in run.params)
+    bad_inputs = int(run.nonfinite_inputs)
+    last_loss = run.sums.get("loss")
+    finite_loss = last_loss is None or bool(torch.isfinite(last_loss))
+    if finite_params and finite_loss and bad_inputs == 0:
+        run.state.refresh()
+        run.snapshot = copy.deepcopy(run.sae.state_dict())
+        run.snapshot_step = step
+        return
+    # restore every SAE of the sweep to its last good state and stop
+    for r in runs:
+        r.sae.load_state_dict(r.snapshot)
+        r.sae.eval()
+    cause = (
+        f"{bad_inputs} NaN/inf input values reached the SAE"
+        if bad_inputs
+        else "the loss or the weights became NaN/inf (try a lower lr or max_grad_norm)"
+    )
+    where = ""
+    if checkpoint_dir is not None:
+        path = Path(checkpoint_dir) / f"sae_{i}"
+        _save(run.sae, path)
+        where = f"; it was saved to {path}"
+    result = TrainResult(
+        run.sae, run.history, run.state, n_steps=run.snapshot_step, seconds=time.perf_counter() - t0
+    )
+    raise SAETrainingError(
+        f"SAE training stopped between steps {run.snapshot_step} and {step}: {cause}. The SAE "
+        f"was restored to step {run.snapshot_step}, the last finite check{where}.",
+        result,
+    )
+
+
+def _save(sae: SparseAutoencoder, path: Path) -> None:
+    from repscope.sae.io import save_sae
+
+    save_sae(sae, path)
