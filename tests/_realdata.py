@@ -94,10 +94,20 @@ def _load_or_extract(tmp: Path, **params: Any) -> RealFeatures:
         done.append(feats, {"label": s.metadata(["label"])["label"]})
         shutil.rmtree(work, ignore_errors=True)
         store = FeatureStore.open(path, verify="none")
+    ragged = [layer for layer in store.layers if store.layer_info(layer).ragged]
     layers_out = [layer for layer in store.layers if not store.layer_info(layer).ragged]
     X = {layer: np.asarray(store.read(layer), dtype=np.float32) for layer in layers_out}
+    extra: dict[str, Any] = {}
+    if params.get("pool_ragged"):
+        # token layers kept for token-level work are also mean-pooled per sample, so the
+        # pooled view lists every layer in depth order
+        layers_out = list(store.layers)
+        extra["ragged"] = {layer: store.read_ragged(layer) for layer in ragged}
+        for layer in ragged:
+            r = extra["ragged"][layer]
+            sums = np.add.reduceat(np.asarray(r.values, dtype=np.float64), r.offsets[:-1], axis=0)
+            X[layer] = (sums / np.diff(r.offsets)[:, None]).astype(np.float32)
     tokens = None
-    ragged = [layer for layer in store.layers if store.layer_info(layer).ragged]
     if ragged:
         padded = store.read_padded(ragged[-1])
         tokens = (np.asarray(padded.values, dtype=np.float32), np.asarray(padded.mask))
@@ -106,6 +116,7 @@ def _load_or_extract(tmp: Path, **params: Any) -> RealFeatures:
         y=np.asarray(store.metadata(["label"])["label"]).astype(np.int64),
         label_names=list(data.label_names),
         texts=list(data.inputs) if data.modality == "text" else None, tokens=tokens, store=path,
+        extra=extra,
     )
 
 
@@ -122,10 +133,16 @@ def minilm_austen(tmp: Path) -> RealFeatures:
 
 
 def smollm2_austen(tmp: Path) -> RealFeatures:
-    """SmolLM2-135M residual stream, all 30 decoder layers, mean pooled, on 360 paragraphs (64
-    tokens)."""
-    return _load_or_extract(tmp, model="smollm2-135m", dataset="austen", n=360, layers="blocks",
-                            pooling="mean", batch_size=24, max_length=64)
+    """SmolLM2-135M residual stream, all 30 decoder layers, mean pooled, on 400 paragraphs (64
+    tokens); layer 14 (the middle) is also kept per token in ``extra["ragged"]`` for the SAE
+    tests (one extraction serves both)."""
+    layers = [f"model.layers.{i}" for i in range(30)]
+    pooling = {layer: ("tokens" if layer == SMOL_TOKEN_LAYER else "mean") for layer in layers}
+    return _load_or_extract(tmp, model="smollm2-135m", dataset="austen", n=400, layers=layers,
+                            pooling=pooling, batch_size=24, max_length=64, pool_ragged=True)
+
+
+SMOL_TOKEN_LAYER = "model.layers.14"
 
 
 def minilm_austen_tokens(tmp: Path) -> RealFeatures:

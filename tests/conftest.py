@@ -57,5 +57,6 @@ def minilm_austen_tokens(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_austen(tmp_path_factory):
-    """SmolLM2-135M residual stream (30 layers, mean pooled) on 360 Austen paragraphs."""
+    """SmolLM2-135M residual stream (30 layers, mean pooled; layer 14 also per token) on 400
+    Austen paragraphs."""
     return _real("smollm2_austen", tmp_path_factory)

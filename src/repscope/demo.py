@@ -71,6 +71,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
     from repscope.extract import extract, make_adapter
     from repscope.probe._demo import demo_probe_step
     from repscope.report import render_report
+    from repscope.sae._demo import demo_sae_step
     from repscope.separability import logistic_separability
     from repscope.similarity import linear_cka_matrix
     from repscope.stats import Moments, pca_spectrum
@@ -169,6 +170,11 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
         log("[demo] MiniLM-L6 vs MiniLM-L3 (ONNX): an orthogonal map with held-out retrieval")
         demo_alignment_step(db, run_id, config.seed, log)
         timings["alignment"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        log("[demo] sparse autoencoders: TopK k = 4, 8, 16 on EfficientNet-Lite0's last block")
+        demo_sae_step(stores, layers_of, data.inputs, db, run_id, config.dataset, config.seed, log)
+        timings["sae"] = time.perf_counter() - t
 
         timings["analyses + extraction"] = time.perf_counter() - t0
         db.finish_run(run_id, "ok",

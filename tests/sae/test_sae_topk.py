@@ -75,21 +75,23 @@ def test_kernels_match_dense_autograd() -> None:
     w = torch.randn(d, m, generator=g, requires_grad=True)
     b = torch.randn(m, generator=g, requires_grad=True)
     wd = torch.randn(m, d, generator=g, requires_grad=True)
+    shift = torch.randn(d, generator=g, requires_grad=True)
     idx = torch.stack([torch.randperm(m, generator=g)[:k] for _ in range(n)])
     gout = torch.randn(n, d, generator=g)
 
-    pre = x @ w + b
+    pre = (x - shift) @ w + b
     vals = pre.gather(1, idx)
     dense = torch.zeros(n, m).scatter(1, idx, vals)
     ((dense @ wd) * gout).sum().backward()
-    ref = [t.grad.clone() for t in (x, w, b, wd)]
-    for t in (x, w, b, wd):
+    params = (x, w, b, wd, shift)
+    ref = [t.grad.clone() for t in params]
+    for t in params:
         t.grad = None
     with torch.no_grad():
-        gathered = (x @ w + b).gather(1, idx)
-    v2 = sparse_gather_linear(x, w, b, idx, gathered)
+        gathered = ((x - shift) @ w + b).gather(1, idx)
+    v2 = sparse_gather_linear(x, w, b, idx, gathered, shift=shift)
     (sparse_decode(v2, idx, wd) * gout).sum().backward()
-    for t, r in zip((x, w, b, wd), ref):
+    for t, r in zip(params, ref):
         torch.testing.assert_close(t.grad, r, rtol=1e-5, atol=1e-5)
 
 

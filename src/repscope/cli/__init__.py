@@ -68,11 +68,12 @@ def _register() -> None:
         probe,
         report,
         results,
+        sae,
         similarity,
         zoo,
     )
 
-    for mod in (zoo, extract, analyze, probe, similarity, align, results, report, demo):
+    for mod in (zoo, extract, analyze, probe, similarity, align, sae, results, report, demo):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

@@ -1,4 +1,13 @@
-"""Sparse autoencoders: every architecture behind one tensor-first interface."""
+"""Sparse autoencoders: every architecture behind one tensor-first interface.
+
+Architectures (one module each, registered by name in :data:`architectures`): ``topk`` (AuxK,
+sparse kernels), ``batchtopk`` (exports to JumpReLU), ``matryoshka_batchtopk``, ``jumprelu``,
+``relu`` (L1, SAELens ``standard``), ``gated``, ``matching_pursuit``, ``poly`` (PolySAE),
+``group_sparse`` (paired modalities). :func:`fit` / :func:`sweep` train on tensors, memmaps,
+FeatureStore layers or iterators (several SAEs in one pass; DDP); :mod:`repscope.sae.metrics`
+evaluates; :func:`save_sae` / :func:`load_sae` read and write SAELens's format and load
+sparsify and dictionary_learning checkpoints.
+"""
 
 from repscope.sae._base import (
     SAEConfig,
@@ -11,14 +20,33 @@ from repscope.sae._base import (
     geometric_median,
     register_architecture,
 )
+from repscope.sae._estimator import SAETransformer
+from repscope.sae._fidelity import LossRecovered, spliced_lm_loss
+from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
+from repscope.sae.gated import GatedConfig, GatedSAE
+from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
+from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE
+from repscope.sae.relu import ReLUConfig, ReLUSAE
 from repscope.sae.topk import TopKConfig, TopKSAE
 from repscope.sae.trainer import SAETrainingError, TrainResult, default_lr, fit, sweep
 
 __all__ = [
+    "BatchTopKConfig",
+    "BatchTopKSAE",
+    "GatedConfig",
+    "GatedSAE",
+    "JumpReLUConfig",
+    "JumpReLUSAE",
+    "LossRecovered",
+    "MatryoshkaConfig",
+    "MatryoshkaSAE",
+    "ReLUConfig",
+    "ReLUSAE",
     "SAEConfig",
     "SAELoss",
     "SAEOutput",
     "SAETrainingError",
+    "SAETransformer",
     "SparseAutoencoder",
     "TopKConfig",
     "TopKSAE",
@@ -30,5 +58,6 @@ __all__ = [
     "fit",
     "geometric_median",
     "register_architecture",
+    "spliced_lm_loss",
     "sweep",
 ]

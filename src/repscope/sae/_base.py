@@ -308,12 +308,17 @@ def residual_variance(residual: Tensor) -> tuple[Tensor, int]:
     return var.clamp_min(1e-12).to(residual.dtype), world
 
 
-def geometric_median(x: Tensor, *, max_iter: int = 100, tol: float = 1e-6) -> Tensor:
+def geometric_median(
+    x: Tensor, *, max_iter: int = 100, tol: float = 1e-5, max_rows: int = 4096
+) -> Tensor:
     """Geometric median of the rows of ``x`` (Weiszfeld's algorithm, float64).
 
     The point minimising the sum of Euclidean distances to the rows: a robust centre that
     outliers (a few huge-norm tokens, such as a language model's first position) do not drag.
+    At most ``max_rows`` evenly spaced rows are used (an initialisation needs no more).
     """
+    if x.shape[0] > max_rows:
+        x = x[torch.linspace(0, x.shape[0] - 1, max_rows, device=x.device).long()]
     xd = x.detach().to(torch.float64)
     med = xd.mean(0)
     for _ in range(max_iter):
@@ -540,7 +545,7 @@ class SparseAutoencoder(nn.Module):
         if not self.cfg.normalize_decoder or self.W_dec.grad is None:
             return
         w, g = self.W_dec, self.W_dec.grad
-        g -= (g * w).sum(-1, keepdim=True) * w
+        g.addcmul_(torch.einsum("ij,ij->i", g, w)[:, None], w, value=-1.0)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
@@ -581,6 +586,10 @@ class SparseAutoencoder(nn.Module):
     def _fold(self, state: dict[str, Tensor], p: Tensor, pinv: Tensor, mu: Tensor) -> None:
         """Fold ``xn = (x - mu) @ p`` into ``state`` in place (float64 maths, dtype kept)."""
         dt = state["W_enc"].dtype
+        if not self.cfg.apply_b_dec_to_input and state.get("b_enc") is not None:
+            # the encoder sees (x - mu) @ p: its bias absorbs -mu @ p @ W_enc
+            shift = mu @ p @ state["W_enc"].to(torch.float64)
+            state["b_enc"] = (state["b_enc"].to(torch.float64) - shift).to(dt)
         state["W_enc"] = (p @ state["W_enc"].to(torch.float64)).to(dt)
         state["W_dec"] = (state["W_dec"].to(torch.float64) @ pinv).to(dt)
         state["b_dec"] = (state["b_dec"].to(torch.float64) @ pinv + mu).to(dt)

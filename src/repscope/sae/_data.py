@@ -30,6 +30,8 @@ def _to_tensor(batch: Any, sample_shape: tuple[int, ...], name: str) -> Tensor:
             raise RepscopeTypeError(
                 f"The {name!r} batches must hold numbers. Got dtype {batch.dtype} instead."
             )
+        if not batch.flags.writeable:
+            batch = np.array(batch)  # a read-only view (memmap slice): torch needs its own copy
         t = torch.from_numpy(np.ascontiguousarray(batch))
     elif isinstance(batch, Tensor):
         t = batch
@@ -102,14 +104,8 @@ class DataSource:
             raise RepscopeValueError(f"The {name!r} parameter holds no samples.")
 
     # ------------------------------------------------------------------ facts
-    @property
-    def in_memory(self) -> bool:
-        return isinstance(self._array, Tensor) or (
-            isinstance(self._array, np.ndarray) and not isinstance(self._array, np.memmap)
-        )
-
     def __len__(self) -> int:
-        """Number of vectors per epoch; raises for iterators of unknown length."""
+        """Number of vectors per epoch; raises TypeError for iterators of unknown length."""
         if self._array is not None:
             return int(self._array.shape[0])
         if self._store is not None:
@@ -195,7 +191,9 @@ class DataSource:
         """
         gb = batch_size * world_size
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
-        if self.in_memory and self._array is not None:
+        if self._array is not None:
+            # in memory or memory-mapped: a fresh permutation per epoch; a memmap is read a
+            # batch at a time (sorted rows, so reads go forward), so memory stays O(batch)
             data = self._array
             total = int(data.shape[0])
             order = torch.randperm(total, generator=gen) if shuffle else torch.arange(total)
@@ -206,6 +204,9 @@ class DataSource:
                     return
                 if isinstance(data, Tensor):
                     yield data[part.to(data.device)]
+                elif isinstance(data, np.memmap):
+                    rows = np.sort(part.numpy())
+                    yield _to_tensor(np.asarray(data[rows]), self.sample_shape, self.name)
                 else:
                     yield _to_tensor(data[part.numpy()], self.sample_shape, self.name)
             return

@@ -102,42 +102,65 @@ def sparse_decode(values: Tensor, indices: Tensor, weight: Tensor) -> Tensor:
 class _SparseGatherLinear(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, indices: Tensor, gathered: Tensor
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        shift: Tensor | None,
+        indices: Tensor,
+        gathered: Tensor,
     ) -> Tensor:
-        ctx.save_for_backward(x, weight, indices)
+        ctx.save_for_backward(x, weight, indices, shift)
         ctx.has_bias = bias is not None
+        ctx.has_shift = shift is not None
         return gathered.clone()
 
     @staticmethod
     def backward(
         ctx: Any, grad: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
-        x, weight, indices = ctx.saved_tensors
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, None, None]:
+        x, weight, indices, shift = ctx.saved_tensors
         n = x.shape[0]
         m = weight.shape[1]
-        g_x = g_w = g_b = None
+        g_x = g_w = g_b = g_shift = None
         grad = grad.contiguous()
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        need_shift = ctx.has_shift and ctx.needs_input_grad[3]
         if ctx.needs_input_grad[1]:
+            x_in = x - shift if ctx.has_shift else x
             st = _csr_transposed(n, m, indices, grad.to(x.dtype))
-            g_w = (st @ x).T.to(weight.dtype)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            g_b = torch.bincount(
+            g_w = (st @ x_in).T.to(weight.dtype)
+        if need_b or need_shift:
+            # per-latent sums of the incoming gradient: the bias gradient, and through
+            # W the (summed) gradient of the input shift
+            col = torch.bincount(
                 indices.reshape(-1), weights=grad.reshape(-1).to(torch.float64), minlength=m
-            ).to(weight.dtype)
+            )
+            if need_b:
+                g_b = col.to(weight.dtype)
+            if need_shift:
+                g_shift = -(weight @ col.to(weight.dtype))
         if ctx.needs_input_grad[0]:
             s = _csr(n, m, indices, grad.to(weight.dtype))
             g_x = (s @ weight.T).to(x.dtype)
-        return g_x, g_w, g_b, None, None
+        return g_x, g_w, g_b, g_shift, None, None
 
 
 def sparse_gather_linear(
-    x: Tensor, weight: Tensor, bias: Tensor | None, indices: Tensor, gathered: Tensor
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    indices: Tensor,
+    gathered: Tensor,
+    *,
+    shift: Tensor | None = None,
 ) -> Tensor:
-    """``(x @ weight + bias).gather(1, indices)``, given its already computed value.
+    """``((x - shift) @ weight + bias).gather(1, indices)``, given its already computed value.
 
     The forward returns ``gathered`` (computed by the caller without gradient, typically by the
     top-k selection); the backward is the gradient of the expression above, computed through
-    sparse products over the selected entries only.
+    sparse products over the selected entries only. Passing the input shift (an SAE's decoder
+    bias) separately makes its gradient a matrix-vector product instead of an (n, d) one.
 
     Parameters
     ----------
@@ -146,7 +169,8 @@ def sparse_gather_linear(
     bias : Tensor of shape (m,) or None
     indices : Tensor of int64, shape (n, k)
     gathered : Tensor of shape (n, k)
-        Must equal ``(x @ weight + bias).gather(1, indices)`` (not checked).
+        Must equal ``((x - shift) @ weight + bias).gather(1, indices)`` (not checked).
+    shift : Tensor of shape (d,), optional
     """
-    out: Tensor = _SparseGatherLinear.apply(x, weight, bias, indices, gathered)
+    out: Tensor = _SparseGatherLinear.apply(x, weight, bias, shift, indices, gathered)
     return out
