@@ -21,6 +21,20 @@ def test_readme_python_example_runs(tmp_path):
     assert abs(float(out.stdout.split()[-1]) - 1.0) < 1e-9
 
 
+def test_readme_sae_example_runs(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 2, "README has no SAE example"
+    script = tmp_path / "sae_example.py"
+    script.write_text(blocks[1])
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    fvu, mcc = float(lines[0]), float(lines[1])
+    assert fvu < 0.2 and mcc > 0.8, out.stdout
+    assert float(lines[-1]) == 1.0  # the saved and reloaded SAE evaluates identically
+
+
 def test_readme_names_the_two_commands():
     text = README.read_text()
     assert "make demo" in text

@@ -22,8 +22,11 @@ from repscope.sae._base import (
 )
 from repscope.sae._estimator import SAETransformer
 from repscope.sae._fidelity import LossRecovered, spliced_lm_loss
+from repscope.sae._foreign import load_dictionary_learning, load_sparsify
+from repscope.sae._inspect import TopActivations, top_activations
 from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
 from repscope.sae.gated import GatedConfig, GatedSAE
+from repscope.sae.io import load_sae, save_sae
 from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
 from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE
 from repscope.sae.relu import ReLUConfig, ReLUSAE
@@ -48,6 +51,7 @@ __all__ = [
     "SAETrainingError",
     "SAETransformer",
     "SparseAutoencoder",
+    "TopActivations",
     "TopKConfig",
     "TopKSAE",
     "TrainResult",
@@ -57,7 +61,12 @@ __all__ = [
     "default_lr",
     "fit",
     "geometric_median",
+    "load_dictionary_learning",
+    "load_sae",
+    "load_sparsify",
     "register_architecture",
+    "save_sae",
     "spliced_lm_loss",
     "sweep",
+    "top_activations",
 ]
