@@ -426,11 +426,11 @@ class SparseAutoencoder(nn.Module):
     def fit_normalizer(self, sample: Tensor, *, shrinkage: float = 1e-3) -> None:
         """Fit the input normaliser on a sample of inputs (n, d_in)."""
         mode = self.cfg.normalize_activations
-        xs = sample.detach().to(torch.float64)
         if mode == "none":
             return
         if mode == "scale":
-            mean_norm = torch.linalg.vector_norm(xs, dim=1).mean()
+            norms = torch.linalg.vector_norm(sample.detach().float(), dim=1)
+            mean_norm = norms.to(torch.float64).mean()
             if not float(mean_norm) > 0:
                 raise RepscopeValueError(
                     "Cannot fit the 'scale' normaliser: every sampled input is zero. Use "
@@ -439,6 +439,7 @@ class SparseAutoencoder(nn.Module):
             self.input_scale.fill_(float(math.sqrt(self.d_in) / float(mean_norm)))
             return
         # whiten: ZCA with a covariance shrunk towards its mean eigenvalue
+        xs = sample.detach().to(torch.float64)
         if xs.shape[0] < 2:
             raise RepscopeValueError("Whitening needs at least 2 samples to fit.")
         mu = xs.mean(0)

@@ -322,6 +322,7 @@ def sweep(
             s = sample.to(m.device)
             m.fit_normalizer(s)
             m.init_from_data(m.normalize(s))
+        del s
         if dist is not None:
             _broadcast_module(m, dist)
         params = [p for p in m.parameters() if p.requires_grad]
