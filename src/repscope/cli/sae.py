@@ -408,7 +408,7 @@ def train(
     from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
     from repscope.sae._base import architectures, create_sae
-    from repscope.sae._inspect import sae_record_values
+    from repscope.sae._inspect import never_fired_fraction, sae_record_values
     from repscope.sae.io import ensure_architectures, save_sae
     from repscope.sae.trainer import sweep
 
@@ -509,6 +509,7 @@ def train(
                 ev,
                 history=res.history,
                 top_latents=tops,
+                dead_fraction_train=never_fired_fraction(res),
                 path=str(saved.resolve()),
                 n_train=n_train_vec,
                 n_eval=n_eval_vec,

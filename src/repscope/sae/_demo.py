@@ -129,7 +129,12 @@ def _run(
     import torch
 
     from repscope.db import Record
-    from repscope.sae._inspect import sae_record_values, top_activations, top_latents_values
+    from repscope.sae._inspect import (
+        never_fired_fraction,
+        sae_record_values,
+        top_activations,
+        top_latents_values,
+    )
     from repscope.sae.metrics import evaluate
     from repscope.sae.topk import TopKConfig, TopKSAE
     from repscope.sae.trainer import sweep
@@ -176,6 +181,7 @@ def _run(
             ev,
             history=res.history,
             top_latents=tops,
+            dead_fraction_train=never_fired_fraction(res),
             n_train=len(train_idx),
             n_eval=n_eval,
             n_train_samples=len(train_idx),

@@ -35,6 +35,7 @@ from repscope.sae.metrics import SAEEvaluation, _batches
 __all__ = [
     "TopActivations",
     "encode_png",
+    "never_fired_fraction",
     "png_base64",
     "sae_record_values",
     "subsample_history",
@@ -395,6 +396,14 @@ def top_latents_values(
             }
         )
     return out
+
+
+def never_fired_fraction(result: Any) -> float:
+    """Share of latents that no training vector activated (from a TrainResult's counters)."""
+    state = getattr(result, "state", None)
+    if state is None:
+        return float("nan")
+    return float((state.fire_count == 0).float().mean())
 
 
 def sae_record_values(

@@ -96,7 +96,8 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
         "k",
         "FVU",
         "L0",
-        "dead fraction",
+        "not firing on eval inputs",
+        "never fired in training",
         "shrinkage",
         "evaluated on",
     ]
@@ -113,6 +114,7 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
             _num(v.get("fvu")),
             _num(v.get("l0")),
             _num(v.get("dead_fraction")),
+            _num(v.get("dead_fraction_train")),
             _num(v.get("shrinkage")),
             _evaluated_on(v),
         ]
@@ -121,7 +123,8 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
         rows.append(row)
     caption = (
         "Reconstruction (FVU: fraction of variance unexplained) and sparsity (L0: active "
-        "latents per input)"
+        "latents per input). Latents not firing on a small evaluation set are not necessarily "
+        "dead; 'never fired in training' counts the latents no training vector activated"
     )
     out = html_table(headers, rows, caption=caption, digits=3)
     losses = [
