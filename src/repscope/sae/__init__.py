@@ -25,24 +25,34 @@ from repscope.sae._fidelity import LossRecovered, spliced_lm_loss
 from repscope.sae._foreign import load_dictionary_learning, load_sparsify
 from repscope.sae._inspect import TopActivations, top_activations
 from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
+from repscope.sae.bows import TiedAutoencoder, TiedFit, train_tied_autoencoder
 from repscope.sae.gated import GatedConfig, GatedSAE
+from repscope.sae.group_sparse import GroupSparseConfig, GroupSparseSAE
 from repscope.sae.io import load_sae, save_sae
 from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
+from repscope.sae.matching_pursuit import MPSAE, MPConfig
 from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE
+from repscope.sae.poly import PolyConfig, PolySAE
 from repscope.sae.relu import ReLUConfig, ReLUSAE
 from repscope.sae.topk import TopKConfig, TopKSAE
 from repscope.sae.trainer import SAETrainingError, TrainResult, default_lr, fit, sweep
 
 __all__ = [
+    "MPSAE",
     "BatchTopKConfig",
     "BatchTopKSAE",
     "GatedConfig",
     "GatedSAE",
+    "GroupSparseConfig",
+    "GroupSparseSAE",
     "JumpReLUConfig",
     "JumpReLUSAE",
     "LossRecovered",
+    "MPConfig",
     "MatryoshkaConfig",
     "MatryoshkaSAE",
+    "PolyConfig",
+    "PolySAE",
     "ReLUConfig",
     "ReLUSAE",
     "SAEConfig",
@@ -51,6 +61,8 @@ __all__ = [
     "SAETrainingError",
     "SAETransformer",
     "SparseAutoencoder",
+    "TiedAutoencoder",
+    "TiedFit",
     "TopActivations",
     "TopKConfig",
     "TopKSAE",
@@ -69,4 +81,5 @@ __all__ = [
     "spliced_lm_loss",
     "sweep",
     "top_activations",
+    "train_tied_autoencoder",
 ]
