@@ -176,7 +176,8 @@ def test_evaluate_streamed_equals_one_batch_for_every_input_kind(tmp_path):
     for res in variants:
         assert res.n == 500
         for key in ("mse", "fvu", "l0", "cosine", "shrinkage", "reconstruction_bias"):
-            assert getattr(res, key) == pytest.approx(getattr(whole, key), rel=1e-9), key
+            # float64 sums of float32 forwards: batch sizes change only the float32 rounding
+            assert getattr(res, key) == pytest.approx(getattr(whole, key), rel=1e-6), key
         np.testing.assert_array_equal(res.density, whole.density)
         np.testing.assert_array_equal(res.density_histogram.counts, whole.density_histogram.counts)
 
