@@ -9,6 +9,8 @@ evaluates; :func:`save_sae` / :func:`load_sae` read and write SAELens's format a
 sparsify and dictionary_learning checkpoints.
 """
 
+from typing import Any
+
 from repscope.sae._base import (
     SAEConfig,
     SAELoss,
@@ -20,7 +22,6 @@ from repscope.sae._base import (
     geometric_median,
     register_architecture,
 )
-from repscope.sae._estimator import SAETransformer
 from repscope.sae._fidelity import LossRecovered, spliced_lm_loss
 from repscope.sae._foreign import load_dictionary_learning, load_sparsify
 from repscope.sae._inspect import TopActivations, top_activations
@@ -83,3 +84,13 @@ __all__ = [
     "top_activations",
     "train_tied_autoencoder",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # SAETransformer is a scikit-learn estimator: importing scikit-learn costs ~2.5 s, which
+    # users of the rest of repscope.sae should not pay
+    if name == "SAETransformer":
+        from repscope.sae._estimator import SAETransformer
+
+        return SAETransformer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
