@@ -29,6 +29,7 @@ threshold family; :meth:`SAEOutput.dense` gives the dense (n, d_sae) codes eithe
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -220,6 +221,48 @@ def check_k(k: Any, d_sae: int, *, name: str = "k", owner: str) -> int:
     return k
 
 
+def check_coefficient(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
+    """A finite real number ``>= 0`` (``> 0`` with ``positive=True``); else a clear error."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise RepscopeValueError(
+            f"The {name!r} parameter of {owner} must be a finite float {bound}. "
+            f"Got {value!r} instead."
+        )
+    return float(value)
+
+
+def check_count(value: Any, *, name: str, owner: str) -> int:
+    """An int ``>= 0`` (a number of steps); else a clear error."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RepscopeValueError(
+            f"The {name!r} parameter of {owner} must be an int >= 0. Got {value!r} instead."
+        )
+    return value
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """``min(1, step / warmup_steps)``; 1 when there is no warm-up."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, step / warmup_steps)
+
+
+def dense_codes(values: Tensor, indices: Tensor | None, d_sae: int) -> Tensor:
+    """Dense (n, d_sae) codes from dense codes (``indices`` None) or sparse (values, indices)."""
+    if indices is None:
+        return values
+    out = values.new_zeros((*values.shape[:-1], d_sae))
+    return out.scatter_add_(-1, indices, values)
+
+
+def encoder_input(sae: SparseAutoencoder, xn: Tensor) -> Tensor:
+    """``xn - b_dec`` when the SAE subtracts the decoder bias before encoding, else ``xn``."""
+    return xn - sae.b_dec if sae.cfg.apply_b_dec_to_input else xn
+
+
 # ---------------------------------------------------------------------------- training state
 
 
@@ -347,7 +390,7 @@ def torch_dtype(name: str) -> torch.dtype:
 # ---------------------------------------------------------------------------- the module
 
 
-class SparseAutoencoder(nn.Module):
+class SparseAutoencoder(nn.Module, abc.ABC):
     """Base class: parameters, normaliser, initialisation, folding, training hooks.
 
     Subclasses implement :meth:`encode_normalized` and :meth:`decode_normalized` (and
@@ -485,14 +528,14 @@ class SparseAutoencoder(nn.Module):
             self.b_dec.copy_(xn.to(torch.float64).mean(0).to(self.dtype))
 
     # ------------------------------------------------------------------ forward
+    @abc.abstractmethod
     def encode_normalized(self, xn: Tensor) -> SAEOutput:
         """Codes for normalised inputs; ``reconstruction`` may be left empty by subclasses that
         fill it in :meth:`forward_normalized`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode_normalized(self, values: Tensor, indices: Tensor | None) -> Tensor:
         """Reconstruction (normalised space) from codes."""
-        raise NotImplementedError
 
     def forward_normalized(self, xn: Tensor) -> SAEOutput:
         out = self.encode_normalized(xn)
