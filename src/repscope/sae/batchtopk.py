@@ -44,12 +44,14 @@ from repscope.sae._base import (
     SAEOutput,
     SparseAutoencoder,
     TrainState,
+    check_coefficient,
     check_k,
+    dense_codes,
+    encoder_input,
     register_architecture,
 )
 from repscope.sae._sparse import sparse_decode
 from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE, jump
-from repscope.sae.relu import check_coefficient, dense_codes, encoder_input
 
 __all__ = ["BatchTopKConfig", "BatchTopKSAE", "auxk_loss", "batch_topk"]
 

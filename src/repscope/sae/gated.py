@@ -43,13 +43,11 @@ from repscope.sae._base import (
     SAEOutput,
     SparseAutoencoder,
     TrainState,
-    register_architecture,
-)
-from repscope.sae.relu import (
     check_coefficient,
     check_count,
     dense_codes,
     encoder_input,
+    register_architecture,
     warmup_factor,
 )
 

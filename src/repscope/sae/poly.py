@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import SAEOutput, register_architecture
+from repscope.sae._base import SAEOutput, encoder_input, register_architecture
 from repscope.sae._sparse import sparse_decode, sparse_gather_linear
 from repscope.sae.topk import TopKConfig, TopKSAE, topk_select
 
@@ -268,7 +268,7 @@ class PolySAE(TopKSAE):
         """AuxK with the linear term ``U1 C1^T`` as the dead latents' decoder (so the loss
         reaches U1 and C1, not the frozen ``W_dec`` copy)."""
         k_aux = min(self.cfg.resolved_aux_k, n_dead)
-        x_in = self._encoder_input(xn)
+        x_in = encoder_input(self, xn)
         residual = (xn - out.reconstruction).detach()
         with torch.no_grad():
             masked = out.pre_acts.detach().masked_fill(~dead, float("-inf"))

@@ -20,72 +20,29 @@ The registry name is ``"relu"``; :data:`SAELENS_NAME` is the name SAELens writes
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from repscope.exceptions import RepscopeValueError
 from repscope.sae._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
     SparseAutoencoder,
     TrainState,
+    check_coefficient,
+    check_count,
+    dense_codes,
+    encoder_input,
     register_architecture,
+    warmup_factor,
 )
 
 __all__ = ["SAELENS_NAME", "ReLUConfig", "ReLUSAE"]
 
 #: The architecture name SAELens uses for this SAE in ``cfg.json``.
 SAELENS_NAME = "standard"
-
-
-# ---------------------------------------------------------------------------- shared helpers
-
-
-def check_coefficient(value: Any, *, name: str, owner: str, positive: bool = False) -> float:
-    """A finite real number ``>= 0`` (``> 0`` with ``positive=True``); else a clear error."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise RepscopeValueError(
-            f"The {name!r} parameter of {owner} must be a finite float {bound}. "
-            f"Got {value!r} instead."
-        )
-    return float(value)
-
-
-def check_count(value: Any, *, name: str, owner: str) -> int:
-    """An int ``>= 0`` (a number of steps); else a clear error."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise RepscopeValueError(
-            f"The {name!r} parameter of {owner} must be an int >= 0. Got {value!r} instead."
-        )
-    return value
-
-
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """``min(1, step / warmup_steps)``; 1 when there is no warm-up."""
-    if warmup_steps <= 0:
-        return 1.0
-    return min(1.0, step / warmup_steps)
-
-
-def dense_codes(values: Tensor, indices: Tensor | None, d_sae: int) -> Tensor:
-    """Dense (n, d_sae) codes from dense codes (``indices`` None) or sparse (values, indices)."""
-    if indices is None:
-        return values
-    out = values.new_zeros((*values.shape[:-1], d_sae))
-    return out.scatter_add_(-1, indices, values)
-
-
-def encoder_input(sae: SparseAutoencoder, xn: Tensor) -> Tensor:
-    """``xn - b_dec`` when the SAE subtracts the decoder bias before encoding, else ``xn``."""
-    return xn - sae.b_dec if sae.cfg.apply_b_dec_to_input else xn
 
 
 # ---------------------------------------------------------------------------- config / module

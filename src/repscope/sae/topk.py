@@ -30,6 +30,7 @@ from repscope.sae._base import (
     SparseAutoencoder,
     TrainState,
     check_k,
+    encoder_input,
     register_architecture,
     residual_variance,
 )
@@ -124,11 +125,8 @@ class TopKSAE(SparseAutoencoder):
             # reads either layout at full speed.
             self.W_enc = nn.Parameter(self.W_enc.detach().T.contiguous().T)
 
-    def _encoder_input(self, xn: Tensor) -> Tensor:
-        return xn - self.b_dec if self.cfg.apply_b_dec_to_input else xn
-
     def encode_normalized(self, xn: Tensor) -> SAEOutput:
-        x_in = self._encoder_input(xn)
+        x_in = encoder_input(self, xn)
         k = self.cfg.k
         if not self.cfg.sparse or not torch.is_grad_enabled():
             pre = torch.addmm(self.b_enc, x_in, self.W_enc)
@@ -176,7 +174,7 @@ class TopKSAE(SparseAutoencoder):
             vals = self._gather(xn, idx, vals).relu()
             e_hat = sparse_decode(vals, idx, self.W_dec)
         else:
-            pre = torch.addmm(self.b_enc, self._encoder_input(xn), self.W_enc)
+            pre = torch.addmm(self.b_enc, encoder_input(self, xn), self.W_enc)
             vals = pre.gather(1, idx).relu()
             dense = vals.new_zeros(pre.shape).scatter(1, idx, vals)
             e_hat = dense @ self.W_dec
