@@ -146,7 +146,7 @@ def evaluate(spec: dict[str, Any], forward: Callable[[Any], tuple[Any, Any]]) ->
 def run_repscope(spec: dict[str, Any]) -> dict[str, Any]:
     _torch(spec)
     from repscope.sae import TopKConfig, TopKSAE
-    from repscope.sae.trainer import fit
+    from repscope.sae.training._trainer import fit
 
     train, _ = _data(spec)
     d = train.shape[1]
@@ -311,7 +311,7 @@ def _version(dist: str) -> str:
 
 
 def _preload_repscope() -> None:
-    import repscope.sae.trainer  # noqa: F401
+    import repscope.sae.training._trainer  # noqa: F401
 
 
 def _preload_sparsify() -> None:

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import SparseAutoencoder, TrainState, architectures, create_sae
-from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
-from repscope.sae.gated import GatedConfig, GatedSAE
-from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
-from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE, default_group_sizes
-from repscope.sae.relu import SAELENS_NAME, ReLUConfig, ReLUSAE
+from repscope.sae.archs._base import SparseAutoencoder, TrainState, architectures, create_sae
+from repscope.sae.archs.batchtopk import BatchTopKConfig, BatchTopKSAE
+from repscope.sae.archs.gated import GatedConfig, GatedSAE
+from repscope.sae.archs.jumprelu import JumpReLUConfig, JumpReLUSAE
+from repscope.sae.archs.matryoshka import MatryoshkaConfig, MatryoshkaSAE, default_group_sizes
+from repscope.sae.archs.relu import SAELENS_NAME, ReLUConfig, ReLUSAE
 
 D_IN, D_SAE, N = 24, 48, 64
 F64 = torch.float64
@@ -528,7 +528,7 @@ def _fvu(sae: SparseAutoencoder, x: Tensor) -> tuple[float, float]:
 def test_sae_threshold_training_recovers_sparse_data(name: str, params: dict[str, Any]) -> None:
     """64-d data from 128 unit directions, 3 active per sample: 400 Adam steps bring the
     held-out FVU (eval mode) under 0.2 at an L0 near 3; the untrained SAE is far off."""
-    from repscope.sae.trainer import fit
+    from repscope.sae.training._trainer import fit
 
     torch.manual_seed(0)
     x_train, x_test = _sparse_data(16_384, 1), _sparse_data(2048, 2)

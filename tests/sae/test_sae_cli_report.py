@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 from repscope.cli import cli
 from repscope.db import Record, ResultsDB
-from repscope.sae._inspect import encode_png, png_base64, top_activations
+from repscope.sae.evaluation._inspect import encode_png, png_base64, top_activations
 from repscope.sae.io import load_sae
 from repscope.sae.metrics import evaluate
-from repscope.sae.topk import TopKConfig, TopKSAE
-from repscope.sae.trainer import sweep
+from repscope.sae.archs.topk import TopKConfig, TopKSAE
+from repscope.sae.training._trainer import sweep
 
 HOSTILE = "<script>alert(1)</script>"
 D, N_ATOMS, N = 16, 32, 2000
@@ -237,7 +237,7 @@ def test_eval_with_a_language_model_records_the_loss_recovered(trained, tmp_path
     from safetensors.numpy import save_file
 
     import repscope.zoo
-    from repscope.sae._fidelity import spliced_lm_loss
+    from repscope.sae.evaluation._fidelity import spliced_lm_loss
 
     class TinyLM(torch.nn.Module):
         def __init__(self) -> None:
@@ -476,8 +476,8 @@ def _dense_codes(sae, X: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize("arch", ["topk", "relu"])
 def test_top_activations_equals_brute_force_argsort(arch):
-    from repscope.sae._base import create_sae
-    from repscope.sae.relu import ReLUConfig  # noqa: F401  (registers "relu")
+    from repscope.sae.archs._base import create_sae
+    from repscope.sae.archs.relu import ReLUConfig  # noqa: F401  (registers "relu")
 
     torch.manual_seed(0)
     params = {"k": 5} if arch == "topk" else {}

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import SAEConfig, SAEOutput, SparseAutoencoder
+from repscope.sae.archs._base import SAEConfig, SAEOutput, SparseAutoencoder
 from repscope.sae.metrics import (
     atom_groups,
     attribute_f1,
@@ -232,7 +232,7 @@ def test_sae_edit_swaps_the_attribute_latents_and_keeps_the_rest():
 
 
 def test_sae_edit_same_for_sparse_topk_codes():
-    from repscope.sae.topk import TopKConfig, TopKSAE
+    from repscope.sae.archs.topk import TopKConfig, TopKSAE
 
     rng = np.random.default_rng(6)
     a, labels = one_hot_attribute_data(rng)

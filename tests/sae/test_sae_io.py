@@ -24,16 +24,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from repscope.exceptions import DataNotFoundError, RepscopeValueError
-from repscope.sae import _base
-from repscope.sae._base import SparseAutoencoder, architectures
-from repscope.sae._foreign import load_dictionary_learning, load_sparsify
+from repscope.sae.archs import _base
+from repscope.sae.archs._base import SparseAutoencoder, architectures
 from repscope.sae.io import (
     SAE_CFG_FILENAME,
     SAE_WEIGHTS_FILENAME,
-    ensure_architectures,
+    load_dictionary_learning,
     load_sae,
+    load_sparsify,
     save_sae,
 )
+from repscope.sae.io._saelens import ensure_architectures
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TOPK_FIXTURE = DATA / "saelens_topk_fixture"
@@ -357,7 +358,7 @@ def test_save_replaces_an_sae_atomically(tmp_path, monkeypatch):
         torch.testing.assert_close(
             load_sae(tmp_path / "s")(x).reconstruction, b(x).reconstruction, atol=ATOL, rtol=1e-5
         )
-    import repscope.sae.io as io_mod
+    import repscope.sae.io._saelens as io_mod
 
     def boom(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full")

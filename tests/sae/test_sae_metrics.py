@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import SAEConfig, SAEOutput, SparseAutoencoder
+from repscope.sae.archs._base import SAEConfig, SAEOutput, SparseAutoencoder
 from repscope.sae.metrics import (
     dead_fraction,
     evaluate,
@@ -198,7 +198,7 @@ def test_evaluate_fvu_accurate_for_data_far_from_origin():
 
 
 def test_evaluate_topk_density_sums_to_l0_of_k():
-    from repscope.sae.topk import TopKConfig, TopKSAE
+    from repscope.sae.archs.topk import TopKConfig, TopKSAE
 
     X = data(n=300)
     sae = TopKSAE(TopKConfig(d_in=8, d_sae=32, k=4, normalize_activations="none"))

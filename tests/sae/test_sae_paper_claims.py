@@ -1,7 +1,7 @@
 """Small CPU versions of the papers' claims for the SAE variants, on synthetic ground truth.
 
 Each test trains the variant and its vanilla TopK counterpart on the same data with the same
-seed, budget and learning rate (repscope.sae.trainer.fit), and checks the paper's direction of
+seed, budget and learning rate (repscope.sae.fit), and checks the paper's direction of
 effect. The sizes were chosen so the effect holds for several seeds (see the comments for the
 values measured when the tests were written); each test runs one fixed seed.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repscope.sae.bows import train_tied_autoencoder
-from repscope.sae.group_sparse import GroupSparseConfig, GroupSparseSAE
-from repscope.sae.matching_pursuit import MPSAE, MPConfig
+from repscope.sae.archs.bows import train_tied_autoencoder
+from repscope.sae.archs.group_sparse import GroupSparseConfig, GroupSparseSAE
+from repscope.sae.archs.matching_pursuit import MPSAE, MPConfig
 from repscope.sae.metrics import fvu, gram_vs_cooccurrence, modality_split, mse, recovery
-from repscope.sae.poly import PolyConfig, PolySAE
-from repscope.sae.topk import TopKConfig, TopKSAE
-from repscope.sae.trainer import fit
+from repscope.sae.archs.poly import PolyConfig, PolySAE
+from repscope.sae.archs.topk import TopKConfig, TopKSAE
+from repscope.sae.training._trainer import fit
 from repscope.synthetic import bows, compound_pairs, hierarchy, paired_modalities
 
 pytestmark = pytest.mark.slow

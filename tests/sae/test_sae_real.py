@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from _realdata import SMOL_TOKEN_LAYER
-from repscope.sae import TopKConfig, TopKSAE, sweep
-from repscope.sae._fidelity import spliced_lm_loss
+from repscope.sae import TopKConfig, TopKSAE, spliced_lm_loss, sweep
 from repscope.sae.metrics import evaluate, seed_stability
 
 N_TRAIN = 340  # paragraphs; the other 60 are held out

@@ -7,7 +7,7 @@ import torch
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.sae import SAEOutput, TopKConfig, TopKSAE, TrainState, create_sae
-from repscope.sae._sparse import sparse_decode, sparse_gather_linear
+from repscope.sae.archs._sparse import sparse_decode, sparse_gather_linear
 
 
 def _pair(d: int = 24, m: int = 96, k: int = 6, seed: int = 0) -> tuple[TopKSAE, TopKSAE]:

@@ -16,7 +16,7 @@ import torch
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.sae import SAETrainingError, TopKConfig, TopKSAE, fit, sweep
-from repscope.sae._data import _shuffle_buffer
+from repscope.sae.training._data import _shuffle_buffer
 from repscope.store import FeatureStore
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import TrainState
-from repscope.sae.bows import TiedAutoencoder, train_tied_autoencoder
-from repscope.sae.group_sparse import GroupSparseConfig, GroupSparseSAE, group_l21
-from repscope.sae.matching_pursuit import MPSAE, MPConfig, matching_pursuit
-from repscope.sae.poly import PolyConfig, PolySAE, orthonormalize_columns
-from repscope.sae.topk import TopKConfig, TopKSAE
+from repscope.sae.archs._base import TrainState
+from repscope.sae.archs.bows import TiedAutoencoder, train_tied_autoencoder
+from repscope.sae.archs.group_sparse import GroupSparseConfig, GroupSparseSAE, group_l21
+from repscope.sae.archs.matching_pursuit import MPSAE, MPConfig, matching_pursuit
+from repscope.sae.archs.poly import PolyConfig, PolySAE, orthonormalize_columns
+from repscope.sae.archs.topk import TopKConfig, TopKSAE
 
 
 def _perturb(sae: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> None:

@@ -266,7 +266,7 @@ def _coefficient_field(config_cls: Any) -> str | None:
 def _evaluate_and_describe(
     sae: Any, feats: _Features, part: Any, start: int, batch_size: int, seed: int
 ) -> tuple[Any, list[dict[str, Any]]]:
-    from repscope.sae._inspect import top_activations, top_latents_values
+    from repscope.sae.evaluation._inspect import top_activations, top_latents_values
     from repscope.sae.metrics import evaluate
 
     ev = evaluate(sae, part, batch_size=batch_size)
@@ -407,10 +407,10 @@ def train(
 
     from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
-    from repscope.sae._base import architectures, create_sae
-    from repscope.sae._inspect import never_fired_fraction, sae_record_values
+    from repscope.sae.archs._base import architectures, create_sae
+    from repscope.sae.evaluation._inspect import never_fired_fraction, sae_record_values
     from repscope.sae.io import ensure_architectures, save_sae
-    from repscope.sae.trainer import sweep
+    from repscope.sae.training._trainer import sweep
 
     s = settings()
     ensure_architectures()
@@ -598,7 +598,7 @@ def eval_(
     """
     from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
-    from repscope.sae._inspect import sae_record_values
+    from repscope.sae.evaluation._inspect import sae_record_values
     from repscope.sae.io import load_sae
 
     s = settings()
@@ -612,7 +612,7 @@ def eval_(
     ev, tops = _evaluate_and_describe(sae_model, feats, part, 0, batch_size, s.seed)
     extra: dict[str, Any] = {}
     if model_name is not None:
-        from repscope.sae._fidelity import spliced_lm_loss
+        from repscope.sae.evaluation._fidelity import spliced_lm_loss
         from repscope.zoo import load_dataset, load_model
 
         texts = list(load_dataset(texts_dataset, n=n_texts, seed=s.seed).inputs)
@@ -699,7 +699,7 @@ def eval_(
 @json_option
 def list_(as_json: bool) -> None:
     """List the registered SAE architectures."""
-    from repscope.sae._base import architectures
+    from repscope.sae.archs._base import architectures
     from repscope.sae.io import ensure_architectures
 
     ensure_architectures()

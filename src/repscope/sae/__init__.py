@@ -1,42 +1,53 @@
 """Sparse autoencoders: every architecture behind one tensor-first interface.
 
-Architectures (one module each, registered by name in :data:`architectures`): ``topk`` (AuxK,
-sparse kernels), ``batchtopk`` (exports to JumpReLU), ``matryoshka_batchtopk``, ``jumprelu``,
-``relu`` (L1, SAELens ``standard``), ``gated``, ``matching_pursuit``, ``poly`` (PolySAE),
-``group_sparse`` (paired modalities). :func:`fit` / :func:`sweep` train on tensors, memmaps,
-FeatureStore layers or iterators (several SAEs in one pass; DDP); :mod:`repscope.sae.metrics`
-evaluates; :func:`save_sae` / :func:`load_sae` read and write SAELens's format and load
-sparsify and dictionary_learning checkpoints.
+Architectures (:mod:`repscope.sae.archs`, one module each, registered by name in
+:data:`architectures`, all registered on import): ``topk`` (AuxK, sparse kernels),
+``batchtopk`` (exports to JumpReLU), ``matryoshka_batchtopk``, ``jumprelu``, ``relu`` (L1,
+SAELens ``standard``), ``gated``, ``matching_pursuit``, ``poly`` (PolySAE), ``group_sparse``
+(paired modalities). :func:`fit` / :func:`sweep` (:mod:`repscope.sae.training`) train on
+tensors, memmaps, FeatureStore layers or iterators (several SAEs in one pass; DDP);
+:mod:`repscope.sae.metrics` (:mod:`repscope.sae.evaluation`) evaluates; :func:`save_sae` /
+:func:`load_sae` (:mod:`repscope.sae.io`) read and write SAELens's format and load sparsify
+and dictionary_learning checkpoints.
 """
 
 from typing import Any
 
-from repscope.sae._base import (
+from repscope.sae.archs import (
+    MPSAE,
+    BatchTopKConfig,
+    BatchTopKSAE,
+    GatedConfig,
+    GatedSAE,
+    GroupSparseConfig,
+    GroupSparseSAE,
+    JumpReLUConfig,
+    JumpReLUSAE,
+    MatryoshkaConfig,
+    MatryoshkaSAE,
+    MPConfig,
+    PolyConfig,
+    PolySAE,
+    ReLUConfig,
+    ReLUSAE,
     SAEConfig,
     SAELoss,
     SAEOutput,
     SparseAutoencoder,
+    TiedAutoencoder,
+    TiedFit,
+    TopKConfig,
+    TopKSAE,
     TrainState,
     architectures,
     create_sae,
     geometric_median,
     register_architecture,
+    train_tied_autoencoder,
 )
-from repscope.sae._fidelity import LossRecovered, spliced_lm_loss
-from repscope.sae._foreign import load_dictionary_learning, load_sparsify
-from repscope.sae._inspect import TopActivations, top_activations
-from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
-from repscope.sae.bows import TiedAutoencoder, TiedFit, train_tied_autoencoder
-from repscope.sae.gated import GatedConfig, GatedSAE
-from repscope.sae.group_sparse import GroupSparseConfig, GroupSparseSAE
-from repscope.sae.io import load_sae, save_sae
-from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
-from repscope.sae.matching_pursuit import MPSAE, MPConfig
-from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE
-from repscope.sae.poly import PolyConfig, PolySAE
-from repscope.sae.relu import ReLUConfig, ReLUSAE
-from repscope.sae.topk import TopKConfig, TopKSAE
-from repscope.sae.trainer import SAETrainingError, TrainResult, default_lr, fit, sweep
+from repscope.sae.evaluation import LossRecovered, TopActivations, spliced_lm_loss, top_activations
+from repscope.sae.io import load_dictionary_learning, load_sae, load_sparsify, save_sae
+from repscope.sae.training import SAETrainingError, TrainResult, default_lr, fit, sweep
 
 __all__ = [
     "MPSAE",

@@ -41,7 +41,7 @@ def _last_block(layers: list[str]) -> str:
 
 def _thumbnail(image: Any) -> str:
     """Base64 PNG of one image: uint8 kept, other dtypes min-max scaled; channels last."""
-    from repscope.sae._inspect import png_base64
+    from repscope.sae.evaluation._inspect import png_base64
 
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
@@ -129,15 +129,15 @@ def _run(
     import torch
 
     from repscope.db import Record
-    from repscope.sae._inspect import (
+    from repscope.sae.evaluation._inspect import (
         never_fired_fraction,
         sae_record_values,
         top_activations,
         top_latents_values,
     )
     from repscope.sae.metrics import evaluate
-    from repscope.sae.topk import TopKConfig, TopKSAE
-    from repscope.sae.trainer import sweep
+    from repscope.sae.archs.topk import TopKConfig, TopKSAE
+    from repscope.sae.training._trainer import sweep
 
     t0 = time.perf_counter()
     X = np.asarray(store.read(layer), dtype=np.float32).reshape(store.n_samples, -1)

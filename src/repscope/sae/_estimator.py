@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from repscope._validation import check_features
-from repscope.sae._base import SparseAutoencoder, create_sae
+from repscope.sae.archs._base import SparseAutoencoder, create_sae
 
 __all__ = ["SAETransformer"]
 
@@ -76,8 +76,8 @@ class SAETransformer(TransformerMixin, BaseEstimator):
         self.train_params = train_params
 
     def fit(self, X: Any, y: Any = None) -> SAETransformer:
-        from repscope.sae._base import architectures
-        from repscope.sae.trainer import fit
+        from repscope.sae.archs._base import architectures
+        from repscope.sae.training._trainer import fit
 
         Xa = np.asarray(check_features(X, name="X"), dtype=np.float32)
         params: dict[str, Any] = {"d_in": Xa.shape[1], "d_sae": self.d_sae, "seed": self.seed}

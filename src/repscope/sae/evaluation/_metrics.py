@@ -1,6 +1,6 @@
 """SAE evaluation: reconstruction and sparsity metrics, streamed over any amount of data.
 
-:func:`evaluate` runs a :class:`~repscope.sae._base.SparseAutoencoder` over inputs (a tensor, a
+:func:`evaluate` runs a :class:`~repscope.sae.SparseAutoencoder` over inputs (a tensor, a
 numpy array or memmap, or an iterable of batches) and accumulates fixed-size float64 sums —
 never the codes — into an :class:`SAEEvaluation`: MSE, fraction of variance unexplained (FVU),
 L0, dead latents, per-latent firing density, shrinkage and cosine. The same quantities exist as
@@ -31,8 +31,8 @@ from repscope._array import as_float64_numpy, is_torch
 from repscope._validation import check_features, check_paired, check_positive_int
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SAEOutput, SparseAutoencoder, firing_counts
-from repscope.sae._ground_truth import (
+from repscope.sae.archs._base import SAEOutput, SparseAutoencoder, firing_counts
+from repscope.sae.evaluation._ground_truth import (
     PrecisionRecall,
     RecoveryResult,
     feature_precision_recall,
@@ -40,7 +40,7 @@ from repscope.sae._ground_truth import (
     recovery,
     seed_stability,
 )
-from repscope.sae._interpret import (
+from repscope.sae.evaluation._interpret import (
     AttributeF1,
     AttributeScores,
     MeanDictionary,
@@ -53,7 +53,7 @@ from repscope.sae._interpret import (
     sae_edit,
     supervised_mean_dictionary,
 )
-from repscope.sae._manifold import ManifoldCapture, atom_groups, manifold_capture
+from repscope.sae.evaluation._manifold import ManifoldCapture, atom_groups, manifold_capture
 
 __all__ = [
     "AttributeF1",

@@ -15,10 +15,10 @@ single global threshold instead: ``theta`` is an exponential moving average (rat
 ``threshold_lr``, started at the first batch's value) of the smallest positive activation the
 batch rule kept, and in eval mode (``module.eval()``) the encoder is the JumpReLU rule
 ``z = pi * 1[pi > theta]``. :meth:`BatchTopKSAE.to_jumprelu` returns the equivalent
-:class:`~repscope.sae.jumprelu.JumpReLUSAE` (the form SAELens saves BatchTopK SAEs in).
+:class:`~repscope.sae.archs.jumprelu.JumpReLUSAE` (the form SAELens saves BatchTopK SAEs in).
 
 The loss is the squared error plus ``aux_coefficient`` times AuxK (Gao et al. 2024), as for
-:class:`~repscope.sae.topk.TopKSAE`: the ``aux_k`` largest pre-activations among dead latents
+:class:`~repscope.sae.archs.topk.TopKSAE`: the ``aux_k`` largest pre-activations among dead latents
 (no firing in ``dead_after`` training vectors, from :attr:`TrainState.dead`) reconstruct the
 detached residual ``e = x - x_hat``,
 
@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
@@ -50,8 +50,8 @@ from repscope.sae._base import (
     encoder_input,
     register_architecture,
 )
-from repscope.sae._sparse import sparse_decode
-from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE, jump
+from repscope.sae.archs._sparse import sparse_decode
+from repscope.sae.archs.jumprelu import JumpReLUConfig, JumpReLUSAE, jump
 
 __all__ = ["BatchTopKConfig", "BatchTopKSAE", "auxk_loss", "batch_topk"]
 
@@ -125,7 +125,7 @@ class BatchTopKConfig(SAEConfig):
         Weight of AuxK (1/32 as in Gao et al.); 0 switches it off.
     dead_after : int or None
         Training vectors without firing after which a latent counts as dead; None means
-        ``min(10_000_000, 32 * d_sae)`` (as :class:`~repscope.sae.topk.TopKConfig`).
+        ``min(10_000_000, 32 * d_sae)`` (as :class:`~repscope.sae.archs.topk.TopKConfig`).
     threshold_lr : float
         Rate of the moving average that estimates the inference threshold, in (0, 1]
         (SAELens ``topk_threshold_lr``).
@@ -186,7 +186,7 @@ class BatchTopKSAE(SparseAutoencoder):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
+    >>> from repscope.sae import BatchTopKConfig, BatchTopKSAE
     >>> sae = BatchTopKSAE(BatchTopKConfig(d_in=16, d_sae=64, k=4))
     >>> int(sae(torch.randn(8, 16)).l0().sum())  # training mode: 8 * 4 over the batch
     32

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
@@ -67,7 +67,7 @@ def rectangle(u: Tensor) -> Tensor:
 
 def jump(pre: Tensor, threshold: Tensor) -> Tensor:
     """``pre * H(pre - threshold)`` with no gradient rules: the inference-time rule shared with
-    :class:`~repscope.sae.batchtopk.BatchTopKSAE` (bit-identical outputs for equal inputs)."""
+    :class:`~repscope.sae.archs.batchtopk.BatchTopKSAE` (bit-identical outputs for equal inputs)."""
     return pre * (pre > threshold).to(pre.dtype)
 
 
@@ -194,7 +194,7 @@ class JumpReLUSAE(SparseAutoencoder):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.jumprelu import JumpReLUConfig, JumpReLUSAE
+    >>> from repscope.sae import JumpReLUConfig, JumpReLUSAE
     >>> sae = JumpReLUSAE(JumpReLUConfig(d_in=16, d_sae=64))
     >>> out = sae(torch.randn(8, 16))
     >>> out.values.shape, sae.threshold.dtype

@@ -28,9 +28,9 @@ from torch import Tensor
 from repscope._validation import check_positive_int
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SparseAutoencoder, firing_counts
-from repscope.sae._interpret import _eval_mode
-from repscope.sae.metrics import SAEEvaluation, _batches
+from repscope.sae.archs._base import SparseAutoencoder, firing_counts
+from repscope.sae.evaluation._interpret import _eval_mode
+from repscope.sae.evaluation._metrics import SAEEvaluation, _batches
 
 __all__ = [
     "TopActivations",
@@ -204,7 +204,7 @@ def top_activations(
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.topk import TopKConfig, TopKSAE
+    >>> from repscope.sae import TopKConfig, TopKSAE
     >>> sae = TopKSAE(TopKConfig(d_in=8, d_sae=32, k=2))
     >>> res = top_activations(sae, torch.randn(100, 8), n_latents=4, top=3)
     >>> res.values.shape[1], bool((res.indices < 100).all())

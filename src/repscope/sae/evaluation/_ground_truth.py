@@ -26,7 +26,7 @@ from repscope._array import as_float64_numpy, is_torch, to_numpy
 from repscope._validation import check_features, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SAEOutput
+from repscope.sae.archs._base import SAEOutput
 
 __all__ = [
     "PrecisionRecall",

@@ -4,7 +4,7 @@ Autoencoders"; SAELens ``matryoshka_batchtopk``).
 
 The latents are split into consecutive groups of sizes ``g_1, ..., g_G`` (summing to
 ``d_sae``); prefix ``m`` is the first ``w_m = g_1 + ... + g_m`` latents. Codes come from one
-BatchTopK pass over the whole dictionary (:mod:`repscope.sae.batchtopk`), and every prefix must
+BatchTopK pass over the whole dictionary (:mod:`.batchtopk`), and every prefix must
 reconstruct the input on its own:
 
 .. math::
@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import SAELoss, SAEOutput, TrainState, register_architecture
-from repscope.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
+from repscope.sae.archs._base import SAELoss, SAEOutput, TrainState, register_architecture
+from repscope.sae.archs.batchtopk import BatchTopKConfig, BatchTopKSAE
 
 __all__ = ["MatryoshkaConfig", "MatryoshkaSAE", "default_group_sizes"]
 
@@ -55,7 +55,7 @@ def default_group_sizes(d_sae: int) -> list[int]:
 
 @dataclass
 class MatryoshkaConfig(BatchTopKConfig):
-    """Matryoshka BatchTopK settings, besides :class:`~repscope.sae.batchtopk.BatchTopKConfig`'s.
+    """Matryoshka BatchTopK settings, besides :class:`~.batchtopk.BatchTopKConfig`'s.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ class MatryoshkaSAE(BatchTopKSAE):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.matryoshka import MatryoshkaConfig, MatryoshkaSAE
+    >>> from repscope.sae import MatryoshkaConfig, MatryoshkaSAE
     >>> sae = MatryoshkaSAE(MatryoshkaConfig(d_in=16, d_sae=64, k=4))
     >>> sae.cfg.resolved_group_sizes
     [4, 4, 8, 16, 32]

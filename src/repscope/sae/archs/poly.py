@@ -3,7 +3,7 @@ r"""PolySAE: a TopK SAE with a polynomial decoder that models feature interactio
 Sparse Autoencoders via Polynomial Decoding", ICML 2026; reference code MIT-licensed,
 reimplemented here).
 
-The encoder is the TopK encoder of :class:`~repscope.sae.topk.TopKSAE`; the decoder is
+The encoder is the TopK encoder of :class:`~repscope.sae.archs.topk.TopKSAE`; the decoder is
 
 .. math::
 
@@ -56,16 +56,16 @@ import torch
 from torch import Tensor, nn
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import SAEOutput, encoder_input, register_architecture
-from repscope.sae._sparse import sparse_decode, sparse_gather_linear
-from repscope.sae.topk import TopKConfig, TopKSAE, topk_select
+from repscope.sae.archs._base import SAEOutput, encoder_input, register_architecture
+from repscope.sae.archs._sparse import sparse_decode, sparse_gather_linear
+from repscope.sae.archs.topk import TopKConfig, TopKSAE, topk_select
 
 __all__ = ["PolyConfig", "PolySAE", "orthonormalize_columns"]
 
 
 @dataclass
 class PolyConfig(TopKConfig):
-    """PolySAE settings (besides :class:`~repscope.sae.topk.TopKConfig`'s).
+    """PolySAE settings (besides :class:`~repscope.sae.archs.topk.TopKConfig`'s).
 
     Parameters
     ----------
@@ -163,7 +163,7 @@ class PolySAE(TopKSAE):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.poly import PolyConfig, PolySAE
+    >>> from repscope.sae import PolyConfig, PolySAE
     >>> sae = PolySAE(PolyConfig(d_in=16, d_sae=64, k=4, ranks=(16, 8, 4), shared_u=True))
     >>> out = sae(torch.randn(8, 16))
     >>> out.values.shape, out.reconstruction.shape

@@ -15,9 +15,9 @@ from repscope._array import as_float64_numpy, is_torch, to_numpy
 from repscope._validation import check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SparseAutoencoder
-from repscope.sae._ground_truth import _active, _codes_numpy, _matrix, _unit_rows
-from repscope.sae._interpret import _eval_mode, _sae_batches
+from repscope.sae.archs._base import SparseAutoencoder
+from repscope.sae.evaluation._ground_truth import _active, _codes_numpy, _matrix, _unit_rows
+from repscope.sae.evaluation._interpret import _eval_mode, _sae_batches
 
 __all__ = ["ManifoldCapture", "atom_groups", "manifold_capture"]
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SparseAutoencoder
+from repscope.sae.archs._base import SparseAutoencoder
 
 __all__ = ["LossRecovered", "spliced_lm_loss"]
 

@@ -49,14 +49,14 @@ from torch import Tensor
 
 from repscope._validation import check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAEOutput,
     SparseAutoencoder,
     check_k,
     register_architecture,
 )
-from repscope.sae._sparse import sparse_decode
+from repscope.sae.archs._sparse import sparse_decode
 
 __all__ = ["MPSAE", "MPConfig", "matching_pursuit"]
 
@@ -180,7 +180,7 @@ class MPSAE(SparseAutoencoder):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.matching_pursuit import MPConfig, MPSAE
+    >>> from repscope.sae import MPConfig, MPSAE
     >>> sae = MPSAE(MPConfig(d_in=16, d_sae=64, k=4))
     >>> out = sae(torch.randn(8, 16))
     >>> out.values.shape, out.indices.shape, out.reconstruction.shape

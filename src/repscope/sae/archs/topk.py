@@ -9,7 +9,7 @@ dead latents (no firing in ``dead_after`` training vectors) reconstruct the resi
 pulls them back towards the data.
 
 With ``sparse=True`` (default) the forward and backward run through
-:mod:`repscope.sae._sparse`: one dense encoder matmul under ``no_grad`` to choose the k latents,
+:mod:`._sparse`: one dense encoder matmul under ``no_grad`` to choose the k latents,
 then gradients over the selected entries only (decode by ``embedding_bag``; ``W_enc``/``W_dec``
 gradients by CSR products). ``sparse=False`` is the dense autograd reference; both give the same
 loss and gradients to float32 rounding.
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
@@ -34,7 +34,7 @@ from repscope.sae._base import (
     register_architecture,
     residual_variance,
 )
-from repscope.sae._sparse import sparse_decode, sparse_gather_linear
+from repscope.sae.archs._sparse import sparse_decode, sparse_gather_linear
 
 __all__ = ["TopKConfig", "TopKSAE"]
 

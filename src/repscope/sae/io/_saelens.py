@@ -67,7 +67,7 @@ from torch import Tensor
 from repscope._io import fsync_dir
 from repscope._version import __version__
 from repscope.exceptions import DataNotFoundError, RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import SparseAutoencoder, architectures
+from repscope.sae.archs._base import SparseAutoencoder, architectures
 
 __all__ = [
     "SAELENS_ARCHITECTURES",

@@ -1,7 +1,7 @@
 r"""Group-sparse SAE for paired modalities (Kaushik, Barch, Fanelli, "Decomposing multimodal
 embedding spaces with group-sparse autoencoders", ICLR 2026).
 
-One TopK SAE (shared encoder and decoder, :class:`~repscope.sae.topk.TopKSAE`) is trained on
+One TopK SAE (shared encoder and decoder, :class:`~repscope.sae.archs.topk.TopKSAE`) is trained on
 *pairs* ``(x_a, x_b)`` of embeddings of the same item in two modalities (image/text) living in
 one space. A training sample has shape ``(2, d_in)`` (:attr:`GroupSparseSAE.sample_shape`);
 each modality is encoded on its own with TopK (``k`` active latents each, so L0 matches a
@@ -46,15 +46,15 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import RepscopeValueError
-from repscope.sae._base import SAELoss, SAEOutput, TrainState, register_architecture
-from repscope.sae.topk import TopKConfig, TopKSAE
+from repscope.sae.archs._base import SAELoss, SAEOutput, TrainState, register_architecture
+from repscope.sae.archs.topk import TopKConfig, TopKSAE
 
 __all__ = ["GroupSparseConfig", "GroupSparseSAE", "group_l21"]
 
 
 @dataclass
 class GroupSparseConfig(TopKConfig):
-    """Group-sparse SAE settings (besides :class:`~repscope.sae.topk.TopKConfig`'s).
+    """Group-sparse SAE settings (besides :class:`~repscope.sae.archs.topk.TopKConfig`'s).
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ class GroupSparseSAE(TopKSAE):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.group_sparse import GroupSparseConfig, GroupSparseSAE
+    >>> from repscope.sae import GroupSparseConfig, GroupSparseSAE
     >>> sae = GroupSparseSAE(GroupSparseConfig(d_in=16, d_sae=64, k=4))
     >>> out = sae(torch.randn(8, 2, 16))
     >>> sae.sample_shape, out.values.shape, out.reconstruction.shape

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
@@ -62,7 +62,7 @@ class GatedConfig(SAEConfig):
     ----------
     l1_coefficient : float
         Weight ``lambda`` of the gate's L1 penalty, >= 0. The default 5.0 matches
-        :class:`~repscope.sae.relu.ReLUConfig` for inputs under the ``"scale"`` normaliser;
+        :class:`~repscope.sae.archs.relu.ReLUConfig` for inputs under the ``"scale"`` normaliser;
         sweep it to choose the sparsity.
     l1_warmup_steps : int
         Steps over which the coefficient ramps linearly from 0 (SAELens ``l1_warm_up_steps``).
@@ -90,7 +90,7 @@ class GatedSAE(SparseAutoencoder):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.gated import GatedConfig, GatedSAE
+    >>> from repscope.sae import GatedConfig, GatedSAE
     >>> sae = GatedSAE(GatedConfig(d_in=16, d_sae=64))
     >>> sorted(sae.folded_state_dict())
     ['W_dec', 'W_enc', 'b_dec', 'b_gate', 'b_mag', 'r_mag']

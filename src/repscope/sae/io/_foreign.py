@@ -7,7 +7,7 @@ library's own (codes and reconstruction), with ``normalize_activations="none"``:
   ``k``, ``num_latents`` / ``expansion_factor``; ``sae.safetensors`` with ``encoder.weight``
   (num_latents, d_in), ``encoder.bias``, ``W_dec`` (num_latents, d_in), ``b_dec``). sparsify
   encodes ``TopK(ReLU((x - b_dec) @ encoder.weight.T + encoder.bias))`` and decodes
-  ``sum_i a_i W_dec[i] + b_dec``: a :class:`~repscope.sae.topk.TopKSAE`.
+  ``sum_i a_i W_dec[i] + b_dec``: a :class:`~repscope.sae.archs.topk.TopKSAE`.
 - :func:`load_dictionary_learning`: ``ae.pt`` (``torch.save(ae.state_dict())``, read with
   ``torch.load(weights_only=True)``, so nothing is unpickled) and the ``config.json`` beside it
   (``trainer.dict_class``, ``activation_dim``, ``dict_size``, ``k``). Supported classes
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from repscope.exceptions import DataNotFoundError, RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import SparseAutoencoder
-from repscope.sae.io import (
+from repscope.sae.archs._base import SparseAutoencoder
+from repscope.sae.io._saelens import (
     build_sae,
     check_expected_d_in,
     check_tensor_shapes,

@@ -30,8 +30,8 @@ from repscope._array import as_float64_numpy, from_numpy_like, is_torch, to_nump
 from repscope._validation import check_features, check_labels, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
-from repscope.sae._base import SAEOutput, SparseAutoencoder
-from repscope.sae._ground_truth import _active, _codes_numpy, _matrix, _prf, _unit_rows
+from repscope.sae.archs._base import SAEOutput, SparseAutoencoder
+from repscope.sae.evaluation._ground_truth import _active, _codes_numpy, _matrix, _prf, _unit_rows
 
 __all__ = [
     "AttributeF1",

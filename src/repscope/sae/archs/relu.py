@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SAELoss,
     SAEOutput,
@@ -85,7 +85,7 @@ class ReLUSAE(SparseAutoencoder):
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae.relu import ReLUConfig, ReLUSAE
+    >>> from repscope.sae import ReLUConfig, ReLUSAE
     >>> sae = ReLUSAE(ReLUConfig(d_in=16, d_sae=64))
     >>> out = sae(torch.randn(8, 16))
     >>> out.values.shape, out.indices, out.reconstruction.shape

@@ -32,14 +32,14 @@ from torch import Tensor
 
 from repscope._validation import check_choice, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.sae._base import (
+from repscope.sae.archs._base import (
     SAEConfig,
     SparseAutoencoder,
     TrainState,
     architectures,
     firing_counts,
 )
-from repscope.sae._data import as_source
+from repscope.sae.training._data import as_source
 
 __all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
 
@@ -551,6 +551,6 @@ def _check(
 
 
 def _save(sae: SparseAutoencoder, path: Path) -> None:
-    from repscope.sae.io import save_sae
+    from repscope.sae.io._saelens import save_sae
 
     save_sae(sae, path)

@@ -1,0 +1,15 @@
+"""SAE training: :func:`fit` / :func:`sweep` over any data source, one pass for many SAEs.
+
+:mod:`._trainer` holds the loop (DDP, finiteness checks, snapshots); :mod:`._data` turns
+tensors, memmaps, FeatureStore layers and iterators into shuffled batches.
+"""
+
+from repscope.sae.training._trainer import (
+    SAETrainingError,
+    TrainResult,
+    default_lr,
+    fit,
+    sweep,
+)
+
+__all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
