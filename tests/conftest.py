@@ -20,6 +20,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+#: Session and module fixtures that load a real pretrained model (or features extracted from
+#: one) or drive a real browser. :func:`pytest_collection_modifyitems` marks every test that
+#: uses one of them, directly or through another fixture, with ``real``; tests that load a zoo
+#: model themselves carry the mark in their own file. ``make test-fast`` deselects ``real``.
+REAL_FIXTURES = frozenset({
+    # tests/conftest.py: cached real features
+    "lite0_mnist", "minilm_austen", "minilm_austen_tokens", "smollm2_austen",
+    # tests/align/conftest.py
+    "minilm_l3_austen",
+    # tests/extract/conftest.py: zoo models loaded once per session
+    "minilm", "minilm_st", "minilm_onnx", "smollm", "dinov2", "effnet",
+    # tests/zoo/test_zoo_models.py
+    "effnet0", "smollm2_loads",
+    # tests/cli/test_demo.py (the demo on EfficientNet-Lite0/Lite1), tests/report/test_browser.py
+    "demo_run", "browser",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests that use a real model, a model's features or Chromium as ``real``."""
+    for item in items:
+        if REAL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from repscope.cli import cli
 
+pytestmark = pytest.mark.real  # every test here runs EfficientNet-Lite0
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):

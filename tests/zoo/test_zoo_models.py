@@ -89,6 +89,7 @@ def test_minilm_gives_seven_hidden_states_of_width_384(minilm):
     assert all(name in modules for name in minilm.info.layers)
 
 
+@pytest.mark.real
 def test_minilm_sentence_transformer_is_normalised():
     st = _load_or_skip("minilm-l6-st")
     assert st.kind == "sentence-transformers"
@@ -137,6 +138,7 @@ def test_efficientnet_lite0_features_on_mnist(effnet0, mnist_batch):
     assert len(effnet0.model._blocks) == effnet0.info.n_layers == 16
 
 
+@pytest.mark.real
 def test_efficientnet_resolution_option(mnist_batch):
     lm = _load_or_skip("efficientnet-lite1", resolution=64)
     assert lm.info.extra["resolution"] == 64
@@ -153,6 +155,7 @@ def test_efficientnet_resolution_option(mnist_batch):
         load_model("minilm-l6", resolution=64)
 
 
+@pytest.mark.real
 def test_dinov2_onnx_runs_one_image_and_has_its_layers(mnist_batch):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
