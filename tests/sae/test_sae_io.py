@@ -15,6 +15,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +36,11 @@ from repscope.sae.io import (
     load_sparsify,
     save_sae,
 )
-from repscope.sae.io._saelens import ensure_architectures
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TOPK_FIXTURE = DATA / "saelens_topk_fixture"
 JUMPRELU_FIXTURE = DATA / "saelens_jumprelu_fixture"
 ATOL = 1e-5
-
-ensure_architectures()
 
 
 # ---------------------------------------------------------------------------- naive references
@@ -703,3 +702,34 @@ def test_dictionary_learning_dimension_mismatch(tmp_path):
 def test_registry_covers_the_saelens_mapping():
     assert {"relu", "topk", "jumprelu", "gated"} <= set(architectures.names())
     assert _base.architectures is architectures
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import repscope.sae",
+        "from repscope.sae.archs._base import architectures",
+        "from repscope.sae.io import load_sae",
+    ],
+)
+def test_every_architecture_is_registered_on_import(statement):
+    # a fresh interpreter where only `statement` ran: the registry is already complete
+    code = (
+        f"{statement}\nimport sys\n"
+        "print(sorted(sys.modules['repscope.sae.archs._base'].architectures.names()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(
+        [
+            "batchtopk",
+            "gated",
+            "group_sparse",
+            "jumprelu",
+            "matching_pursuit",
+            "matryoshka_batchtopk",
+            "poly",
+            "relu",
+            "topk",
+        ]
+    )

@@ -409,11 +409,10 @@ def train(
     from repscope.exceptions import RepscopeValueError
     from repscope.sae.archs._base import architectures, create_sae
     from repscope.sae.evaluation._inspect import never_fired_fraction, sae_record_values
-    from repscope.sae.io import ensure_architectures, save_sae
+    from repscope.sae.io import save_sae
     from repscope.sae.training._trainer import sweep
 
     s = settings()
-    ensure_architectures()
     cls = architectures.get(arch)
     cfg_cls = cls.config_class
     has_k = "k" in {f.name for f in dataclasses.fields(cfg_cls)}
@@ -699,10 +698,8 @@ def eval_(
 @json_option
 def list_(as_json: bool) -> None:
     """List the registered SAE architectures."""
-    from repscope.sae.archs._base import architectures
-    from repscope.sae.io import ensure_architectures
+    from repscope.sae import architectures
 
-    ensure_architectures()
     infos = []
     for name in architectures.names():
         meta = architectures.meta(name)

@@ -46,11 +46,9 @@ the same file. Only JSON and safetensors are read: nothing is unpickled.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
-import pkgutil
 import re
 import shutil
 import tempfile
@@ -123,15 +121,6 @@ _DTYPE_NAMES = {
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def ensure_architectures() -> None:
-    """Import every public module of :mod:`repscope.sae` so that all architectures register."""
-    import repscope.sae as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name != "io":
-            importlib.import_module(f"repscope.sae.{info.name}")
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -264,7 +253,6 @@ def build_sae(
     stay at "none") and every tensor of ``state`` must be used; otherwise a
     :class:`RepscopeValueError` names ``file`` and the tensors.
     """
-    ensure_architectures()
     cls = architectures.get(architecture)
     cfg_cls = cls.config_class
     names = {f.name for f in dataclasses.fields(cfg_cls)}
