@@ -2,16 +2,37 @@
 
 ``REPSCOPE_STRICT_SKIPS=1`` (set by CI) turns skips for missing system data into failures, so
 nothing real goes untested in CI while a user's machine without the data still passes.
+
+:func:`run_distributed` runs a function in a fresh ``torch.distributed`` gloo group of several
+processes on this machine (the two-process tests of all-reduced statistics, probes and SAE
+training).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
-__all__ = ["random_orthogonal", "skip_or_fail", "strict_skips"]
+from repscope.exceptions import RepscopeError, RepscopeTypeError, RepscopeValueError
+
+__all__ = [
+    "DistributedRunError",
+    "free_port",
+    "random_orthogonal",
+    "run_distributed",
+    "skip_or_fail",
+    "strict_skips",
+]
 
 STRICT_ENV = "REPSCOPE_STRICT_SKIPS"
 
@@ -35,3 +56,167 @@ def random_orthogonal(d: int, rng: Any = None) -> np.ndarray:
     rng = np.random.default_rng(rng)
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     return q * np.sign(np.diag(r))
+
+
+class DistributedRunError(RepscopeError, RuntimeError):
+    """A rank of :func:`run_distributed` failed or ran past its timeout; the message holds the
+    rank's standard error (its traceback)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: What each rank's interpreter runs: argv is (payload file, rank, result file).
+_RANK_MAIN = "import sys; from repscope._testing import _rank_main; _rank_main(sys.argv[1:])"
+_STDERR_TAIL = 8000
+
+
+def run_distributed(
+    fn: Callable[..., Any],
+    *args: Any,
+    world_size: int = 2,
+    timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` fresh processes joined in one gloo
+    process group; return each rank's result, in rank order.
+
+    Each rank is its own Python interpreter (not a fork of this one, whose OpenMP pool may be
+    live), started with this process's ``sys.path`` and environment plus
+    ``OMP_NUM_THREADS=1`` and ``env``. The group is initialised over TCP on a free port of
+    127.0.0.1 before ``fn`` runs and destroyed after it returns, so ``fn`` can use
+    ``torch.distributed`` directly (``dist.group.WORLD``, ``all_reduce``). With
+    ``world_size=1`` the single rank runs without a process group: the one-process reference
+    under the same environment.
+
+    Parameters
+    ----------
+    fn : callable
+        A module-level function (it is pickled by reference and imported again in each rank,
+        so not a lambda, a local function or a function of ``__main__``), called as
+        ``fn(rank, world_size, *args)``. Its return value must be picklable.
+    *args
+        Picklable arguments (arrays, tensors, paths), sent to every rank.
+    world_size : int, default=2
+        The number of processes.
+    timeout : float, default=120.0
+        Seconds for all ranks together; past it every rank still running is killed.
+    env : mapping of str to str, optional
+        Extra environment variables for the ranks (they win over the defaults).
+
+    Returns
+    -------
+    list
+        ``[fn(0, ...), fn(1, ...), ...]``.
+
+    Raises
+    ------
+    DistributedRunError
+        A rank exited with an error (the message holds its traceback) or the ranks did not
+        finish within ``timeout``; the other ranks are killed.
+    RepscopeValueError
+        ``world_size`` is not a positive int or ``timeout`` is not positive.
+    RepscopeTypeError
+        ``fn`` or ``args`` cannot be pickled for the ranks.
+    """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise RepscopeValueError(f"world_size must be an int >= 1. Got {world_size!r} instead.")
+    if not timeout > 0:
+        raise RepscopeValueError(f"timeout must be > 0 seconds. Got {timeout!r} instead.")
+    if getattr(fn, "__module__", None) == "__main__":
+        raise RepscopeTypeError(
+            f"fn must be importable by the ranks, not defined in __main__. Got "
+            f"{getattr(fn, '__qualname__', fn)!r} instead."
+        )
+    try:
+        call = pickle.dumps((fn, args))
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise RepscopeTypeError(
+            f"fn and args must be picklable (a module-level function). Got {err}"
+        ) from err
+    child_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    with tempfile.TemporaryDirectory(prefix="repscope-dist-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        payload = tmp / "payload.pkl"
+        payload.write_bytes(pickle.dumps({
+            "sys_path": list(sys.path), "call": call, "world_size": world_size,
+            "port": free_port() if world_size > 1 else 0,
+        }))
+        errs = [open(tmp / f"rank{r}.stderr", "w+") for r in range(world_size)]  # noqa: SIM115
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for r in range(world_size):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-c", _RANK_MAIN, str(payload), str(r), str(tmp / f"{r}.pkl")],
+                    env=child_env, stdin=subprocess.DEVNULL, stderr=errs[r],
+                ))
+            _wait_all(procs, errs, timeout)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            for f in errs:
+                f.close()
+        return [pickle.loads((tmp / f"{r}.pkl").read_bytes()) for r in range(world_size)]
+
+
+def _stderr_tail(f: Any) -> str:
+    f.flush()
+    f.seek(0)
+    text: str = f.read()
+    return text[-_STDERR_TAIL:].rstrip() or "(no output on stderr)"
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], errs: list[Any], timeout: float) -> None:
+    """Wait for every rank; raise on the first failure (or at the deadline) with its stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
+        if failed:
+            time.sleep(0.2)  # let a rank that fails alongside it finish writing its traceback
+            report = "\n".join(
+                f"--- rank {r} (exit code {procs[r].poll()}) ---\n{_stderr_tail(errs[r])}"
+                for r in failed
+            )
+            raise DistributedRunError(f"rank {failed[0]} of {len(procs)} failed:\n{report}")
+        if all(c == 0 for c in codes):
+            return
+        if time.monotonic() > deadline:
+            pending = [r for r, c in enumerate(codes) if c is None]
+            report = "\n".join(f"--- rank {r} ---\n{_stderr_tail(errs[r])}" for r in pending)
+            raise DistributedRunError(
+                f"rank(s) {pending} of {len(procs)} did not finish within {timeout:g} s:\n{report}"
+            )
+        time.sleep(0.02)
+
+
+def _rank_main(argv: list[str]) -> None:
+    """One rank of :func:`run_distributed` (runs in the child interpreter)."""
+    payload_file, rank_arg, result_file = argv
+    rank = int(rank_arg)
+    with open(payload_file, "rb") as f:
+        payload = pickle.load(f)
+    # the parent's import path first (test modules are importable by their pytest name)
+    sys.path[:] = [*payload["sys_path"], *(p for p in sys.path if p not in payload["sys_path"])]
+    fn, args = pickle.loads(payload["call"])
+    world_size: int = payload["world_size"]
+    dist: Any = None
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{payload['port']}",
+                                rank=rank, world_size=world_size)
+    try:
+        result = fn(rank, world_size, *args)
+    finally:
+        if dist is not None and dist.is_initialized():
+            dist.destroy_process_group()
+    part = Path(result_file + ".part")
+    part.write_bytes(pickle.dumps(result))
+    part.replace(result_file)

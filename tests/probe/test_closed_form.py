@@ -4,13 +4,7 @@ the discriminative-vs-generative learning-curve claim on real features."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import textwrap
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +14,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, RidgeClassifier, RidgeClassifierCV
 from sklearn.naive_bayes import GaussianNB
 
+from repscope._testing import run_distributed
 from repscope.exceptions import RepscopeValueError
 from repscope.probe._generative import GaussianNBProbe, LDAProbe
 from repscope.probe._ridge import RidgeProbe, fold_ids
@@ -260,45 +255,14 @@ def test_streaming_from_store_equals_in_memory(tmp_path, rng, make):
             np.testing.assert_allclose(getattr(streamed, attr), getattr(mem, attr), rtol=1e-9)
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys, numpy as np, torch.distributed as dist
-    from repscope.stats import Moments
-    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    data = np.load(sys.argv[5])
-    X, y = data["X"], data["y"]
+def _moments_worker(rank: int, world: int, X, y):
     part = slice(0, 130) if rank == 0 else slice(130, None)
-    m = Moments().update(X[part], labels=y[part])
-    m.all_reduce()
-    m.save(out)
-    dist.destroy_process_group()
-    """
-)
+    return Moments().update(X[part], labels=y[part]).all_reduce()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_two_process_all_reduce_gives_the_same_fitted_probes(tmp_path: Path, rng):
+def test_two_process_all_reduce_gives_the_same_fitted_probes(rng):
     X, y = _blobs(rng, n=300, d=9, k=4, shift=50.0)
-    np.savez(tmp_path / "data.npz", X=X, y=y)
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    port = str(_free_port())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", port,
-                               str(tmp_path / f"r{r}.st"), str(tmp_path / "data.npz")],
-                              env=env, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    for r in range(2):
-        m = Moments.load(tmp_path / f"r{r}.st")
+    for m in run_distributed(_moments_worker, X, y, world_size=2):
         for probe, mem in (
             (RidgeProbe(selection="gcv"), RidgeProbe(selection="gcv").fit(X, y)),
             (LDAProbe(shrinkage="oas"), LDAProbe(shrinkage="oas").fit(X, y)),

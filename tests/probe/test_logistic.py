@@ -10,6 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
+from repscope._testing import run_distributed
 from repscope.exceptions import RepscopeValueError
 from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
 
@@ -216,36 +217,21 @@ def test_bad_input_errors_and_documented_behaviour(rng):
         probe.predict(np.zeros((2, 3)))
 
 
-def _dist_worker(rank: int, world: int, port: int, X, y, out):
+def _dist_worker(rank: int, world: int, X, y):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    try:
-        rows = np.arange(rank, len(y), world)
-        probe = LinearProbe(C=0.5, solver="torch", tol=1e-6).fit(
-            torch.from_numpy(X[rows]), y[rows], group=dist.group.WORLD
-        )
-        out[rank] = (probe.coef_, probe.intercept_, probe.path_[0].n_iter)
-    finally:
-        dist.destroy_process_group()
+    rows = np.arange(rank, len(y), world)
+    probe = LinearProbe(C=0.5, solver="torch", tol=1e-6).fit(
+        torch.from_numpy(X[rows]), y[rows], group=dist.group.WORLD
+    )
+    return probe.coef_, probe.intercept_, probe.path_[0].n_iter
 
 
 def test_two_process_all_reduce_fit_equals_single_process(rng):
-    import socket
-
-    import torch.multiprocessing as mp
-
     X, y = _blobs(rng, n=200)
     X = X.astype(np.float32)
     single = LinearProbe(C=0.5, solver="torch", tol=1e-6).fit(torch.from_numpy(X), y)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    manager = mp.Manager()
-    out = manager.dict()
-    # spawn, not fork: a forked child of a process whose OpenMP pool is live can hang
-    mp.spawn(_dist_worker, args=(2, port, X, y, out), nprocs=2, join=True)
+    out = run_distributed(_dist_worker, X, y, world_size=2)
     (c0, b0, _), (c1, _b1, _) = out[0], out[1]
     np.testing.assert_array_equal(c0, c1)
     np.testing.assert_allclose(c0, single.coef_, rtol=1e-3, atol=1e-4)

@@ -3,17 +3,13 @@ equals one process, defaults keep latents alive on un-centred data, NaN stops cl
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from repscope._testing import run_distributed
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.sae import SAETrainingError, TopKConfig, TopKSAE, fit, sweep
 from repscope.sae.training._data import _shuffle_buffer
@@ -53,30 +49,30 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: fl
 def test_every_source_trains_the_same_sae(tmp_path: Path) -> None:
     X, _ = _data(n=2000)
     kw = {"n_steps": 25, "batch_size": 128, "shuffle": False, "init_samples": 4096}
-    ref = _weights(fit(torch.from_numpy(X), _sae(), **kw).sae)
+    ref = _weights(fit(torch.from_numpy(X), _sae(), st).sae)
 
-    _assert_same(ref, _weights(fit(X, _sae(), **kw).sae))
+    _assert_same(ref, _weights(fit(X, _sae(), st).sae))
     np.save(tmp_path / "x.npy", X)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    _assert_same(ref, _weights(fit(mm, _sae(), **kw).sae))
+    _assert_same(ref, _weights(fit(mm, _sae(), st).sae))
     batches = [X[a : a + 300] for a in range(0, 2000, 300)]
-    _assert_same(ref, _weights(fit(batches, _sae(), **kw).sae))  # a list restarts per epoch
+    _assert_same(ref, _weights(fit(batches, _sae(), st).sae))  # a list restarts per epoch
     with pytest.warns(RuntimeWarning, match="ran out after 16 steps"):
-        fit(iter(batches), _sae(), **kw)
+        fit(iter(batches), _sae(), st)
     # tokens: a (n, t, d) tensor is flattened
-    _assert_same(ref, _weights(fit(torch.from_numpy(X).reshape(500, 4, 16), _sae(), **kw).sae))
+    _assert_same(ref, _weights(fit(torch.from_numpy(X).reshape(500, 4, 16), _sae(), st).sae))
     # a FeatureStore layer, dense and ragged (token rows in order)
     store = FeatureStore.create(tmp_path / "store", model_id="synthetic")
     store.append({"dense": X[:1200]})
     store.append({"dense": X[1200:]})
-    _assert_same(ref, _weights(fit((store, "dense"), _sae(), **kw).sae))
+    _assert_same(ref, _weights(fit((store, "dense"), _sae(), st).sae))
     from repscope.store import RaggedArray
 
     rs = FeatureStore.create(tmp_path / "ragged", model_id="synthetic")
     lengths = np.full(500, 4)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     rs.append({"tokens": RaggedArray(X, offsets)})
-    _assert_same(ref, _weights(fit((rs, "tokens"), _sae(), **kw).sae))
+    _assert_same(ref, _weights(fit((rs, "tokens"), _sae(), st).sae))
 
 
 def test_training_learns_the_dictionary_and_is_deterministic() -> None:
@@ -194,64 +190,22 @@ def test_cosine_schedule_and_shuffle_buffer_keep_every_row() -> None:
     assert not torch.equal(out, rows)
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys, numpy as np, torch, torch.distributed as dist
-    from safetensors.torch import save_file
-    from repscope.sae import TopKConfig, TopKSAE, fit
-    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    if world > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world)
+def _ddp_worker(rank: int, world: int):
     g = np.random.default_rng(0)
     X = (g.standard_normal((3000, 16)) ** 3 + 2).astype(np.float32)
     sae = TopKSAE(TopKConfig(d_in=16, d_sae=256, k=2, dead_after=300))
     res = fit(X, sae, n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2)
-    if rank == 0:
-        state = {k: v.contiguous() for k, v in res.sae.state_dict().items() if v.numel()}
-        state["fire_count"] = res.state.fire_count
-        state["auxk"] = torch.tensor(res.history["auxk"])
-        save_file(state, out)
-    if world > 1:
-        dist.destroy_process_group()
-    """
-)
+    if rank != 0:
+        return None
+    state = {k: v.contiguous() for k, v in res.sae.state_dict().items() if v.numel()}
+    state["fire_count"] = res.state.fire_count
+    state["auxk"] = torch.tensor(res.history["auxk"])
+    return state
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_two_process_ddp_equals_one_process(tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(r), "2", port, str(tmp_path / "ddp.st")],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
-    single = subprocess.run(
-        [sys.executable, str(script), "0", "1", "0", str(tmp_path / "one.st")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert single.returncode == 0, single.stderr
-    a, b = load_file(tmp_path / "ddp.st"), load_file(tmp_path / "one.st")
+def test_two_process_ddp_equals_one_process() -> None:
+    a = run_distributed(_ddp_worker, world_size=2, timeout=240)[0]
+    b = run_distributed(_ddp_worker, world_size=1, timeout=240)[0]
     assert a["auxk"].numel() > 0 and float(a["auxk"].abs().sum()) > 0  # AuxK was active
     assert torch.equal(a["fire_count"], b["fire_count"])
     for k in b:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from repscope._testing import run_distributed
 from repscope.exceptions import CorruptStoreError, RepscopeError, RepscopeValueError
 from repscope.stats import Moments
 
@@ -192,12 +186,7 @@ def test_constant_feature_correlation_is_not_nan(rng):
     assert r[0, 1] == 0.0
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys, numpy as np, torch.distributed as dist
-    from repscope.stats import Moments
-    rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _all_reduce_worker(rank: int, world: int):
     rng = np.random.default_rng(7)
     X = 500 + rng.standard_normal((1001, 9)) * 3
     Y = rng.standard_normal((1001, 2))
@@ -208,33 +197,11 @@ _WORKER = textwrap.dedent(
     if rank == 1:
         sel = sel[y[sel] != "a"]
     m = Moments(class_cov="full").update(X[sel] , Y[sel], y[sel])
-    m.all_reduce()
-    m.save(out)
-    dist.destroy_process_group()
-    """
-)
+    return m.all_reduce()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_two_process_gloo_all_reduce_equals_single_process(tmp_path: Path):
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    port = str(_free_port())
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(r), "2", port, str(tmp_path / f"r{r}.st")],
-                         env=env, stderr=subprocess.PIPE, text=True)
-        for r in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    r0, r1 = Moments.load(tmp_path / "r0.st"), Moments.load(tmp_path / "r1.st")
+def test_two_process_gloo_all_reduce_equals_single_process():
+    r0, r1 = run_distributed(_all_reduce_worker, world_size=2)
     rng = np.random.default_rng(7)
     X = 500 + rng.standard_normal((1001, 9)) * 3
     Y = rng.standard_normal((1001, 2))
