@@ -145,8 +145,7 @@ def evaluate(spec: dict[str, Any], forward: Callable[[Any], tuple[Any, Any]]) ->
 # --------------------------------------------------------------------------- cases
 def run_repscope(spec: dict[str, Any]) -> dict[str, Any]:
     _torch(spec)
-    from repscope.sae import TopKConfig, TopKSAE
-    from repscope.sae.training._trainer import fit
+    from repscope.sae import TopKConfig, TopKSAE, TrainSettings, fit
 
     train, _ = _data(spec)
     d = train.shape[1]
@@ -157,17 +156,14 @@ def run_repscope(spec: dict[str, Any]) -> dict[str, Any]:
         if int(row["step"]) == spec["warmup"]:
             clock.start()
 
-    fit(
-        train,
-        sae,
+    settings = TrainSettings(
         n_steps=spec["warmup"] + spec["steps"],
         batch_size=spec["batch"],
         lr=spec["lr"],
         log_every=spec["warmup"],
         seed=spec["seed"],
-        callback=on_row,
-        device=spec["device"],
     )
+    fit(train, sae, settings, callback=on_row, device=spec["device"])
     clock.stop()
     sae.eval()
 
@@ -311,7 +307,7 @@ def _version(dist: str) -> str:
 
 
 def _preload_repscope() -> None:
-    import repscope.sae.training._trainer  # noqa: F401
+    import repscope.sae  # noqa: F401
 
 
 def _preload_sparsify() -> None:

@@ -528,14 +528,14 @@ def _fvu(sae: SparseAutoencoder, x: Tensor) -> tuple[float, float]:
 def test_sae_threshold_training_recovers_sparse_data(name: str, params: dict[str, Any]) -> None:
     """64-d data from 128 unit directions, 3 active per sample: 400 Adam steps bring the
     held-out FVU (eval mode) under 0.2 at an L0 near 3; the untrained SAE is far off."""
-    from repscope.sae.training._trainer import fit
+    from repscope.sae import TrainSettings, fit
 
     torch.manual_seed(0)
     x_train, x_test = _sparse_data(16_384, 1), _sparse_data(2048, 2)
     sae = create_sae(name, d_in=64, d_sae=128, **params)
     sae.eval()
     fvu0, _ = _fvu(sae, x_test)
-    res = fit(x_train, sae, n_steps=400, batch_size=256, lr=1e-2, log_every=100)
+    res = fit(x_train, sae, TrainSettings(n_steps=400, batch_size=256, lr=1e-2, log_every=100))
     fvu, l0 = _fvu(res.sae, x_test)
     assert fvu0 > 0.8
     assert fvu < 0.2

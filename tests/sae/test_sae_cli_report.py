@@ -17,11 +17,10 @@ from click.testing import CliRunner
 
 from repscope.cli import cli
 from repscope.db import Record, ResultsDB
+from repscope.sae import TopKConfig, TopKSAE, TrainSettings, sweep
 from repscope.sae.evaluation._inspect import encode_png, png_base64, top_activations
 from repscope.sae.io import load_sae
 from repscope.sae.metrics import evaluate
-from repscope.sae.archs.topk import TopKConfig, TopKSAE
-from repscope.sae.training._trainer import sweep
 
 HOSTILE = "<script>alert(1)</script>"
 D, N_ATOMS, N = 16, 32, 2000
@@ -127,9 +126,7 @@ def test_train_records_one_sae_per_k_and_saves_what_it_trained(trained):
     ref = sweep(
         X[:1800],
         [TopKSAE(TopKConfig(d_in=D, d_sae=48, k=k, seed=0)) for k in (2, 4)],
-        n_steps=150,
-        batch_size=256,
-        seed=0,
+        TrainSettings(n_steps=150, batch_size=256, seed=0),
     )
     held = torch.from_numpy(trained.X[1800:])
     for r, res in zip(recs, ref):

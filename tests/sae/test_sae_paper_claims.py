@@ -8,16 +8,18 @@ values measured when the tests were written); each test runs one fixed seed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from repscope.sae import TrainSettings, fit
 from repscope.sae.archs.bows import train_tied_autoencoder
 from repscope.sae.archs.group_sparse import GroupSparseConfig, GroupSparseSAE
 from repscope.sae.archs.matching_pursuit import MPSAE, MPConfig
-from repscope.sae.metrics import fvu, gram_vs_cooccurrence, modality_split, mse, recovery
 from repscope.sae.archs.poly import PolyConfig, PolySAE
 from repscope.sae.archs.topk import TopKConfig, TopKSAE
-from repscope.sae.training._trainer import fit
+from repscope.sae.metrics import fvu, gram_vs_cooccurrence, modality_split, mse, recovery
 from repscope.synthetic import bows, compound_pairs, hierarchy, paired_modalities
 
 pytestmark = pytest.mark.slow
@@ -39,7 +41,8 @@ def test_mp_sae_recovers_conditionally_orthogonal_children_better_than_topk():
         ("mp", MPSAE(MPConfig(d_in=64, d_sae=160, k=2, seed=SEED))),
         ("topk", TopKSAE(TopKConfig(d_in=64, d_sae=160, k=2, seed=SEED))),
     ):
-        res = fit(X, sae, n_steps=500, batch_size=1024, lr=4e-3, seed=SEED, log_every=500)
+        settings = TrainSettings(n_steps=500, batch_size=1024, lr=4e-3, seed=SEED, log_every=500)
+        res = fit(X, sae, settings)
         with torch.no_grad():
             recon = res.sae(X_test).reconstruction
         found = recovery(res.sae.W_dec.detach(), children).max_cos > 0.9
@@ -72,7 +75,8 @@ def test_polysae_has_lower_mse_than_topk_on_compound_pairs():
     topk = TopKSAE(TopKConfig(d_in=32, d_sae=16, k=2, seed=SEED))
     errs = {}
     for name, sae in (("poly", poly), ("topk", topk)):
-        res = fit(X, sae, n_steps=600, batch_size=1024, lr=1.5e-2, seed=SEED, log_every=600)
+        settings = TrainSettings(n_steps=600, batch_size=1024, lr=1.5e-2, seed=SEED, log_every=600)
+        res = fit(X, sae, settings)
         with torch.no_grad():
             errs[name] = mse(X_test, res.sae(X_test).reconstruction)
     assert errs["poly"] < 0.95 * errs["topk"], errs
@@ -91,16 +95,9 @@ def test_group_sparse_sae_shares_latents_across_modalities():
         GroupSparseConfig(d_in=32, d_sae=64, k=4, group_coefficient=0.2, mask_prob=0.1, seed=SEED)
     )
     topk = TopKSAE(TopKConfig(d_in=32, d_sae=64, k=4, seed=SEED))
-    gs = fit(pairs, gs, n_steps=1000, batch_size=256, lr=8e-3, seed=SEED, log_every=1000).sae
-    topk = fit(
-        pairs.reshape(-1, 32),
-        topk,
-        n_steps=1000,
-        batch_size=512,
-        lr=8e-3,
-        seed=SEED,
-        log_every=1000,
-    ).sae
+    settings = TrainSettings(n_steps=1000, batch_size=256, lr=8e-3, seed=SEED, log_every=1000)
+    gs = fit(pairs, gs, settings).sae
+    topk = fit(pairs.reshape(-1, 32), topk, dataclasses.replace(settings, batch_size=512)).sae
     scores = {}
     flat = test.reshape(-1, 32)
     for name, sae in (("gs", gs), ("topk", topk)):

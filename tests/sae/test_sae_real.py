@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from _realdata import SMOL_TOKEN_LAYER
-from repscope.sae import TopKConfig, TopKSAE, spliced_lm_loss, sweep
+from repscope.sae import TopKConfig, TopKSAE, TrainSettings, spliced_lm_loss, sweep
 from repscope.sae.metrics import evaluate, seed_stability
 
 N_TRAIN = 340  # paragraphs; the other 60 are held out
@@ -36,7 +36,7 @@ def trained(residual):
     d = train.shape[1]
     saes = [TopKSAE(TopKConfig(d_in=d, d_sae=4 * d, k=K, seed=s)) for s in (0, 1)]
     # both seeds in one pass over the data
-    return sweep(train, saes, n_epochs=8, batch_size=256, lr=1e-3, seed=0)
+    return sweep(train, saes, TrainSettings(n_epochs=8, batch_size=256, lr=1e-3, seed=0))
 
 
 def test_residual_sae_reconstructs_held_out_tokens(residual, trained):

@@ -3,6 +3,7 @@ equals one process, defaults keep latents alive on un-centred data, NaN stops cl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from repscope._testing import run_distributed
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.sae import SAETrainingError, TopKConfig, TopKSAE, fit, sweep
+from repscope.sae import SAETrainingError, TopKConfig, TopKSAE, TrainSettings, fit, sweep
 from repscope.sae.training._data import _shuffle_buffer
 from repscope.store import FeatureStore
 
@@ -48,7 +49,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: fl
 
 def test_every_source_trains_the_same_sae(tmp_path: Path) -> None:
     X, _ = _data(n=2000)
-    kw = {"n_steps": 25, "batch_size": 128, "shuffle": False, "init_samples": 4096}
+    st = TrainSettings(n_steps=25, batch_size=128, shuffle=False, init_samples=4096)
     ref = _weights(fit(torch.from_numpy(X), _sae(), st).sae)
 
     _assert_same(ref, _weights(fit(X, _sae(), st).sae))
@@ -77,8 +78,9 @@ def test_every_source_trains_the_same_sae(tmp_path: Path) -> None:
 
 def test_training_learns_the_dictionary_and_is_deterministic() -> None:
     X, D = _data(n=8192, offset=3.0)
-    a = fit(X, _sae(seed=1), n_epochs=8, batch_size=128, lr=5e-3)
-    b = fit(X, _sae(seed=1), n_epochs=8, batch_size=128, lr=5e-3)
+    st = TrainSettings(n_epochs=8, batch_size=128, lr=5e-3)
+    a = fit(X, _sae(seed=1), st)
+    b = fit(X, _sae(seed=1), st)
     _assert_same(_weights(a.sae), _weights(b.sae))
     h = a.history
     assert h["fvu"][-1] < 0.2 < h["fvu"][0]
@@ -93,11 +95,11 @@ def test_training_learns_the_dictionary_and_is_deterministic() -> None:
 def test_sweep_equals_separate_fits() -> None:
     X, _ = _data(n=3000)
     configs = [_sae(seed=0, k=2), _sae(seed=5, k=4, d_sae=32)]
-    kw = {"n_steps": 30, "batch_size": 100, "seed": 3}
-    swept = sweep(X, configs, lr=[1e-3, 2e-3], **kw)
+    st = TrainSettings(n_steps=30, batch_size=100, seed=3)
+    swept = sweep(X, configs, replace(st, lr=(1e-3, 2e-3)))
     alone = [
-        fit(X, _sae(seed=0, k=2), lr=1e-3, **kw),
-        fit(X, _sae(seed=5, k=4, d_sae=32), lr=2e-3, **kw),
+        fit(X, _sae(seed=0, k=2), replace(st, lr=1e-3)),
+        fit(X, _sae(seed=5, k=4, d_sae=32), replace(st, lr=2e-3)),
     ]
     for s, a in zip(swept, alone):
         _assert_same(_weights(s.sae), _weights(a.sae))
@@ -107,8 +109,8 @@ def test_sweep_equals_separate_fits() -> None:
 def test_defaults_keep_latents_alive_on_uncentred_embeddings() -> None:
     # embeddings far from the origin: a zero decoder bias and no AuxK leaves most latents dead
     X, _ = _data(n=8192, offset=8.0, m=64)
-    kw = {"n_epochs": 4, "batch_size": 256, "lr": 2e-3}
-    good = fit(X, _sae(d_sae=128, dead_after=2048), **kw)
+    st = TrainSettings(n_epochs=4, batch_size=256, lr=2e-3)
+    good = fit(X, _sae(d_sae=128, dead_after=2048), st)
     naive = fit(
         X,
         _sae(
@@ -118,7 +120,7 @@ def test_defaults_keep_latents_alive_on_uncentred_embeddings() -> None:
             aux_coefficient=0.0,
             tied_init=False,
         ),
-        **kw,
+        st,
     )
     dead_good = float((good.state.fire_count == 0).float().mean())
     dead_naive = float((naive.state.fire_count == 0).float().mean())
@@ -140,11 +142,13 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_state(tmp_path: Path) ->
         fit(
             stream(),
             _sae(),
-            batch_size=100,
-            check_every=10,
-            shuffle=False,
-            init_samples=1000,
-            checkpoint_dir=tmp_path / "ck",
+            TrainSettings(
+                batch_size=100,
+                check_every=10,
+                shuffle=False,
+                init_samples=1000,
+                checkpoint_dir=tmp_path / "ck",
+            ),
         )
     res = e.value.result
     assert res is not None and res.n_steps == 20
@@ -153,9 +157,7 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_state(tmp_path: Path) ->
     ref = fit(
         iter([X[a : a + 100] for a in range(0, 2000, 100)]),
         _sae(),
-        batch_size=100,
-        shuffle=False,
-        init_samples=1000,
+        TrainSettings(batch_size=100, shuffle=False, init_samples=1000),
     )
     _assert_same(_weights(ref.sae), _weights(res.sae))
     assert (tmp_path / "ck" / "sae_0" / "cfg.json").exists()
@@ -164,22 +166,23 @@ def test_nan_mid_training_stops_and_keeps_the_last_good_state(tmp_path: Path) ->
 def test_bad_arguments_are_named() -> None:
     X, _ = _data(n=300)
     with pytest.raises(RepscopeValueError, match=r"d_in is 8"):
-        fit(X, TopKSAE(TopKConfig(d_in=8, d_sae=16, k=2)), n_steps=2)
+        fit(X, TopKSAE(TopKConfig(d_in=8, d_sae=16, k=2)), TrainSettings(n_steps=2))
     with pytest.raises(RepscopeTypeError, match="'X' parameter must be"):
-        fit(3.0, _sae(), n_steps=2)
-    with pytest.raises(RepscopeValueError, match="'batch_size' parameter of fit"):
-        fit(X, _sae(), batch_size=0)
+        fit(3.0, _sae(), TrainSettings(n_steps=2))
     with pytest.raises(RepscopeValueError, match="NaN or inf"):
-        fit(np.full((100, 16), np.nan, np.float32), _sae(), n_steps=2)
+        fit(np.full((100, 16), np.nan, np.float32), _sae(), TrainSettings(n_steps=2))
     with pytest.raises(RepscopeValueError, match="n_steps, or n_epochs=1"):
-        fit(iter([X]), _sae(), n_epochs=2)
+        fit(iter([X]), _sae(), TrainSettings(n_epochs=2))
+    with pytest.raises(RepscopeValueError, match=r"'lr' parameter of sweep .* one per SAE \(2\)"):
+        sweep(X, [_sae(), _sae()], TrainSettings(lr=(1e-3, 2e-3, 3e-3)))
 
 
 def test_cosine_schedule_and_shuffle_buffer_keep_every_row() -> None:
     X, _ = _data(n=1000)
-    res = fit(
-        X, _sae(), n_steps=40, batch_size=100, lr_schedule="cosine", warmup_steps=5, log_every=1
+    st = TrainSettings(
+        n_steps=40, batch_size=100, lr_schedule="cosine", warmup_steps=5, log_every=1
     )
+    res = fit(X, _sae(), st)
     lrs = res.history["lr"]
     assert lrs[0] == pytest.approx(res.history["lr"][4] / 5)
     assert lrs[-1] < 0.01 * max(lrs)
@@ -194,7 +197,8 @@ def _ddp_worker(rank: int, world: int):
     g = np.random.default_rng(0)
     X = (g.standard_normal((3000, 16)) ** 3 + 2).astype(np.float32)
     sae = TopKSAE(TopKConfig(d_in=16, d_sae=256, k=2, dead_after=300))
-    res = fit(X, sae, n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2)
+    st = TrainSettings(n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2)
+    res = fit(X, sae, st)
     if rank != 0:
         return None
     state = {k: v.contiguous() for k, v in res.sae.state_dict().items() if v.numel()}

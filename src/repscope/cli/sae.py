@@ -407,10 +407,8 @@ def train(
 
     from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
-    from repscope.sae.archs._base import architectures, create_sae
+    from repscope.sae import TrainSettings, architectures, create_sae, save_sae, sweep
     from repscope.sae.evaluation._inspect import never_fired_fraction, sae_record_values
-    from repscope.sae.io import save_sae
-    from repscope.sae.training._trainer import sweep
 
     s = settings()
     cls = architectures.get(arch)
@@ -462,10 +460,7 @@ def train(
     results = sweep(
         train_part,
         models,
-        n_steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=s.seed,
+        TrainSettings(n_steps=steps, batch_size=batch_size, lr=lr, seed=s.seed),
         device=s.device,
     )
 

@@ -47,7 +47,14 @@ from repscope.sae.archs import (
 )
 from repscope.sae.evaluation import LossRecovered, TopActivations, spliced_lm_loss, top_activations
 from repscope.sae.io import load_dictionary_learning, load_sae, load_sparsify, save_sae
-from repscope.sae.training import SAETrainingError, TrainResult, default_lr, fit, sweep
+from repscope.sae.training import (
+    SAETrainingError,
+    TrainResult,
+    TrainSettings,
+    default_lr,
+    fit,
+    sweep,
+)
 
 __all__ = [
     "MPSAE",
@@ -79,6 +86,7 @@ __all__ = [
     "TopKConfig",
     "TopKSAE",
     "TrainResult",
+    "TrainSettings",
     "TrainState",
     "architectures",
     "create_sae",

@@ -129,6 +129,7 @@ def _run(
     import torch
 
     from repscope.db import Record
+    from repscope.sae import TopKConfig, TopKSAE, TrainSettings, sweep
     from repscope.sae.evaluation._inspect import (
         never_fired_fraction,
         sae_record_values,
@@ -136,8 +137,6 @@ def _run(
         top_latents_values,
     )
     from repscope.sae.metrics import evaluate
-    from repscope.sae.archs.topk import TopKConfig, TopKSAE
-    from repscope.sae.training._trainer import sweep
 
     t0 = time.perf_counter()
     X = np.asarray(store.read(layer), dtype=np.float32).reshape(store.n_samples, -1)
@@ -155,12 +154,14 @@ def _run(
     results = sweep(
         X_train,
         saes,
-        n_steps=N_STEPS,
-        batch_size=min(BATCH_SIZE, len(train_idx)),
-        lr=LR,
-        seed=seed,
-        log_every=10,
-        check_every=50,
+        TrainSettings(
+            n_steps=N_STEPS,
+            batch_size=min(BATCH_SIZE, len(train_idx)),
+            lr=LR,
+            seed=seed,
+            log_every=10,
+            check_every=50,
+        ),
     )
     t_train = time.perf_counter() - t0
     pixels = np.asarray(images)

@@ -35,7 +35,8 @@ class SAETransformer(TransformerMixin, BaseEstimator):
     seed : int
         Initialisation and shuffling seed.
     train_params : dict, optional
-        Further keyword arguments of :func:`repscope.sae.fit`.
+        Further fields of :class:`repscope.sae.TrainSettings`, and ``callback`` / ``device``
+        of :func:`repscope.sae.fit`.
 
     Attributes
     ----------
@@ -76,8 +77,7 @@ class SAETransformer(TransformerMixin, BaseEstimator):
         self.train_params = train_params
 
     def fit(self, X: Any, y: Any = None) -> SAETransformer:
-        from repscope.sae.archs._base import architectures
-        from repscope.sae.training._trainer import fit
+        from repscope.sae import TrainSettings, architectures, fit
 
         Xa = np.asarray(check_features(X, name="X"), dtype=np.float32)
         params: dict[str, Any] = {"d_in": Xa.shape[1], "d_sae": self.d_sae, "seed": self.seed}
@@ -86,15 +86,16 @@ class SAETransformer(TransformerMixin, BaseEstimator):
             params["k"] = min(int(self.k), int(self.d_sae))
         params.update(self.sae_params or {})
         sae = create_sae(self.architecture, **params)
-        res = fit(
-            Xa,
-            sae,
+        extra = dict(self.train_params or {})
+        run = {k: extra.pop(k) for k in ("callback", "device") if k in extra}
+        settings = TrainSettings(
             n_epochs=self.n_epochs,
             batch_size=self.batch_size,
             lr=self.lr,
             seed=self.seed,
-            **(self.train_params or {}),
+            **extra,
         )
+        res = fit(Xa, sae, settings, **run)
         self.sae_: SparseAutoencoder = res.sae
         self.history_ = res.history
         self.n_features_in_ = Xa.shape[1]

@@ -1,9 +1,11 @@
 """SAE training: :func:`fit` / :func:`sweep` over any data source, one pass for many SAEs.
 
+:class:`TrainSettings` (:mod:`._settings`) holds the data-independent settings, validated once;
 :mod:`._trainer` holds the loop (DDP, finiteness checks, snapshots); :mod:`._data` turns
 tensors, memmaps, FeatureStore layers and iterators into shuffled batches.
 """
 
+from repscope.sae.training._settings import TrainSettings
 from repscope.sae.training._trainer import (
     SAETrainingError,
     TrainResult,
@@ -12,4 +14,4 @@ from repscope.sae.training._trainer import (
     sweep,
 )
 
-__all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
+__all__ = ["SAETrainingError", "TrainResult", "TrainSettings", "default_lr", "fit", "sweep"]

@@ -18,6 +18,7 @@ were finite and snapshots the weights. A non-finite loss stops training with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -25,12 +26,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from repscope._validation import check_choice, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.sae.archs._base import (
     SAEConfig,
@@ -40,8 +40,12 @@ from repscope.sae.archs._base import (
     firing_counts,
 )
 from repscope.sae.training._data import as_source
+from repscope.sae.training._settings import TrainSettings
 
 __all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
+
+Callback = Callable[[int, dict[str, float]], None]
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(TrainSettings))
 
 
 class SAETrainingError(RepscopeValueError):
@@ -171,44 +175,39 @@ class _Run:
             self.sums[name] = v.clone()
 
 
-def fit(X: Any, sae: SparseAutoencoder | SAEConfig, **kwargs: Any) -> TrainResult:
+def fit(
+    X: Any,
+    sae: SparseAutoencoder | SAEConfig,
+    settings: TrainSettings | None = None,
+    *,
+    callback: Callback | None = None,
+    device: str | torch.device | None = None,
+    **deprecated: Any,
+) -> TrainResult:
     """Train one SAE on ``X``; see :func:`sweep` for the parameters.
 
     Examples
     --------
     >>> import torch
-    >>> from repscope.sae import TopKConfig, TopKSAE, fit
+    >>> from repscope.sae import TopKConfig, TopKSAE, TrainSettings, fit
     >>> X = torch.randn(2048, 16)
-    >>> res = fit(X, TopKSAE(TopKConfig(d_in=16, d_sae=64, k=4)), n_steps=20, batch_size=256)
+    >>> sae = TopKSAE(TopKConfig(d_in=16, d_sae=64, k=4))
+    >>> res = fit(X, sae, TrainSettings(n_steps=20, batch_size=256))
     >>> res.n_steps, len(res.history["fvu"]) > 0
     (20, True)
     """
-    return sweep(X, [sae], **kwargs)[0]
+    settings = _settings(settings, deprecated, "fit")
+    return _sweep(X, [sae], settings, callback, device)[0]
 
 
 def sweep(
     X: Any,
     saes: Sequence[SparseAutoencoder | SAEConfig],
+    settings: TrainSettings | None = None,
     *,
-    n_steps: int | None = None,
-    n_epochs: float = 1.0,
-    batch_size: int = 1024,
-    lr: float | Sequence[float] | None = None,
-    betas: tuple[float, float] = (0.9, 0.999),
-    weight_decay: float = 0.0,
-    lr_schedule: Literal["constant", "cosine"] = "constant",
-    warmup_steps: int = 0,
-    max_grad_norm: float | None = None,
-    shuffle: bool = True,
-    shuffle_buffer: int = 262_144,
-    seed: int = 0,
-    init_samples: int = 16_384,
-    log_every: int = 50,
-    check_every: int = 50,
-    checkpoint_dir: str | Path | None = None,
-    progress: bool = False,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
+    callback: Callback | None = None,
     device: str | torch.device | None = None,
+    **deprecated: Any,
 ) -> list[TrainResult]:
     """Train several SAEs on one pass over ``X``.
 
@@ -221,37 +220,17 @@ def sweep(
         its slice of each global batch) or its own iterator.
     saes : sequence of SparseAutoencoder or SAEConfig
         What to train; configs are built by architecture. All must share ``sample_shape``.
-    n_steps : int, optional
-        Optimiser steps; by default ``n_epochs`` epochs over ``X``.
-    n_epochs : float
-        Epochs when ``n_steps`` is None (needs a source of known length unless 1).
-    batch_size : int
-        Vectors per step (per rank under DDP).
-    lr : float, sequence of float, or None
-        Adam learning rate, one for all or one per SAE; None gives :func:`default_lr`.
-    betas, weight_decay : Adam settings.
-    lr_schedule : {"constant", "cosine"}
-        After ``warmup_steps`` of linear warm-up; cosine decays to 0 at the last step.
-    max_grad_norm : float, optional
-        Clip the global gradient norm.
-    shuffle, shuffle_buffer : bool, int
-        In-memory data get a new permutation per epoch; streamed data pass through a buffer of
-        ``shuffle_buffer`` vectors.
-    seed : int
-        Shuffling seed (initialisation uses each SAE's ``cfg.seed``).
-    init_samples : int
-        Vectors used to fit the normaliser and initialise the decoder bias.
-    log_every, check_every : int
-        Steps between history rows / between finiteness checks, dead-set refreshes and
-        snapshots.
-    checkpoint_dir : path, optional
-        Where to save each SAE (``<dir>/sae_<i>``) at the end, and the last good one on failure.
-    progress : bool
-        Print a line per log row to stderr.
+    settings : TrainSettings, optional
+        Step budget, batch size, Adam, schedule, shuffling, logging, checks and checkpoints
+        (default: ``TrainSettings()``). A tuple ``lr`` gives one learning rate per SAE.
     callback : callable, optional
         ``callback(i_sae, row)`` after each history row.
     device : str or torch.device, optional
         Move the SAEs there first (default: where they are); batches go to the SAE's device.
+    **deprecated
+        The fields of :class:`TrainSettings` as keyword arguments (``n_steps=...``), as before
+        ``settings`` existed: deprecated (a :class:`DeprecationWarning`), removed in the next
+        release. Not together with ``settings``.
 
     Returns
     -------
@@ -262,7 +241,61 @@ def sweep(
     ------
     SAETrainingError
         A loss or input became NaN/inf; the SAEs are restored to the last finite snapshot.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repscope.sae import TopKConfig, TrainSettings, sweep
+    >>> X = torch.randn(2048, 16)
+    >>> configs = [TopKConfig(d_in=16, d_sae=64, k=k) for k in (2, 4)]
+    >>> results = sweep(X, configs, TrainSettings(n_steps=20, batch_size=256))
+    >>> [r.sae.cfg.k for r in results]
+    [2, 4]
     """
+    settings = _settings(settings, deprecated, "sweep")
+    return _sweep(X, saes, settings, callback, device)
+
+
+def _settings(
+    settings: TrainSettings | None, deprecated: dict[str, Any], caller: str
+) -> TrainSettings:
+    """``settings``, or (deprecated) the settings built from keyword arguments."""
+    unknown = sorted(set(deprecated) - set(_SETTING_NAMES))
+    if unknown:
+        raise RepscopeTypeError(
+            f"{caller}() got an unexpected keyword argument {unknown[0]!r}. Training settings "
+            f"go in settings=TrainSettings(...), whose fields are {list(_SETTING_NAMES)}."
+        )
+    if settings is not None and not isinstance(settings, TrainSettings):
+        raise RepscopeTypeError(
+            f"The 'settings' parameter of {caller} must be a TrainSettings or None. Got "
+            f"{type(settings).__name__} instead."
+        )
+    if not deprecated:
+        return settings if settings is not None else TrainSettings()
+    names = ", ".join(n for n in _SETTING_NAMES if n in deprecated)
+    if settings is not None:
+        raise RepscopeTypeError(
+            f"{caller}() got both 'settings' and the keyword arguments {names}; put them in "
+            "settings=TrainSettings(...) alone."
+        )
+    warnings.warn(
+        f"Passing training settings to {caller}() as keyword arguments ({names}) is "
+        "deprecated and will stop working in the next release; pass "
+        "settings=TrainSettings(...) instead.",
+        DeprecationWarning,
+        stacklevel=3,  # the frame that called fit() or sweep()
+    )
+    return TrainSettings(**deprecated)
+
+
+def _sweep(
+    X: Any,
+    saes: Sequence[SparseAutoencoder | SAEConfig],
+    st: TrainSettings,
+    callback: Callback | None,
+    device: str | torch.device | None,
+) -> list[TrainResult]:
     if isinstance(saes, (SparseAutoencoder, SAEConfig)) or not isinstance(saes, Sequence):
         raise RepscopeTypeError(
             "The 'saes' parameter of sweep must be a list of SAEs or configs; use fit() for "
@@ -278,38 +311,29 @@ def sweep(
         )
     sample_shape = models[0].sample_shape
     caller = "sweep" if len(models) > 1 else "fit"
-    batch_size = int(check_scalar(batch_size, "batch_size", caller=caller, kind=int, min_value=1))
-    if n_steps is not None:
-        n_steps = int(check_scalar(n_steps, "n_steps", caller=caller, kind=int, min_value=1))
-    check_scalar(n_epochs, "n_epochs", caller=caller, min_value=0, include_min=False)
-    check_choice(lr_schedule, "lr_schedule", ("constant", "cosine"), caller=caller)
-    log_every = int(check_scalar(log_every, "log_every", caller=caller, kind=int, min_value=1))
-    check_every = int(
-        check_scalar(check_every, "check_every", caller=caller, kind=int, min_value=1)
-    )
     if device is not None:
         models = [m.to(device) for m in models]
-    lrs = _resolve_lrs(lr, models, caller)
+    lrs = _resolve_lrs(st.lr, models, caller)
 
     rank, world, dist = _dist()
     source = as_source(X, sample_shape)
     total_len = source.known_length()
-    if n_steps is None:
+    if st.n_steps is None:
         if total_len is None:
-            if n_epochs != 1.0:
+            if st.n_epochs != 1.0:
                 raise RepscopeValueError(
                     "Training on an iterator of unknown length: give n_steps, or n_epochs=1."
                 )
             planned: int | None = None
         else:
-            planned = max(1, math.ceil(n_epochs * total_len / (batch_size * world)))
+            planned = max(1, math.ceil(st.n_epochs * total_len / (st.batch_size * world)))
     else:
-        planned = n_steps
-    if lr_schedule == "cosine" and planned is None:
+        planned = st.n_steps
+    if st.lr_schedule == "cosine" and planned is None:
         raise RepscopeValueError("lr_schedule='cosine' needs n_steps for an iterator source.")
 
     # ------------------------------------------------------------------ initialisation
-    sample = source.sample(init_samples, seed=seed)
+    sample = source.sample(st.init_samples, seed=st.seed)
     if not bool(torch.isfinite(sample).all()):
         raise RepscopeValueError(
             f"The 'X' parameter contains NaN or inf values (in the {sample.shape[0]} vectors "
@@ -326,7 +350,7 @@ def sweep(
         if dist is not None:
             _broadcast_module(m, dist)
         params = [p for p in m.parameters() if p.requires_grad]
-        runs.append(_Run(m, lr_i, _make_optimizer(params, lr_i, betas, weight_decay)))
+        runs.append(_Run(m, lr_i, _make_optimizer(params, lr_i, st.betas, st.weight_decay)))
     del sample
 
     # ------------------------------------------------------------------ loop
@@ -337,31 +361,31 @@ def sweep(
     while not finished:
         got_any = False
         for batch in source.batches(
-            batch_size,
-            shuffle=shuffle,
-            shuffle_buffer=shuffle_buffer,
-            seed=seed,
+            st.batch_size,
+            shuffle=st.shuffle,
+            shuffle_buffer=st.shuffle_buffer,
+            seed=st.seed,
             epoch=epoch,
             rank=rank,
             world_size=world,
         ):
             got_any = True
-            factor = _lr_factor(step, planned, warmup_steps, lr_schedule)
+            factor = _lr_factor(step, planned, st.warmup_steps, st.lr_schedule)
             n_local = batch.shape[0]
             n_global = n_local * world
             for run in runs:
-                _train_step(run, batch, factor, max_grad_norm, dist, world, n_global)
+                _train_step(run, batch, factor, st.max_grad_norm, dist, world, n_global)
             step += 1
-            if step % log_every == 0 or step == planned:
+            if step % st.log_every == 0 or step == planned:
                 for i, run in enumerate(runs):
                     row = _log_row(run, step, t0, dist)
-                    if progress and rank == 0:
+                    if st.progress and rank == 0:
                         _print_row(i, row, len(runs))
                     if callback is not None:
                         callback(i, row)
-            if step % check_every == 0:
+            if step % st.check_every == 0:
                 for i, run in enumerate(runs):
-                    _check(run, i, step, checkpoint_dir, runs, t0)
+                    _check(run, i, step, st.checkpoint_dir, runs, t0)
             if planned is not None and step >= planned:
                 finished = True
                 break
@@ -374,7 +398,7 @@ def sweep(
                     f"The training iterator ran out after {step} steps, before n_steps="
                     f"{planned}; pass a list or another re-iterable for several epochs.",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,  # the frame that called fit() or sweep()
                 )
             break
         if planned is None:
@@ -382,35 +406,32 @@ def sweep(
     seconds = time.perf_counter() - t0
     results = []
     for i, run in enumerate(runs):
-        if step % check_every:
-            _check(run, i, step, checkpoint_dir, runs, t0)
+        if step % st.check_every:
+            _check(run, i, step, st.checkpoint_dir, runs, t0)
         if run.count:
             _log_row(run, step, t0, dist)
         run.state.refresh()
         run.sae.eval()
         results.append(TrainResult(run.sae, run.history, run.state, n_steps=step, seconds=seconds))
-        if checkpoint_dir is not None and rank == 0:
-            _save(run.sae, Path(checkpoint_dir) / f"sae_{i}")
+        if st.checkpoint_dir is not None and rank == 0:
+            _save(run.sae, Path(st.checkpoint_dir) / f"sae_{i}")
     return results
 
 
 def _resolve_lrs(
-    lr: float | Sequence[float] | None, models: list[SparseAutoencoder], caller: str
+    lr: float | tuple[float, ...] | None, models: list[SparseAutoencoder], caller: str
 ) -> list[float]:
+    """One learning rate per SAE (``lr`` was validated by :class:`TrainSettings`)."""
     if lr is None:
         return [default_lr(m.d_sae) for m in models]
-    if isinstance(lr, (int, float)):
-        check_scalar(lr, "lr", caller=caller, min_value=0, include_min=False)
-        return [float(lr)] * len(models)
-    lrs = [float(v) for v in lr]
-    if len(lrs) != len(models):
+    if isinstance(lr, float):
+        return [lr] * len(models)
+    if len(lr) != len(models):
         raise RepscopeValueError(
             f"The 'lr' parameter of {caller} must be a float or one per SAE ({len(models)}). "
-            f"Got {len(lrs)} values instead."
+            f"Got {len(lr)} values instead."
         )
-    for v in lrs:
-        check_scalar(v, "lr", caller=caller, min_value=0, include_min=False)
-    return lrs
+    return list(lr)
 
 
 def _lr_factor(step: int, planned: int | None, warmup: int, schedule: str) -> float:
