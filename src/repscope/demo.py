@@ -1,8 +1,9 @@
 """The main job: ``repscope demo``.
 
 Offline and on CPU, it extracts every block of EfficientNet-Lite0 and -Lite1 on MNIST images
-into FeatureStores, runs the analyses that exist, records them in the results database and
-renders ``report.html``. Each capability adds its step here (within the demo's time budget).
+into FeatureStores, runs every capability's demo step (declared in its ``_capability.py``, in
+their declared order), records the results in the results database and renders
+``report.html``. A capability adds its step without editing this file.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -64,17 +64,18 @@ class DemoResult(Result):
 
 
 def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = print) -> DemoResult:
-    """Run the demo end to end and return where the report is."""
+    """Run the demo end to end and return where the report is.
+
+    Extracts every block of each model into a FeatureStore (recording ``extraction``), builds
+    one :class:`~repscope.capability.DemoContext`, runs every capability's demo step in their
+    declared order (:func:`~repscope.capability.run_demo_steps`: per-step timing, optional
+    steps skipped with one line when their data is missing), then renders the report.
+    """
     from repscope._validation import check_scalar
-    from repscope.align._demo import demo_alignment_step
-    from repscope.db import Record, ResultsDB
-    from repscope.extract import extract, make_adapter
-    from repscope.probe._demo import demo_probe_step
+    from repscope.capability import DemoContext, run_demo_steps
+    from repscope.db import ResultsDB
+    from repscope.extract import ExtractionResult, extract, make_adapter
     from repscope.report import render_report
-    from repscope.sae._demo import demo_sae_step
-    from repscope.separability import logistic_separability
-    from repscope.similarity import linear_cka_matrix
-    from repscope.stats import Moments, pca_spectrum
     from repscope.store import FeatureStore
     from repscope.zoo import load_dataset, load_model
 
@@ -87,7 +88,6 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
     db = ResultsDB(config.db)
     data = load_dataset(config.dataset, n=config.n_images, seed=config.seed)
     labels = np.asarray(data.labels)
-    label_names = list(data.label_names)
     run_id = db.start_run(
         "demo",
         {"n_images": config.n_images, "resolution": config.resolution, "models": list(config.models),
@@ -95,7 +95,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
         model=" vs ".join(config.models), dataset=config.dataset,
     )
     try:
-        stores: dict[str, Any] = {}
+        stores: dict[str, FeatureStore] = {}
         layers_of: dict[str, list[str]] = {}
         for name in config.models:
             t = time.perf_counter()
@@ -113,69 +113,15 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
             assert isinstance(store, FeatureStore)  # extract returns the store it was given
             stores[name], layers_of[name] = store, layers
             timings[f"extract {name}"] = time.perf_counter() - t
-            db.add(Record("extraction", {"n_samples": store.n_samples, "layers": layers,
-                                         "seconds": timings[f"extract {name}"], "store": str(store_dir),
-                                         "resolution": config.resolution},
-                          model=name, dataset=config.dataset, run_id=run_id))
-
-        t = time.perf_counter()
-        log("[demo] per-layer separability (cross-validated logistic regression) and PCA spectra")
-        records = []
-        for name, store in stores.items():
-            for layer in layers_of[name]:
-                X = np.asarray(store.read(layer), dtype=np.float64).reshape(store.n_samples, -1)
-                sep = logistic_separability(X, labels, n_folds=config.folds, seed=config.seed)
-                records.append(Record(
-                    "separability",
-                    {"accuracy": sep.accuracy, "accuracy_std": sep.accuracy_std,
-                     "chance": sep.chance, "converged": sep.converged, "n_features": sep.n_features},
-                    model=name, dataset=config.dataset, layer=layer,
-                    params={"n_folds": config.folds, "C": sep.C, "classes": label_names},
-                    run_id=run_id))
-                spec = pca_spectrum(Moments.from_store(store, layer))
-                records.append(Record(
-                    "pca_spectrum",
-                    {"explained_variance_ratio": spec.explained_variance_ratio,
-                     "effective_rank": spec.effective_rank,
-                     "participation_ratio": spec.participation_ratio,
-                     "n_components_90": spec.n_components_90},
-                    model=name, dataset=config.dataset, layer=layer, run_id=run_id))
-        db.add_many(records)
-        timings["separability + spectra"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        log("[demo] probes per layer (ridge path, kNN), learning curves and few-shot accuracy")
-        demo_probe_step(stores, layers_of, labels, db, run_id, config.dataset, config.seed, log)
-        timings["probes"] = time.perf_counter() - t
-
-        if len(config.models) >= 2:
-            t = time.perf_counter()
-            a, b = config.models[0], config.models[1]
-            log(f"[demo] layer x layer linear CKA between {a} and {b} (from streamed Moments)")
-            m = Moments()
-            for s in range(0, stores[a].n_samples, 500):
-                idx = np.arange(s, min(s + 500, stores[a].n_samples))
-                xa = np.concatenate([stores[a].read(layer, idx).reshape(len(idx), -1) for layer in layers_of[a]], 1)
-                xb = np.concatenate([stores[b].read(layer, idx).reshape(len(idx), -1) for layer in layers_of[b]], 1)
-                m.update(xa, xb)
-            wa = [int(np.prod(stores[a].layer_info(layer).shape_tail)) for layer in layers_of[a]]
-            wb = [int(np.prod(stores[b].layer_info(layer).shape_tail)) for layer in layers_of[b]]
-            M = linear_cka_matrix(m, widths=(wa, wb))
-            db.add(Record("cka", {"matrix": M, "rows": layers_of[a], "cols": layers_of[b],
-                                  "model_a": a, "model_b": b, "estimator": "linear, biased"},
-                          model=f"{a} vs {b}", dataset=config.dataset, run_id=run_id))
-            timings["cka"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        log("[demo] MiniLM-L6 vs MiniLM-L3 (ONNX): an orthogonal map with held-out retrieval")
-        demo_alignment_step(db, run_id, config.seed, log)
-        timings["alignment"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        log("[demo] sparse autoencoders: TopK k = 4, 8, 16 on EfficientNet-Lite0's last block")
-        demo_sae_step(stores, layers_of, data.inputs, db, run_id, config.dataset, config.seed, log)
-        timings["sae"] = time.perf_counter() - t
-
+            summary = ExtractionResult.from_store(store, timings[f"extract {name}"],
+                                                  resolution=config.resolution)
+            db.add_many(summary.to_records(model=name, dataset=config.dataset, run_id=run_id))
+        ctx = DemoContext(
+            stores=stores, layers=layers_of, labels=labels, label_names=list(data.label_names),
+            inputs=data.inputs, ids=list(data.ids), dataset=config.dataset, db=db,
+            run_id=run_id, seed=config.seed, log=log, out=out,
+        )
+        timings.update(run_demo_steps(ctx))
         timings["analyses + extraction"] = time.perf_counter() - t0
         db.finish_run(run_id, "ok",
                       notes=f"timings: {', '.join(f'{k} {v:.1f}s' for k, v in timings.items())}")

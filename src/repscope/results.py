@@ -1,20 +1,32 @@
-"""Frozen result records returned by registry-level APIs.
+"""Frozen result types returned by registry-level APIs, and how a result becomes records.
 
 A measure function returns a plain float; ``compare``-style APIs, layer matrices and the CLI
-return these records. They are frozen dataclasses with ``to_dict()`` giving JSON-ready data.
+return these results. They are frozen dataclasses with ``to_dict()`` giving JSON-ready data.
+Every result type's name ends in ``Result``.
+
+**Each result owns its record.** A result that is stored in the results database declares its
+analysis name once (``analysis``, a class attribute) and how it becomes database records
+(``to_records(model=..., dataset=..., run_id=..., params=...)``). The CLI and the demo both call
+``to_records``, so each record schema is written in one place, and the report section of that
+analysis reads exactly those keys. :class:`RecordedResult` is the base to build on;
+:func:`make_record` fills the shared context.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-__all__ = ["Result", "Score", "to_jsonable"]
+if TYPE_CHECKING:
+    from repscope.db import Record
+
+__all__ = ["RecordedResult", "Result", "Score", "make_record", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -88,3 +100,63 @@ class Score(Result):
 
     def __float__(self) -> float:
         return float(self.value)
+
+
+def make_record(
+    analysis: str,
+    values: Mapping[str, Any],
+    *,
+    model: str = "",
+    dataset: str = "",
+    layer: str = "",
+    run_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Record:
+    """One database record of ``analysis`` with the caller's context (what ``to_records`` of
+    every result uses)."""
+    from repscope.db import Record
+
+    return Record(analysis, dict(values), model=model, dataset=dataset, layer=layer,
+                  params=dict(params or {}), run_id=run_id)
+
+
+@dataclass(frozen=True)
+class RecordedResult(Result, abc.ABC):
+    """A result that is stored in the results database.
+
+    Subclasses set ``analysis`` (the record's analysis name, which picks its report section)
+    and implement :meth:`to_records`. The context arguments say what the values describe; a
+    result that knows its own layers or models (a layer-wise probe, a layer x layer map) fills
+    those itself.
+    """
+
+    analysis: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """The database records of this result.
+
+        Parameters
+        ----------
+        model, dataset : str
+            What the values describe (the model name, or ``"A vs B"`` for paired results).
+        layer : str
+            The layer the values describe, for results computed on one layer (ignored by
+            results that carry their own layers).
+        run_id : str or None
+            The run the records belong to.
+        params : mapping or None
+            The analysis parameters to store with the records.
+
+        Returns
+        -------
+        list of Record
+        """

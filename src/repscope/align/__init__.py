@@ -10,22 +10,34 @@ modality to the paired other one; :func:`orthogonality_gap` asks whether a rotat
 :func:`evaluate_alignment` fits on a train split and reports all of them held out.
 """
 
-from repscope.align._evaluate import AlignmentEvaluation, evaluate_alignment
-from repscope.align._maps import LinearMap, OrthogonalMap, paired_moments
-from repscope.align._metrics import (
-    OrthogonalityGap,
-    RetrievalResult,
-    kernel_agreement,
-    matching_accuracy,
-    orthogonality_gap,
-    paired_cosine,
-    retrieval_topk,
-    transfer,
-)
-from repscope.align._subspace import SubspaceMap, SubspaceSweep, sweep_k
+from typing import TYPE_CHECKING
+
+from repscope._lazy import attach
+
+if TYPE_CHECKING:
+    from repscope.align._evaluate import (
+        AlignmentEvaluation,
+        AlignmentResult,
+        evaluate_alignment,
+    )
+    from repscope.align._maps import LinearMap, OrthogonalMap, paired_moments
+    from repscope.align._metrics import (
+        OrthogonalityGap,
+        RetrievalResult,
+        kernel_agreement,
+        matching_accuracy,
+        orthogonality_gap,
+        paired_cosine,
+        retrieval_topk,
+        transfer,
+    )
+    from repscope.align._subspace import SubspaceMap, SubspaceSweep, sweep_k
+
+__getattr__, __dir__, _ = attach(__name__, __file__)
 
 __all__ = [
     "AlignmentEvaluation",
+    "AlignmentResult",
     "LinearMap",
     "OrthogonalMap",
     "OrthogonalityGap",

@@ -11,9 +11,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from repscope.capability import DemoContext
+    from repscope.db import Record
 
 __all__ = ["demo_alignment_step", "fixed_sentences"]
 
@@ -53,60 +57,56 @@ def _texts(seed: int, log: Callable[[str], None]) -> tuple[list[str], str, str]:
         return fixed_sentences(N_TEXTS), "fixed sentences", note
 
 
-def demo_alignment_step(db: Any, run_id: str, seed: int, log: Callable[[str], None]) -> None:
-    """Add the MiniLM-L6 -> MiniLM-L3 alignment to a demo run.
+def demo_alignment_step(ctx: DemoContext) -> list[Record]:
+    """The MiniLM-L6 -> MiniLM-L3 alignment of a demo run: one ``alignment`` record.
 
     Parameters
     ----------
-    db : ResultsDB
-        The open results database of the demo.
-    run_id : str
-        The demo's run.
-    seed : int
-        Paragraph sample and train/test split.
-    log : callable
-        Progress messages.
+    ctx : DemoContext
+        The demo's seed (paragraph sample and train/test split) and log.
+
+    Returns
+    -------
+    list of Record
+
+    Raises
+    ------
+    DataNotFoundError
+        A model is not installed (the demo then skips this optional step with one line).
 
     Notes
     -----
     About 40 CPU-seconds (measured 39 on a loaded 2-core machine), nearly all of it loading
-    the two models and extracting 400 texts at 64 tokens; the alignment itself is under 2 s. When the models are not installed the step logs why and records nothing.
+    the two models and extracting 400 texts at 64 tokens; the alignment itself is under 2 s.
     """
     from repscope.align._evaluate import evaluate_alignment
-    from repscope.db import Record
-    from repscope.exceptions import DataNotFoundError
     from repscope.extract import extract
     from repscope.zoo import load_model
 
+    seed, log = ctx.seed, ctx.log
     t0 = time.perf_counter()
     texts, dataset, note = _texts(seed, log)
     log(f"[demo] alignment: embedding {len(texts)} texts ({dataset}) with {MODEL_A} and {MODEL_B}")
     layer_b = "461"
-    try:
-        feats = {}
-        for name in (MODEL_A, MODEL_B):
-            loaded = load_model(name)
-            layer = LAYER_A if name == MODEL_A else str(
-                loaded.info.extra.get("pooled_output", layer_b))
-            layer_b = layer if name == MODEL_B else layer_b
-            out = extract(loaded, texts, layers=[layer], pooling="mean",
-                          batch_size=32, progress=False, max_length=MAX_LENGTH)
-            feats[name] = np.asarray(out[layer], dtype=np.float64)  # type: ignore[index]
-    except DataNotFoundError as err:
-        log(f"[demo] alignment skipped: a model is missing ({err})")
-        return
+    feats = {}
+    for name in (MODEL_A, MODEL_B):
+        loaded = load_model(name)
+        layer = LAYER_A if name == MODEL_A else str(
+            loaded.info.extra.get("pooled_output", layer_b))
+        layer_b = layer if name == MODEL_B else layer_b
+        out = extract(loaded, texts, layers=[layer], pooling="mean",
+                      batch_size=32, progress=False, max_length=MAX_LENGTH)
+        feats[name] = np.asarray(out[layer], dtype=np.float64)  # type: ignore[index]
     t_extract = time.perf_counter() - t0
     width = min(feats[MODEL_A].shape[1], feats[MODEL_B].shape[1])
     ks = sorted({*(k for k in SWEEP_KS if k < width), width})
     ev = evaluate_alignment(feats[MODEL_A], feats[MODEL_B], map="orthogonal", n_train=N_TRAIN,
                             seed=seed, retrieval_ks=(1, 5), sweep_ks=ks, method="cca")
-    values = {**ev.record_values(), "model_a": MODEL_A, "model_b": MODEL_B,
-              "layer_a": LAYER_A, "layer_b": layer_b, "note": note,
-              "seconds": time.perf_counter() - t0, "seconds_extract": t_extract}
-    db.add(Record("alignment", values, model=f"{MODEL_A} vs {MODEL_B}", dataset=dataset,
-                  layer=f"{LAYER_A} -> {layer_b}",
-                  params={**ev.params, "n_texts": len(texts), "max_length": MAX_LENGTH},
-                  run_id=run_id))
+    records = ev.to_records(
+        model_a=MODEL_A, model_b=MODEL_B, layer_a=LAYER_A, layer_b=layer_b, dataset=dataset,
+        run_id=ctx.run_id, params={"n_texts": len(texts), "max_length": MAX_LENGTH},
+        extra={"note": note, "seconds": time.perf_counter() - t0, "seconds_extract": t_extract})
     log(f"[demo] alignment: held-out top-1 retrieval {ev.retrieval[1]:.3f} mapped vs "
         f"{ev.retrieval_unmapped.get(1, float('nan')):.3f} unmapped; orthogonality gap "
         f"{ev.orthogonality_gap['gap']:.3f} ({time.perf_counter() - t0:.1f} s)")
+    return records

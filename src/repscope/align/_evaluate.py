@@ -1,14 +1,14 @@
 """One call that fits a map on a train split and reports every held-out alignment metric.
 
-Used by ``repscope align`` and the demo; its :meth:`AlignmentEvaluation.record_values` is the
+Used by ``repscope align`` and the demo; :meth:`AlignmentResult.to_records` gives the
 ``alignment`` record the report renders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -24,15 +24,18 @@ from repscope.align._metrics import (
 )
 from repscope.align._subspace import SubspaceMap, sweep_k
 from repscope.exceptions import RepscopeValueError
-from repscope.results import Result
+from repscope.results import RecordedResult, make_record
 
-__all__ = ["AlignmentEvaluation", "evaluate_alignment"]
+if TYPE_CHECKING:
+    from repscope.db import Record
+
+__all__ = ["AlignmentEvaluation", "AlignmentResult", "evaluate_alignment"]
 
 MapKind = Literal["orthogonal", "linear", "subspace"]
 
 
 @dataclass(frozen=True)
-class AlignmentEvaluation(Result):
+class AlignmentResult(RecordedResult):
     """Held-out quality of a map from space A onto space B.
 
     Attributes
@@ -58,6 +61,8 @@ class AlignmentEvaluation(Result):
     params : dict
     """
 
+    analysis: ClassVar[str] = "alignment"
+
     map: str
     retrieval: dict[int, float]
     retrieval_unmapped: dict[int, float]
@@ -79,6 +84,34 @@ class AlignmentEvaluation(Result):
         d.pop("params", None)
         return d
 
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        model_a: str = "",
+        model_b: str = "",
+        layer_a: str = "",
+        layer_b: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``alignment`` record: every held-out metric, the two sources, and ``extra``
+        values (notes, timings). ``model`` defaults to ``"A vs B"``, ``layer`` to
+        ``"layer_a -> layer_b"``; ``params`` are added to the evaluation's own."""
+        values = {**self.record_values(), "model_a": model_a, "model_b": model_b,
+                  "layer_a": layer_a, "layer_b": layer_b, **dict(extra or {})}
+        return [make_record(self.analysis, values,
+                            model=model or f"{model_a} vs {model_b}", dataset=dataset,
+                            layer=layer or f"{layer_a} -> {layer_b}", run_id=run_id,
+                            params={**self.params, **dict(params or {})})]
+
+
+#: The former name of :class:`AlignmentResult` (kept for one release).
+AlignmentEvaluation = AlignmentResult
+
 
 def evaluate_alignment(
     X: Any,
@@ -93,7 +126,7 @@ def evaluate_alignment(
     retrieval_ks: Sequence[int] = (1, 5, 10),
     sweep_ks: Sequence[int] | None = (),
     max_matching: int = 5000,
-) -> AlignmentEvaluation:
+) -> AlignmentResult:
     """Split paired ``(X, Y)`` into train/test, fit a map on train, score it on test.
 
     Parameters
@@ -154,7 +187,7 @@ def evaluate_alignment(
         s = sweep_k(Xn[tr], Yn[tr], Xte, Yte, ks=sweep_ks, method=method, retrieval_ks=rks)
         sweep = s.to_dict()
         sweep.pop("type", None)
-    return AlignmentEvaluation(
+    return AlignmentResult(
         map=str(map),
         retrieval=retrieval_topk(A, B, ks=rks).topk,
         retrieval_unmapped=retrieval_topk(Xte, Yte, ks=rks).topk if same_width else {},

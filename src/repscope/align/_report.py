@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import esc, figure, html_table, register_section
+from repscope.report._sections import esc, figure, html_table
 from repscope.report._svg import line_chart
 
 
@@ -96,13 +96,6 @@ def _one(r: RecordLike) -> str:
         _sweep_chart(v)
 
 
-@register_section(
-    "alignment",
-    title="Maps between spaces (alignment)",
-    order=35,
-    description="A map fitted on paired training inputs carries one model's representations "
-    "onto another's; every number is measured on held-out inputs.",
-)
 def render_alignment(records: Sequence[RecordLike]) -> str:
     """Metrics, orthogonality gap and retrieval-vs-k chart per record."""
     return "".join(f'<div class="block">{_one(r)}</div>' for r in records)

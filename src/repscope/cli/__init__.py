@@ -19,7 +19,46 @@ __all__ = ["cli", "main"]
 
 
 class RepscopeGroup(click.Group):
-    """The root group: turns library errors into one-line messages with exit code 1."""
+    """The root group.
+
+    Its commands come from the capabilities (:func:`repscope.capability.capabilities`): each
+    package declares its commands beside its code, and third-party packages add theirs through
+    the ``repscope.capabilities`` entry-point group, so no central file lists them. Command
+    modules are imported when the commands are listed or run; they import the library lazily.
+    Library errors (:class:`~repscope.exceptions.RepscopeError`) become one line on stderr and
+    exit code 1.
+    """
+
+    def _capability_commands(self) -> dict[str, click.Command]:
+        from repscope.capability import capabilities, resolve
+
+        out: dict[str, click.Command] = {}
+        for cap in capabilities().values():
+            for ref in cap.commands:
+                obj = resolve(ref, what=f"command of capability {cap.name!r}")
+                for command in obj if isinstance(obj, (list, tuple)) else [obj]:
+                    if not isinstance(command, click.Command):
+                        from repscope.exceptions import RepscopeTypeError
+
+                        raise RepscopeTypeError(
+                            f"capability {cap.name!r} declares {ref!r}, which is not a click "
+                            f"command; got {type(command).__name__}.")
+                    name = command.name or ""
+                    if name in out or name in self.commands:
+                        from repscope.exceptions import RepscopeValueError
+
+                        raise RepscopeValueError(
+                            f"command {name!r} is declared twice (capability {cap.name!r}).")
+                    out[name] = command
+        return out
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._capability_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        return self._capability_commands().get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         from repscope.exceptions import RepscopeError
@@ -57,28 +96,6 @@ def cli(ctx: click.Context, debug: bool, db_path: str | None, seed: int, device:
     everything recorded into one self-contained HTML report.
     """
     ctx.obj = Settings(debug=debug, db_path=db_path, seed=seed, device=device)
-
-
-def _register() -> None:
-    from repscope.cli import (
-        align,
-        analyze,
-        demo,
-        extract,
-        probe,
-        report,
-        results,
-        sae,
-        similarity,
-        zoo,
-    )
-
-    for mod in (zoo, extract, analyze, probe, similarity, align, sae, results, report, demo):
-        for command in mod.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

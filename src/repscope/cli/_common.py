@@ -101,3 +101,23 @@ def check_exists(path: str | Path, what: str) -> Path:
     if not p.exists():
         raise DataNotFoundError(f"{what} {str(p)!r} does not exist.")
     return p
+
+
+class KindChoice(click.Choice):
+    """A ``click.Choice`` whose choices are the kinds of a capability group
+    (:func:`repscope.capability.kind_names`), read when the command is used, so a kind declared
+    by another package appears in the choices and the help without editing the command."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__([], case_sensitive=True)
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        from repscope.capability import kind_names
+
+        return kind_names(self.group)
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:  # click assigns [] in __init__
+        pass

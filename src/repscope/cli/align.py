@@ -60,7 +60,6 @@ def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | 
     linear residual); optionally a sweep over subspace sizes. Records an ``alignment`` result.
     """
     from repscope.align import evaluate_alignment
-    from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
     from repscope.io import load_features
 
@@ -83,11 +82,12 @@ def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | 
                             sweep_ks=sweep_ks)
     ma, mb = _model_name(pa_), _model_name(pb_)
     model = f"{ma} vs {mb}"
-    values = {**ev.record_values(), "model_a": ma, "model_b": mb, "layer_a": la, "layer_b": lb}
     with settings().db() as db, db.run("align", {"a": str(pa_), "b": str(pb_), **ev.params},
                                        model=model, dataset=dataset) as run_id:
-        db.add(Record("alignment", values, model=model, dataset=dataset, layer=f"{la} -> {lb}",
-                      params=ev.params, run_id=run_id))
+        records = ev.to_records(model_a=ma, model_b=mb, layer_a=la, layer_b=lb,
+                                dataset=dataset, run_id=run_id)
+        db.add_many(records)
+    values = dict(records[0].values)
     if as_json:
         echo_json(values)
         return

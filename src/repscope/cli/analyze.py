@@ -43,42 +43,17 @@ def analyze() -> None:
     """Analyses on features you already have (.npy, .safetensors or a FeatureStore)."""
 
 
-@analyze.command()
-@features_arg
-@click.option("--labels", required=True,
-              help="Labels: a .npy or text file (one per line), or a metadata column of the store.")
-@layers_opt
-@dataset_opt
-@click.option("--folds", default=5, show_default=True, help="Cross-validation folds.")
-@click.option("--C", "C", default=1.0, show_default=True, help="Inverse L2 strength (scikit-learn C).")
-@json_option
-def separability(features: str, labels: str, layers: tuple[str, ...], dataset: str, folds: int,
-                 C: float, as_json: bool) -> None:
-    """Cross-validated logistic-regression accuracy of LABELS from each layer of FEATURES."""
-    from repscope.db import Record
-    from repscope.io import load_features, load_labels
-    from repscope.separability import logistic_separability
+def _retired(name: str, replacement: str) -> click.Command:
+    """A command that was retired: it names what replaces it in one line (exit code 1)."""
 
-    path = check_exists(features, "features")
-    feats = load_features(path, layers or None)
-    n = next(iter(feats.values())).shape[0]
-    y = load_labels(labels, store=_store_or_none(path), n_samples=n)
-    model = _model_name(path)
-    out = []
-    with settings().db() as db, db.run("analyze separability", {"features": str(path), "folds": folds, "C": C},
-                                       model=model, dataset=dataset) as run_id:
-        for layer, X in feats.items():
-            r = logistic_separability(X, y, n_folds=folds, C=C, seed=settings().seed)
-            db.add(Record("separability", {"accuracy": r.accuracy, "accuracy_std": r.accuracy_std,
-                                           "chance": r.chance, "converged": r.converged},
-                          model=model, dataset=dataset, layer=layer,
-                          params={"n_folds": folds, "C": C}, run_id=run_id))
-            out.append({"layer": layer, **r.to_dict()})
-    if as_json:
-        echo_json(out)
-    else:
-        print_table([(o["layer"], o["accuracy"], o["accuracy_std"], o["chance"]) for o in out],
-                    ["layer", "accuracy", "std", "chance"], title=f"Separability: {model}")
+    @click.command(name=name, hidden=True, context_settings={
+        "ignore_unknown_options": True, "allow_extra_args": True})
+    def retired() -> None:
+        raise click.ClickException(
+            f"'repscope analyze {name}' was retired; use: {replacement}")
+
+    retired.help = f"Retired: use {replacement}."
+    return retired
 
 
 @analyze.command()
@@ -88,7 +63,6 @@ def separability(features: str, labels: str, layers: tuple[str, ...], dataset: s
 @json_option
 def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool) -> None:
     """PCA spectrum and effective rank of each layer of FEATURES."""
-    from repscope.db import Record
     from repscope.io import load_features
     from repscope.stats import pca_spectrum
 
@@ -100,11 +74,7 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
                                        dataset=dataset) as run_id:
         for layer, X in feats.items():
             s = pca_spectrum(X)
-            db.add(Record("pca_spectrum", {"explained_variance_ratio": s.explained_variance_ratio,
-                                           "effective_rank": s.effective_rank,
-                                           "participation_ratio": s.participation_ratio,
-                                           "n_components_90": s.n_components_90},
-                          model=model, dataset=dataset, layer=layer, run_id=run_id))
+            db.add_many(s.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id))
             out.append({"layer": layer, "effective_rank": s.effective_rank,
                         "participation_ratio": s.participation_ratio,
                         "n_components_90": s.n_components_90})
@@ -114,43 +84,6 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
         print_table([(o["layer"], o["effective_rank"], o["participation_ratio"], o["n_components_90"])
                      for o in out], ["layer", "effective rank", "participation ratio", "PCs for 90%"],
                     title=f"PCA spectrum: {model}")
-
-
-@analyze.command()
-@click.argument("features_a", type=click.Path())
-@click.argument("features_b", type=click.Path())
-@click.option("--layer-a", "layers_a", multiple=True, help="Layers of A (repeatable; default all).")
-@click.option("--layer-b", "layers_b", multiple=True, help="Layers of B (repeatable; default all).")
-@dataset_opt
-@json_option
-def cka(features_a: str, features_b: str, layers_a: tuple[str, ...], layers_b: tuple[str, ...],
-        dataset: str, as_json: bool) -> None:
-    """Layer x layer linear CKA between FEATURES_A and FEATURES_B (same inputs, same order)."""
-    from repscope.db import Record
-    from repscope.exceptions import RepscopeValueError
-    from repscope.io import load_features
-    from repscope.similarity import linear_cka_matrix
-
-    pa_, pb_ = check_exists(features_a, "features"), check_exists(features_b, "features")
-    fa, fb = load_features(pa_, layers_a or None), load_features(pb_, layers_b or None)
-    na, nb = next(iter(fa.values())).shape[0], next(iter(fb.values())).shape[0]
-    if na != nb:
-        raise RepscopeValueError(
-            f"FEATURES_A and FEATURES_B must hold the same inputs; got {na} and {nb} samples."
-        )
-    ma, mb = _model_name(pa_), _model_name(pb_)
-    M = linear_cka_matrix(list(fa.values()), list(fb.values()))
-    with settings().db() as db, db.run("analyze cka", {"a": str(pa_), "b": str(pb_)},
-                                       model=f"{ma} vs {mb}", dataset=dataset) as run_id:
-        db.add(Record("cka", {"matrix": M, "rows": list(fa), "cols": list(fb),
-                              "model_a": ma, "model_b": mb, "estimator": "linear, biased"},
-                      model=f"{ma} vs {mb}", dataset=dataset, run_id=run_id))
-    if as_json:
-        echo_json({"rows": list(fa), "cols": list(fb), "matrix": M})
-    else:
-        best = M.argmax(axis=1)
-        print_table([(r, list(fb)[int(j)], float(M[i, j])) for i, (r, j) in enumerate(zip(fa, best))],
-                    [f"layer of {ma}", f"best layer of {mb}", "linear CKA"], title="Linear CKA")
 
 
 @analyze.command(name="import")
@@ -178,5 +111,10 @@ def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None
     store.append(feats, meta)
     click.echo(f"wrote {store.n_samples} samples x {len(feats)} layers to {out}")
 
+
+from repscope.report._legacy import RETIRED  # noqa: E402  (the one list of replacements)
+
+for _name, _replacement in RETIRED.items():
+    analyze.add_command(_retired(_name, _replacement))
 
 COMMANDS = [analyze]

@@ -39,8 +39,8 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     """Extract activations of a zoo MODEL into a FeatureStore at --out."""
     import time
 
-    from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
+    from repscope.extract import ExtractionResult
     from repscope.extract import extract as run_extract
     from repscope.store import FeatureStore
     from repscope.zoo import load_dataset, load_model
@@ -72,9 +72,9 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     secs = time.perf_counter() - t
     with s.db() as db, db.run("extract", {"out": out, "layers": store.layers, **extra},
                               model=model, dataset=dataset or str(inputs_path)) as run_id:
-        db.add(Record("extraction", {"n_samples": store.n_samples, "layers": store.layers,
-                                     "seconds": secs, "store": str(Path(out).resolve())},
-                      model=model, dataset=dataset or str(inputs_path), run_id=run_id))
+        summary = ExtractionResult.from_store(store, secs)
+        db.add_many(summary.to_records(model=model, dataset=dataset or str(inputs_path),
+                                       run_id=run_id))
     click.echo(f"wrote {store.n_samples} samples x {len(store.layers)} layers to {out}")
 
 

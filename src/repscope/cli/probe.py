@@ -14,41 +14,14 @@ from typing import Any
 import click
 import numpy as np
 
-from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
-
-PROBES = ("ridge", "lda", "nb", "logistic", "knn")
-
-
-def make_probe(name: str, *, k: int = 10, seed: int = 0, small: bool = False) -> Any:
-    """A fresh probe by CLI name (ridge/lda/nb: closed form; logistic: L-BFGS path; knn).
-
-    ``small=True`` is for few-shot and small learning-curve fits: the logistic probe then
-    uses one fixed ``C=1`` instead of selecting on a holdout split of a handful of rows.
-    """
-    if name == "ridge":
-        from repscope.probe._ridge import RidgeProbe
-
-        return RidgeProbe(random_state=seed)
-    if name == "lda":
-        from repscope.probe._generative import LDAProbe
-
-        return LDAProbe(shrinkage="oas")
-    if name == "nb":
-        from repscope.probe._generative import GaussianNBProbe
-
-        return GaussianNBProbe()
-    if name == "logistic":
-        from repscope.probe._logistic import LinearProbe
-
-        return LinearProbe(C=1.0, random_state=seed) if small else LinearProbe(random_state=seed)
-    if name == "knn":
-        from repscope.probe._knn import KNNProbe
-
-        return KNNProbe(k=k)
-    from repscope._validation import check_choice
-
-    check_choice(name, "probe", PROBES, caller="repscope probe")
-    raise AssertionError("unreachable")  # pragma: no cover
+from repscope.cli._common import (
+    KindChoice,
+    check_exists,
+    echo_json,
+    json_option,
+    print_table,
+    settings,
+)
 
 
 def _logits(est: Any, X: Any) -> np.ndarray:
@@ -87,8 +60,8 @@ def _model_name(path: Path) -> str:
 @click.option("--labels", required=True,
               help="Labels: a .npy or text file (one per line), or a metadata column of the store.")
 @click.option("--layer", "layers", multiple=True, help="Layer to probe (repeatable; default: all).")
-@click.option("--probe", "probe_name", type=click.Choice(PROBES), default="ridge",
-              show_default=True, help="Which probe.")
+@click.option("--probe", "probe_name", type=KindChoice("probe"), default="ridge",
+              show_default=True, help="Which probe (kinds declared by the capabilities).")
 @click.option("--folds", default=5, show_default=True, help="Cross-validation folds.")
 @click.option("--few-shot", "few_shot_spec", default=None,
               help="Shots per class at the best layer, e.g. 1,5,10.")
@@ -103,8 +76,8 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
           few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
-    from repscope.db import Record
     from repscope.io import load_features, load_labels
+    from repscope.probe._kinds import make_probe
     from repscope.probe._layerwise import probe_layers
     from repscope.probe._protocols import KFold, few_shot, learning_curve
 
@@ -127,23 +100,15 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     params = {"probe": probe_name, "n_folds": folds, "seed": seed}
     with settings().db() as db, db.run("probe", {"features": str(path), **params}, model=model,
                                        dataset=dataset) as run_id:
-        for i, layer in enumerate(res.layers):
-            db.add(Record("probe", {
-                "accuracy": res.accuracy[i], "ci_low": res.ci_low[i], "ci_high": res.ci_high[i],
-                "accuracy_std": res.std[i], "chance": res.chance,
-                "n_features": res.n_features[i]},
-                model=model, dataset=dataset, layer=layer, params=params, run_id=run_id))
+        ctx = {"model": model, "dataset": dataset, "run_id": run_id}
+        db.add_many(res.to_records(**ctx, params=params))
         X = feats[best]
         if shots:
             n_classes = len(np.unique(y_raw))
             fs_factory = make_probe(probe_name, k=max(1, min(10, min(shots) * n_classes)),
                                     seed=seed, small=True)
             fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed)
-            db.add(Record("probe_few_shot", {
-                "shots": list(fs.shots), "mean": list(fs.mean), "std": list(fs.std),
-                "ci_low": list(fs.ci_low), "ci_high": list(fs.ci_high), "chance": fs.chance,
-                "n_test": fs.n_test}, model=model, dataset=dataset, layer=best,
-                params={**params, "n_tries": tries}, run_id=run_id))
+            db.add_many(fs.to_records(**ctx, layer=best, params={**params, "n_tries": tries}))
             out["few_shot"] = {"layer": best, **fs.to_dict()}
             out["few_shot"].pop("test_indices", None)
         if do_curve:
@@ -151,25 +116,11 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
             lc_factory = make_probe(probe_name, k=max(1, min(10, 2 * n_classes)), seed=seed,
                                     small=True)
             lc = learning_curve(lc_factory, X, y_raw, n_repeats=3, seed=seed)
-            db.add(Record("probe_learning_curve", {
-                "sizes": list(lc.sizes), "mean": list(lc.mean), "ci_low": list(lc.ci_low),
-                "ci_high": list(lc.ci_high), "reached_at": lc.reached_at,
-                "asymptote_error": lc.asymptote_error, "tol": lc.tol},
-                model=model, dataset=dataset, layer=best, params=params, run_id=run_id))
+            db.add_many(lc.to_records(**ctx, layer=best, params=params))
             out["learning_curve"] = {"layer": best, **lc.to_dict()}
         if do_calibration:
             cal = _calibrate(factory, X, y_raw, seed)
-            db.add(Record("probe_calibration", {
-                "temperature": cal.temperature, "ece_before": cal.ece_before,
-                "ece_after": cal.ece_after, "nll_before": cal.nll_before,
-                "nll_after": cal.nll_after, "accuracy": cal.accuracy,
-                "bin_edges": list(cal.diagram_before.bin_edges),
-                "confidence_before": list(cal.diagram_before.confidence),
-                "accuracy_before": list(cal.diagram_before.accuracy),
-                "confidence_after": list(cal.diagram_after.confidence),
-                "accuracy_after": list(cal.diagram_after.accuracy),
-                "counts_before": list(cal.diagram_before.counts)},
-                model=model, dataset=dataset, layer=best, params=params, run_id=run_id))
+            db.add_many(cal.to_records(**ctx, layer=best, params=params))
             out["calibration"] = {"layer": best, **cal.to_dict()}
     if as_json:
         echo_json(out)

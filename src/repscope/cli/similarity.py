@@ -75,7 +75,6 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     same order; .npy, .safetensors or a FeatureStore). Without FEATURES_B, A's layers are
     compared with each other."""
     from repscope._validation import check_scalar
-    from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
     from repscope.io import load_features
     from repscope.similarity import get_measure
@@ -120,14 +119,11 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
                     stats.append({"row": row, "col": col,
                                   **_pair_stats(fa[row], src_b[col], measure, permutations,
                                                 bootstrap, seed)})
-            values: dict[str, Any] = {"matrix": lm.values, "rows": list(lm.rows), "cols": list(lm.cols),
-                      "model_a": ma, "model_b": mb, "measure": lm.measure,
-                      "higher_is_better": lm.higher_is_better, "symmetric": lm.symmetric,
-                      "n_samples": lm.n_samples,
-                      "best_matches": [list(b) for b in lm.best_matches], "stats": stats}
-            db.add(Record("similarity_matrix", values, model=model, dataset=dataset,
-                          params={"measure": lm.measure, "permutations": permutations,
-                                  "bootstrap": bootstrap}, run_id=run_id))
+            records = lm.to_records(model=model, dataset=dataset, run_id=run_id,
+                                    model_a=ma, model_b=mb, stats=stats,
+                                    params={"permutations": permutations, "bootstrap": bootstrap})
+            db.add_many(records)
+            values = dict(records[0].values)
             out.append(values)
     if as_json:
         echo_json(out if len(out) > 1 else out[0])

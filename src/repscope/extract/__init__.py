@@ -19,6 +19,7 @@ from repscope.extract._extract import extract
 from repscope.extract._hooks import StopForward, capture
 from repscope.extract._onnx import OUTPUTS, OnnxAdapter
 from repscope.extract._pooling import POOLINGS, Pooling
+from repscope.extract._summary import ExtractionResult
 from repscope.extract._torch import TorchAdapter
 from repscope.extract._transformers import TransformersAdapter, sentence_transformer_adapter
 
@@ -29,6 +30,7 @@ __all__ = [
     "POOLINGS",
     "Adapter",
     "Batch",
+    "ExtractionResult",
     "OnnxAdapter",
     "Pooling",
     "PreparedChunk",

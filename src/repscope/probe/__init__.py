@@ -8,62 +8,69 @@ calibration (temperature scaling, ECE); probe controls (selectivity, MDL); layer
 multi-level probing; linear encoding models; metrics.
 """
 
-from repscope.probe._calibration import (
-    CalibrationReport,
-    HeadDiagnostics,
-    ReliabilityDiagram,
-    TemperatureScaler,
-    brier_score,
-    calibration_report,
-    ece,
-    fit_temperature,
-    head_diagnostics,
-    nll,
-    reliability_diagram,
-)
-from repscope.probe._controls import (
-    MDLResult,
-    SelectivityResult,
-    control_task_labels,
-    kmeans_types,
-    mdl_online,
-    selectivity,
-)
-from repscope.probe._encoding import EncodingModel
-from repscope.probe._generative import (
-    GaussianNBProbe,
-    LDAProbe,
-    ledoit_wolf_shrinkage,
-    oas_shrinkage,
-)
-from repscope.probe._knn import KNNProbe
-from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
-from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
-from repscope.probe._metrics import (
-    accuracy,
-    average_precision,
-    balanced_accuracy,
-    macro_f1,
-    mean_average_precision,
-    top_k_accuracy,
-)
-from repscope.probe._moment import MomentProbe, moment_features
-from repscope.probe._protocols import (
-    EvaluationResult,
-    FewShotResult,
-    FixedValidation,
-    Holdout,
-    KFold,
-    LearningCurveResult,
-    evaluate,
-    few_shot,
-    learning_curve,
-)
-from repscope.probe._ridge import RidgeProbe
+from typing import TYPE_CHECKING
+
+from repscope._lazy import attach
+
+if TYPE_CHECKING:
+    from repscope.probe._calibration import (
+        CalibrationResult,
+        HeadDiagnostics,
+        ReliabilityDiagram,
+        TemperatureScaler,
+        brier_score,
+        calibration_report,
+        ece,
+        fit_temperature,
+        head_diagnostics,
+        nll,
+        reliability_diagram,
+    )
+    from repscope.probe._controls import (
+        MDLResult,
+        SelectivityResult,
+        control_task_labels,
+        kmeans_types,
+        mdl_online,
+        selectivity,
+    )
+    from repscope.probe._encoding import EncodingModel
+    from repscope.probe._generative import (
+        GaussianNBProbe,
+        LDAProbe,
+        ledoit_wolf_shrinkage,
+        oas_shrinkage,
+    )
+    from repscope.probe._knn import KNNProbe
+    from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
+    from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
+    from repscope.probe._metrics import (
+        accuracy,
+        average_precision,
+        balanced_accuracy,
+        macro_f1,
+        mean_average_precision,
+        top_k_accuracy,
+    )
+    from repscope.probe._moment import MomentProbe, moment_features
+    from repscope.probe._protocols import (
+        EvaluationResult,
+        FewShotResult,
+        FixedValidation,
+        Holdout,
+        KFold,
+        LearningCurveResult,
+        evaluate,
+        few_shot,
+        learning_curve,
+    )
+    from repscope.probe._ridge import RidgeProbe
+
+__getattr__, __dir__, _ = attach(__name__, __file__)
 
 __all__ = [
     "C_from_lambda",
-    "CalibrationReport",
+    "CalibrationResult",
     "EncodingModel",
     "EvaluationResult",
     "FewShotResult",

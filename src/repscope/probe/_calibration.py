@@ -10,18 +10,22 @@ dataclasses; all sums are float64.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from repscope._array import from_numpy_like, is_torch, to_numpy
 from repscope._validation import check_features, check_labels, check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.results import Result
+from repscope.results import RecordedResult, Result, make_record
+
+if TYPE_CHECKING:
+    from repscope.db import Record
 
 __all__ = [
-    "CalibrationReport",
+    "CalibrationResult",
     "HeadDiagnostics",
     "ReliabilityDiagram",
     "TemperatureScaler",
@@ -247,7 +251,7 @@ class TemperatureScaler:
 
 
 @dataclass(frozen=True)
-class CalibrationReport(Result):
+class CalibrationResult(RecordedResult):
     """Test-set calibration before and after temperature scaling (``T`` fitted on validation).
 
     Attributes
@@ -259,6 +263,8 @@ class CalibrationReport(Result):
     n_bins : int
     diagram_before, diagram_after : ReliabilityDiagram
     """
+
+    analysis: ClassVar[str] = "probe_calibration"
 
     temperature: float
     ece_before: float
@@ -272,10 +278,36 @@ class CalibrationReport(Result):
     diagram_before: ReliabilityDiagram
     diagram_after: ReliabilityDiagram
 
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``probe_calibration`` record: T, ECE/NLL before and after, both diagrams."""
+        return [make_record(self.analysis, {
+            "temperature": self.temperature, "ece_before": self.ece_before,
+            "ece_after": self.ece_after, "nll_before": self.nll_before,
+            "nll_after": self.nll_after, "accuracy": self.accuracy,
+            "bin_edges": list(self.diagram_before.bin_edges),
+            "confidence_before": list(self.diagram_before.confidence),
+            "accuracy_before": list(self.diagram_before.accuracy),
+            "confidence_after": list(self.diagram_after.confidence),
+            "accuracy_after": list(self.diagram_after.accuracy),
+            "counts_before": list(self.diagram_before.counts)},
+            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+
+
+#: The former name of :class:`CalibrationResult` (kept for one release).
+CalibrationReport = CalibrationResult
+
 
 def calibration_report(
     logits_val: Any, y_val: Any, logits_test: Any, y_test: Any, *, n_bins: int = 15
-) -> CalibrationReport:
+) -> CalibrationResult:
     """Fit ``T`` on ``(logits_val, y_val)`` and report test ECE/NLL/Brier before and after.
 
     ``y_val`` and ``y_test`` are column indices of the logits (``np.searchsorted(classes_, y)``).
@@ -285,7 +317,7 @@ def calibration_report(
     yt = _label_indices(y_test, Zt.shape)
     before, after = _softmax(Zt), _softmax(Zt / T)
     db, da = reliability_diagram(before, yt, n_bins), reliability_diagram(after, yt, n_bins)
-    return CalibrationReport(
+    return CalibrationResult(
         temperature=T, ece_before=db.ece, ece_after=da.ece, nll_before=nll(before, yt),
         nll_after=nll(after, yt), brier_before=brier_score(before, yt),
         brier_after=brier_score(after, yt),

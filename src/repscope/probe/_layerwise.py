@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -19,7 +19,10 @@ from repscope.probe._protocols import (
     evaluate,
     make_estimator,
 )
-from repscope.results import Result
+from repscope.results import RecordedResult, make_record
+
+if TYPE_CHECKING:
+    from repscope.db import Record
 
 __all__ = ["LayerwiseResult", "MultiLevelProbe", "default_probe", "probe_layers"]
 
@@ -39,7 +42,7 @@ def default_probe() -> Any:
 
 
 @dataclass(frozen=True)
-class LayerwiseResult(Result):
+class LayerwiseResult(RecordedResult):
     """Probe accuracy at every layer.
 
     Attributes
@@ -55,6 +58,8 @@ class LayerwiseResult(Result):
     probe : str
     """
 
+    analysis: ClassVar[str] = "probe"
+
     layers: tuple[str, ...]
     accuracy: tuple[float, ...]
     ci_low: tuple[float, ...]
@@ -65,6 +70,23 @@ class LayerwiseResult(Result):
     chance: float
     protocol: str
     probe: str
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``probe`` record per layer: accuracy, its 95% interval, spread, chance, width."""
+        return [make_record(self.analysis, {
+            "accuracy": self.accuracy[i], "ci_low": self.ci_low[i], "ci_high": self.ci_high[i],
+            "accuracy_std": self.std[i], "chance": self.chance,
+            "n_features": self.n_features[i]},
+            model=model, dataset=dataset, layer=name, run_id=run_id, params=params)
+            for i, name in enumerate(self.layers)]
 
     @property
     def best_layer(self) -> str:

@@ -9,16 +9,19 @@ built-in selection) happens within them — nothing leaks from the test rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from repscope._array import is_torch
 from repscope._validation import check_choice, check_labels, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.results import Result
+from repscope.results import RecordedResult, Result, make_record
+
+if TYPE_CHECKING:
+    from repscope.db import Record
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -298,7 +301,7 @@ def evaluate(estimator: EstimatorFactory, X: Any, y: Any, protocol: Protocol = D
 # Few-shot
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class FewShotResult(Result):
+class FewShotResult(RecordedResult):
     """Accuracy with ``s`` labelled examples per class, over ``n_tries`` random draws.
 
     Attributes
@@ -315,6 +318,8 @@ class FewShotResult(Result):
     chance : float
     """
 
+    analysis: ClassVar[str] = "probe_few_shot"
+
     shots: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -324,6 +329,22 @@ class FewShotResult(Result):
     n_test: int
     test_indices: tuple[int, ...]
     chance: float
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``probe_few_shot`` record: accuracy per shot count with its interval."""
+        return [make_record(self.analysis, {
+            "shots": list(self.shots), "mean": list(self.mean), "std": list(self.std),
+            "ci_low": list(self.ci_low), "ci_high": list(self.ci_high), "chance": self.chance,
+            "n_test": self.n_test},
+            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
 
 
 def few_shot(
@@ -409,7 +430,7 @@ def few_shot(
 # Learning curves
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LearningCurveResult(Result):
+class LearningCurveResult(RecordedResult):
     """Held-out accuracy as a function of training-set size.
 
     Attributes
@@ -431,6 +452,8 @@ class LearningCurveResult(Result):
     n_test : int
     """
 
+    analysis: ClassVar[str] = "probe_learning_curve"
+
     sizes: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -442,6 +465,22 @@ class LearningCurveResult(Result):
     reached_at: int
     tol: float
     n_test: int
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``probe_learning_curve`` record: accuracy by training size, where it flattens."""
+        return [make_record(self.analysis, {
+            "sizes": list(self.sizes), "mean": list(self.mean), "ci_low": list(self.ci_low),
+            "ci_high": list(self.ci_high), "reached_at": self.reached_at,
+            "asymptote_error": self.asymptote_error, "tol": self.tol},
+            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
 
 
 def _fit_power_law(sizes: np.ndarray, err: np.ndarray) -> float:

@@ -22,7 +22,6 @@ from repscope.report._sections import (
     figure,
     html_table,
     ordered_unique,
-    register_section,
     series_labels,
 )
 from repscope.report._svg import line_chart
@@ -89,13 +88,6 @@ def _y_range(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
     return (0.0, 1.0) if v.size and v.min() >= 0 and v.max() <= 1 else None
 
 
-@register_section(
-    "probe",
-    title="Probe accuracy by layer",
-    order=21,
-    description="Held-out accuracy of each probe at each layer (cross-validated, pooled over "
-    "folds); dashed lines are the 95% Wilson interval.",
-)
 def render_probe(records: Sequence[RecordLike]) -> str:
     """Accuracy-by-layer chart with intervals, the best layer per series, a full table."""
     recs = _latest(records)
@@ -167,14 +159,6 @@ def _curve_section(records: Sequence[RecordLike], x_key: str, x_label: str, titl
             + f"<details><summary>All points ({len(detail_rows)})</summary>{detail}</details>")
 
 
-@register_section(
-    "probe_learning_curve",
-    title="Probe learning curves",
-    order=22,
-    description="Held-out accuracy against the number of training samples (mean over "
-    "repeated subsamples, dashed: 95% interval); 'flat from n' is the smallest size whose "
-    "error is within the tolerance of the asymptote.",
-)
 def render_probe_learning_curve(records: Sequence[RecordLike]) -> str:
     """Learning curves (log x axis) and where each flattens."""
     return _curve_section(records, "sizes", "training samples", "Learning curves",
@@ -182,13 +166,6 @@ def render_probe_learning_curve(records: Sequence[RecordLike]) -> str:
                           [("reached_at", "flat from n"), ("asymptote_error", "asymptote error")])
 
 
-@register_section(
-    "probe_few_shot",
-    title="Few-shot probe accuracy",
-    order=23,
-    description="Accuracy with a few labelled examples per class, over several random draws "
-    "of the shots (the test split is fixed and never sampled); dashed: 95% interval.",
-)
 def render_probe_few_shot(records: Sequence[RecordLike]) -> str:
     """Few-shot curves."""
     return _curve_section(records, "shots", "examples per class", "Few-shot accuracy",
@@ -196,14 +173,6 @@ def render_probe_few_shot(records: Sequence[RecordLike]) -> str:
                           [("chance", "chance")])
 
 
-@register_section(
-    "probe_calibration",
-    title="Probe calibration",
-    order=24,
-    description="Reliability diagram of the probe's top-label confidence on held-out data, "
-    "before and after temperature scaling (fitted on a validation split); the diagonal is "
-    "perfect calibration.",
-)
 def render_probe_calibration(records: Sequence[RecordLike]) -> str:
     """Reliability diagrams and ECE/NLL before and after temperature scaling."""
     recs = _latest(records)

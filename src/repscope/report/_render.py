@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
 import os
-import pkgutil
 import re
 import traceback
 import warnings
@@ -21,7 +19,6 @@ from repscope.db._database import ResultsDB
 from repscope.db._records import RecordLike, RunInfo
 from repscope.exceptions import DataNotFoundError, RepscopeTypeError
 from repscope.report._sections import (
-    SECTIONS,
     Html,
     esc,
     fmt,
@@ -29,58 +26,14 @@ from repscope.report._sections import (
     ordered_unique,
 )
 
-__all__ = ["ReportWarning", "load_sections", "render_html", "render_report"]
-
-#: Entry-point group through which other packages can register report sections.
-ENTRY_POINT_GROUP = "repscope.report_sections"
+__all__ = ["ReportWarning", "render_generic", "render_html", "render_report"]
 
 _GENERIC_ORDER = 1000
 _MAX_GENERIC_ROWS = 500
-_loaded = False
 
 
 class ReportWarning(UserWarning):
-    """A section could not be rendered or a section module could not be imported."""
-
-
-def load_sections() -> list[str]:
-    """Import every module that registers sections; returns the names imported.
-
-    These are the built-in ``repscope.report.sections.*`` modules, a ``_report.py`` module
-    in any repscope subpackage (``repscope/<package>/_report.py``), and the entry points of
-    group ``repscope.report_sections``. A module that fails to import is skipped with a
-    :class:`ReportWarning`; its records then get the generic table.
-    """
-    global _loaded
-    import repscope
-    import repscope.report.sections as builtin
-
-    names = [f"{builtin.__name__}.{m.name}" for m in pkgutil.iter_modules(builtin.__path__)
-             if not m.name.startswith("_")]
-    for root in repscope.__path__:
-        for m in pkgutil.iter_modules([root]):
-            if m.ispkg and m.name != "report" and (Path(root) / m.name / "_report.py").is_file():
-                names.append(f"repscope.{m.name}._report")
-    imported = []
-    for name in names:
-        try:
-            importlib.import_module(name)
-            imported.append(name)
-        except Exception as err:  # a broken plug-in must not break the report
-            warnings.warn(f"report sections in {name} were not loaded: {err!r}", ReportWarning,
-                          stacklevel=2)
-    if not _loaded:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                ep.load()
-                imported.append(ep.value)
-            except Exception as err:
-                warnings.warn(f"report sections from entry point {ep.name} were not loaded: "
-                              f"{err!r}", ReportWarning, stacklevel=2)
-    _loaded = True
-    return imported
+    """A section could not be rendered (its records then get the generic table)."""
 
 
 def _slug(text: str, used: set[str]) -> str:
@@ -257,33 +210,34 @@ def render_html(
     runs: dict[str, RunInfo] | None = None,
 ) -> str:
     """The report page for ``records`` as a string (see :func:`render_report`)."""
-    load_sections()
+    from repscope.capability import section_for
+
     by_analysis: dict[str, list[RecordLike]] = {}
     for r in records:
         by_analysis.setdefault(r.analysis, []).append(r)
     first = {name: i for i, name in enumerate(by_analysis)}
+    declared = {name: section_for(name) for name in by_analysis}
 
     def order(name: str) -> tuple[int, int]:
-        meta = SECTIONS.meta(name) if name in SECTIONS else {}
-        return (int(meta.get("order", _GENERIC_ORDER)), first[name])
+        sec = declared[name]
+        return (sec.order if sec is not None else _GENERIC_ORDER, first[name])
 
     used: set[str] = set()
     toc, body = [], []
     for name in sorted(by_analysis, key=order):
         recs = by_analysis[name]
-        known = name in SECTIONS
-        meta = SECTIONS.meta(name) if known else {}
-        sec_title = str(meta.get("title", name))
+        sec = declared[name]
+        sec_title = sec.title if sec is not None else name
         slug = _slug(name, used)
         try:
-            fragment = SECTIONS.get(name)(recs) if known else render_generic(recs)
+            fragment = sec.renderer()(recs) if sec is not None else render_generic(recs)
         except Exception as err:
             warnings.warn(f"report section {name!r} failed: {err!r}", ReportWarning,
                           stacklevel=2)
             tb = "".join(traceback.format_exception_only(type(err), err))
             fragment = (f'<div class="error"><strong>This section could not be rendered.'
                         f"</strong><pre>{esc(tb)}</pre></div>" + render_generic(recs))
-        desc = meta.get("description", "")
+        desc = sec.description if sec is not None else ""
         body.append(
             f'<section id="{slug}"><h2>{esc(sec_title)}</h2>'
             + (f'<p class="desc">{esc(desc)}</p>' if desc else "")
@@ -342,8 +296,9 @@ def render_report(
 
     Notes
     -----
-    Each analysis gets a section from the renderer registered for its name
-    (:func:`~repscope.report.register_section`), or a generic table. Plots are inline SVG;
+    Each analysis gets the section its capability declares for its name
+    (:class:`~repscope.capability.Section`, imported only when its records are shown), or a
+    generic table. Plots are inline SVG;
     there are no scripts and no network URLs, and a Content-Security-Policy forbids loading
     anything. Every string from the data is HTML-escaped. A section that fails to render is
     replaced by an error note plus the generic table, with a :class:`ReportWarning`.

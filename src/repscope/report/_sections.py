@@ -1,4 +1,6 @@
-"""The registry of report sections and the small HTML helpers section renderers share.
+"""The small HTML helpers that section renderers share.
+
+Sections are declared by capabilities (:class:`repscope.capability.Section`).
 
 A section renderer takes the records of one analysis and returns an HTML fragment. It only
 formats what the records hold; it never recomputes a measure. Every string that comes from
@@ -16,10 +18,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.registry import Registry
 
 __all__ = [
-    "SECTIONS",
     "Html",
     "SectionRenderer",
     "esc",
@@ -28,53 +28,13 @@ __all__ = [
     "html_table",
     "latest_per",
     "ordered_unique",
-    "register_section",
     "series_labels",
 ]
 
+#: What a section's render function is: records of one analysis -> an HTML fragment.
 SectionRenderer = Callable[[Sequence[RecordLike]], str]
 
-#: Section renderers by analysis name; metadata: ``title``, ``order``, ``description``.
-SECTIONS: Registry[SectionRenderer] = Registry("report section")
-
-F = TypeVar("F", bound=SectionRenderer)
 T = TypeVar("T")
-
-
-def register_section(
-    analysis: str, *, title: str, order: int = 100, description: str = ""
-) -> Callable[[F], F]:
-    """Register a renderer for the records of ``analysis``.
-
-    Parameters
-    ----------
-    analysis : str
-        The analysis name the records carry (``Record.analysis``).
-    title : str
-        The section heading (plain text; escaped when rendered).
-    order : int, default=100
-        Sections are sorted by ``order``, then by first appearance in the records.
-    description : str
-        One plain-text sentence shown under the heading.
-
-    Returns
-    -------
-    callable
-        A decorator for ``renderer(records) -> html_fragment``.
-
-    Examples
-    --------
-    >>> from repscope.report import register_section, html_table
-    >>> @register_section("my_probe_demo", title="My probe", order=50)  # doctest: +SKIP
-    ... def _render(records):
-    ...     return html_table(["layer", "score"], [[r.layer, r.values["score"]] for r in records])
-    """
-
-    def deco(fn: F) -> F:
-        SECTIONS.add(analysis, fn, title=title, order=int(order), description=description)
-        return fn
-
-    return deco
 
 
 class Html(str):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import Html, esc, figure, fmt, html_table, register_section
+from repscope.report._sections import Html, esc, figure, fmt, html_table
 from repscope.report._svg import bar_chart, line_chart
 
 __all__ = ["render_sae"]
@@ -326,14 +326,6 @@ def _group(records: Sequence[RecordLike]) -> str:
     )
 
 
-@register_section(
-    "sae",
-    title="Sparse autoencoders",
-    order=40,
-    description="Sparse dictionaries trained on a layer's activations: how well they "
-    "reconstruct held-out inputs at what sparsity, how their latents fire, and which inputs "
-    "activate a few of them most.",
-)
 def render_sae(records: Sequence[RecordLike]) -> str:
     """Summary, curves, frontier, density histogram and examples per model/layer group."""
     groups: dict[tuple[str, str, str], list[RecordLike]] = {}

@@ -8,7 +8,7 @@ ones exactly over batches.
 
 from repscope.similarity._cka import cka_from_moments, linear_cka, linear_cka_matrix
 from repscope.similarity._knn_measures import cknna, knn_jaccard, mutual_knn
-from repscope.similarity._layers import LayerMatrix, compare_layers
+from repscope.similarity._layers import LayerMatrix, LayerMatrixResult, compare_layers
 from repscope.similarity._measures.cca import canonical_correlations, cca_similarity, pwcca, svcca
 from repscope.similarity._measures.cka import (
     MinibatchCKA,
@@ -54,6 +54,7 @@ __all__ = [
     "BootstrapResult",
     "JackknifeResult",
     "LayerMatrix",
+    "LayerMatrixResult",
     "MinibatchCKA",
     "PermutationTestResult",
     "SparsePredictability",

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from repscope._array import as_float64_numpy, to_numpy
 from repscope._validation import check_choice, check_features, check_positive_int
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.results import Result
+from repscope.results import RecordedResult, make_record
 
-__all__ = ["LayerMatrix", "compare_layers"]
+if TYPE_CHECKING:
+    from repscope.db import Record
+
+__all__ = ["LayerMatrix", "LayerMatrixResult", "compare_layers"]
 
 _SYMMETRIC = {"linear_cka", "mutual_knn", "knn_jaccard"}
 _KNN = {"mutual_knn", "knn_jaccard", "cknna"}
@@ -40,7 +43,7 @@ _FAST = _SYMMETRIC | _KNN
 
 
 @dataclass(frozen=True)
-class LayerMatrix(Result):
+class LayerMatrixResult(RecordedResult):
     """A layers x layers (or models x models) similarity matrix.
 
     Attributes
@@ -58,6 +61,8 @@ class LayerMatrix(Result):
         For each row, the best-matching column (excluding the diagonal when ``symmetric``).
     """
 
+    analysis: ClassVar[str] = "similarity_matrix"
+
     values: np.ndarray
     rows: tuple[str, ...]
     cols: tuple[str, ...]
@@ -67,6 +72,35 @@ class LayerMatrix(Result):
     n_samples: int
     best_matches: tuple[tuple[str, str, float], ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        model_a: str = "",
+        model_b: str = "",
+        stats: Sequence[Mapping[str, Any]] = (),
+    ) -> list[Record]:
+        """One ``similarity_matrix`` record: the matrix, its row/column layers, the measure's
+        direction and the best matches (plus ``stats``: permutation/bootstrap figures of the
+        best-matching pairs, one mapping per pair with its ``row`` and ``col``).
+
+        ``model_a``/``model_b`` name the two sources (``model`` defaults to ``"A vs B"``, or
+        ``A`` when a source was compared with itself)."""
+        if not model:
+            model = model_a if model_a == model_b or not model_b else f"{model_a} vs {model_b}"
+        values = {"matrix": self.values, "rows": list(self.rows), "cols": list(self.cols),
+                  "model_a": model_a, "model_b": model_b, "measure": self.measure,
+                  "higher_is_better": self.higher_is_better, "symmetric": self.symmetric,
+                  "n_samples": self.n_samples,
+                  "best_matches": [list(b) for b in self.best_matches],
+                  "stats": [dict(x) for x in stats]}
+        return [make_record(self.analysis, values, model=model, dataset=dataset, layer=layer,
+                            run_id=run_id, params={"measure": self.measure, **dict(params or {})})]
 
     def top_pairs(self, n: int = 5) -> list[tuple[str, str, float]]:
         """The ``n`` best (row, col, value) pairs overall (upper triangle when symmetric)."""
@@ -82,6 +116,10 @@ class LayerMatrix(Result):
                 break
             out.append((self.rows[i], self.cols[j], float(self.values[i, j])))
         return out
+
+
+#: The former name of :class:`LayerMatrixResult` (kept for one release).
+LayerMatrix = LayerMatrixResult
 
 
 # --------------------------------------------------------------------------- sources
@@ -332,7 +370,7 @@ def compare_layers(
     max_memory: int = 1 << 30,
     products: Literal["float64", "float32"] = "float64",
     **opts: Any,
-) -> LayerMatrix:
+) -> LayerMatrixResult:
     """Similarity of every layer of ``A`` with every layer of ``B`` (or of ``A`` itself).
 
     Parameters
@@ -423,7 +461,7 @@ def compare_layers(
             v[i] = -np.inf if hib else np.inf
         j = int(np.argmax(v) if hib else np.argmin(v))
         best.append((r, cols[j], float(values[i, j])))
-    return LayerMatrix(
+    return LayerMatrixResult(
         values=values, rows=rows, cols=cols, measure=name, higher_is_better=hib,
         symmetric=use_sym, n_samples=sa.n, best_matches=tuple(best),
         details={"options": dict(opts)},

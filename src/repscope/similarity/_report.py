@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import Html, esc, figure, html_table, register_section
+from repscope.report._sections import Html, esc, figure, html_table
 from repscope.report._svg import heatmap
 
 
@@ -54,13 +54,6 @@ def _one(r: RecordLike) -> str:
     return figure(svg, caption) + table
 
 
-@register_section(
-    "similarity_matrix",
-    title="Layer-to-layer similarity (any measure)",
-    order=31,
-    description="Every pair of layers of two models (or of one model with itself) on the same "
-    "inputs, for each measure requested, with the best-matching layer pairs.",
-)
 def render_similarity_matrix(records: Sequence[RecordLike]) -> str:
     """One heat map and best-match table per record (one record per measure)."""
     return "".join(f'<div class="block">{_one(r)}</div>' for r in records)

@@ -1,6 +1,11 @@
 """Additive sufficient statistics (``Moments``) and the closed-form quantities derived from them."""
 
 from repscope.stats._moments import Moments
-from repscope.stats._spectrum import PCASpectrum, effective_rank, pca_spectrum
+from repscope.stats._spectrum import (
+    PCASpectrum,
+    PCASpectrumResult,
+    effective_rank,
+    pca_spectrum,
+)
 
-__all__ = ["Moments", "PCASpectrum", "effective_rank", "pca_spectrum"]
+__all__ = ["Moments", "PCASpectrum", "PCASpectrumResult", "effective_rank", "pca_spectrum"]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from repscope.results import Result
+from repscope.results import RecordedResult, make_record
 from repscope.stats._moments import Moments
 
-__all__ = ["PCASpectrum", "effective_rank", "pca_spectrum"]
+if TYPE_CHECKING:
+    from repscope.db import Record
+
+__all__ = ["PCASpectrum", "PCASpectrumResult", "effective_rank", "pca_spectrum"]
 
 
 @dataclass(frozen=True)
-class PCASpectrum(Result):
+class PCASpectrumResult(RecordedResult):
     """Eigen-spectrum of a feature covariance.
 
     Attributes
@@ -32,12 +36,35 @@ class PCASpectrum(Result):
     n_samples : int
     """
 
+    analysis: ClassVar[str] = "pca_spectrum"
+
     explained_variance: np.ndarray
     explained_variance_ratio: np.ndarray
     effective_rank: float
     participation_ratio: float
     n_components_90: int
     n_samples: int
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``pca_spectrum`` record: the explained-variance ratios and the rank summaries."""
+        return [make_record(self.analysis, {
+            "explained_variance_ratio": self.explained_variance_ratio,
+            "effective_rank": self.effective_rank,
+            "participation_ratio": self.participation_ratio,
+            "n_components_90": self.n_components_90},
+            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+
+
+#: The former name of :class:`PCASpectrumResult` (kept for one release).
+PCASpectrum = PCASpectrumResult
 
 
 def effective_rank(eigenvalues: Any) -> float:
@@ -55,7 +82,7 @@ def effective_rank(eigenvalues: Any) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def pca_spectrum(X_or_moments: Any) -> PCASpectrum:
+def pca_spectrum(X_or_moments: Any) -> PCASpectrumResult:
     """PCA spectrum of features (array of shape (n_samples, n_features)) or of a Moments.
 
     Uses the ``d x d`` covariance accumulated in float64 and ``numpy.linalg.eigvalsh``; never
@@ -68,7 +95,7 @@ def pca_spectrum(X_or_moments: Any) -> PCASpectrum:
     ratio = lam / total if total > 0 else np.zeros_like(lam)
     pr = float(total**2 / (lam**2).sum()) if total > 0 else 0.0
     k90 = int(np.searchsorted(np.cumsum(ratio), 0.9 - 1e-12) + 1) if total > 0 else 0
-    return PCASpectrum(
+    return PCASpectrumResult(
         explained_variance=lam,
         explained_variance_ratio=ratio,
         effective_rank=effective_rank(lam),

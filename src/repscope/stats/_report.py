@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import figure, latest_per, register_section
+from repscope.report._sections import figure, latest_per
 from repscope.report._svg import line_chart
-from repscope.report.sections._common import as_float, by_series, layer_axis, layer_table
+from repscope.report._common import as_float, by_series, layer_axis, layer_table
 
 #: Layers drawn per model in the spectrum chart.
 MAX_LAYERS_PER_MODEL = 4
@@ -37,14 +37,6 @@ def _pick(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
-@register_section(
-    "pca_spectrum",
-    title="PCA spectrum and effective rank",
-    order=40,
-    description="How many directions carry each layer's variance: the cumulative explained "
-    "variance of the principal components, and the effective rank (exponential of the "
-    "spectral entropy).",
-)
 def render_pca_spectrum(records: Sequence[RecordLike]) -> str:
     """Cumulative-variance chart for a few layers per model, effective-rank chart and table."""
     recs = latest_per(records)

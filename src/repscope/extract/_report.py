@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import Html, esc, html_table, register_section
+from repscope.report._sections import Html, esc, html_table
 
 
 def _layers_cell(layers: object) -> Html:
@@ -17,12 +17,6 @@ def _layers_cell(layers: object) -> Html:
                 f"{items}</ul></details>")
 
 
-@register_section(
-    "extraction",
-    title="Feature extraction",
-    order=10,
-    description="Activations captured from each model; every other section reads them.",
-)
 def render_extraction(records: Sequence[RecordLike]) -> str:
     """A table: model, data set, samples, layers, seconds, store."""
     rows = []
