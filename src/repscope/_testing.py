@@ -220,3 +220,29 @@ def _rank_main(argv: list[str]) -> None:
     part = Path(result_file + ".part")
     part.write_bytes(pickle.dumps(result))
     part.replace(result_file)
+
+
+def demo_context(
+    db: Any,
+    run_id: str,
+    *,
+    stores: dict[str, Any] | None = None,
+    layers: dict[str, list[str]] | None = None,
+    labels: Any = None,
+    inputs: Any = None,
+    dataset: str = "d",
+    seed: int = 0,
+    log: Any = None,
+    out: Any = ".",
+) -> Any:
+    """A :class:`~repscope.capability.DemoContext` for testing one demo step alone."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from repscope.capability import DemoContext
+
+    return DemoContext(stores=dict(stores or {}), layers=dict(layers or {}),
+                       labels=np.zeros(0) if labels is None else np.asarray(labels),
+                       label_names=[], inputs=inputs, ids=[], dataset=dataset, db=db,
+                       run_id=run_id, seed=seed, log=log or (lambda m: None), out=Path(out))

@@ -123,7 +123,7 @@ class Section:
         fn = resolve(self.render, what=f"section renderer of {self.analysis!r}")
         if not callable(fn):
             raise RepscopeTypeError(f"section renderer {self.render!r} is not callable.")
-        return fn  # type: ignore[no-any-return]
+        return fn
 
 
 @dataclass(frozen=True)

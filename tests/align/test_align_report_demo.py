@@ -93,7 +93,9 @@ def test_demo_step_records_alignment_with_fallback_sentences(tmp_path, monkeypat
     logs: list[str] = []
     with ResultsDB(tmp_path / "r.db") as db:
         run = db.start_run("demo", {}, model="m", dataset="d")
-        demo_alignment_step(db, run, 0, logs.append)
+        from repscope._testing import demo_context
+
+        db.add_many(demo_alignment_step(demo_context(db, run, seed=0, log=logs.append)))
         recs = list(db.query(analysis="alignment"))
     assert len(recs) == 1
     r = recs[0]

@@ -195,3 +195,24 @@ def test_cli_help_imports_neither_torch_nor_sklearn():
             "print(sorted(m for m in ('torch', 'sklearn', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_contributing_names_only_paths_and_names_that_exist():
+    import importlib
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "CONTRIBUTING.md").read_text()
+    paths = set(re.findall(r"`((?:src|tests|benchmarks)/[\w/.]+)`", text)) - {
+        "src/repscope/<name>/", "tests/<name>/"}
+    assert len(paths) >= 10
+    for p in paths:
+        assert (root / p).exists(), p
+    for dotted in re.findall(r"`(repscope(?:\.\w+)+)`", text):
+        module, _, attr = dotted.rpartition(".")
+        try:
+            importlib.import_module(dotted)
+        except ImportError:
+            assert hasattr(importlib.import_module(module), attr), dotted
+    steps = text.split("## Adding a capability, end to end")[1].split("## ")[0]
+    assert len([ln for ln in steps.splitlines() if re.match(r"\d+\. ", ln)]) <= 15

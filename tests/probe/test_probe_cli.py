@@ -103,7 +103,7 @@ def test_probe_command_errors_are_one_line(arrays, tmp_path):
 
 def test_probe_sections_render_records_with_intervals():
     from repscope.probe._report import render_probe, render_probe_learning_curve
-    from repscope.report import SECTIONS
+    from repscope.capability import section_for
 
     recs = [Record("probe", {"accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05,
                              "chance": 0.1}, model=m, layer=f"l{i}", params={"probe": p})
@@ -115,7 +115,7 @@ def test_probe_sections_render_records_with_intervals():
     assert "m2 · knn" in html
     assert "stroke-dasharray" in html  # the interval lines
     for name in ("probe", "probe_learning_curve", "probe_few_shot", "probe_calibration"):
-        assert name in SECTIONS
+        assert section_for(name) is not None
     lc = Record("probe_learning_curve", {"sizes": [10, 100], "mean": [0.5, 0.8],
                                          "ci_low": [0.4, 0.75], "ci_high": [0.6, 0.85],
                                          "reached_at": 100, "asymptote_error": 0.2},

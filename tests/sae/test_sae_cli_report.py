@@ -525,18 +525,14 @@ def test_demo_step_records_one_sae_per_k_with_image_examples(tmp_path):
     logs: list[str] = []
     with ResultsDB(tmp_path / "r.db") as db:
         run = db.start_run("demo", {}, model="m", dataset="mnist")
-        demo_sae_step(
-            {"efficientnet-lite0": store},
-            {"efficientnet-lite0": layers},
-            images,
-            db,
-            run,
-            "mnist",
-            0,
-            logs.append,
-        )
+        from repscope._testing import demo_context
+
+        ctx = demo_context(db, run, stores={"efficientnet-lite0": store},
+                           layers={"efficientnet-lite0": layers}, inputs=images,
+                           dataset="mnist", seed=0, log=logs.append)
+        db.add_many(demo_sae_step(ctx))
         recs = sorted(db.query(analysis="sae"), key=lambda r: r.values["k"])
-        demo_sae_step({}, {}, images, db, run, "mnist", 0, logs.append)
+        assert demo_sae_step(demo_context(db, run, inputs=images, log=logs.append)) == []
         assert db.count(analysis="sae") == 3
     assert [r.values["k"] for r in recs] == [4, 8, 16]
     assert all(r.layer == "_blocks.12" and r.run_id == run for r in recs)

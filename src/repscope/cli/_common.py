@@ -93,6 +93,42 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def model_name(path: str | Path) -> str:
+    """The model a features path came from: a store's ``model_id`` (else its folder name), or a
+    file's stem."""
+    p = Path(path)
+    if p.is_dir():
+        from repscope.store import FeatureStore
+
+        return FeatureStore.open(p, verify="none").model_id or p.name
+    return p.stem
+
+
+def dataset_option(f: F) -> F:
+    """``--dataset NAME``: the dataset name recorded with the results."""
+    return click.option("--dataset", default="",
+                        help="Dataset name to record with the results.")(f)
+
+
+def labels_option(f: F) -> F:
+    """``--labels``: a .npy or text file, or a metadata column of the store (required)."""
+    return click.option(
+        "--labels", required=True,
+        help="Labels: a .npy or text file (one per line), or a metadata column of the store.",
+    )(f)
+
+
+def features_argument(name: str = "features", *, required: bool = True) -> Callable[[F], F]:
+    """A FEATURES argument: a .npy or .safetensors file, a directory of them, or a store."""
+    return click.argument(name, type=click.Path(), required=required)
+
+
+def layers_option(help: str = "Layer to analyse (repeatable; default: all).",
+                  *, flag: str = "--layer", dest: str = "layers") -> Callable[[F], F]:
+    """A repeatable layer option (``--layer``, or ``--layer-a``/``--layer-b`` for pairs)."""
+    return click.option(flag, dest, multiple=True, help=help)
+
+
 def check_exists(path: str | Path, what: str) -> Path:
     """A path that must exist: a missing one is a one-line error with exit code 1."""
     from repscope.exceptions import DataNotFoundError

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
-
-
-def _model_name(path: Path) -> str:
-    if path.is_dir():
-        from repscope.store import FeatureStore
-
-        return FeatureStore.open(path, verify="none").model_id or path.name
-    return path.stem
+from repscope.cli._common import (
+    check_exists,
+    dataset_option,
+    echo_json,
+    features_argument,
+    json_option,
+    model_name,
+    print_table,
+    settings,
+)
 
 
 def _parse_ints(text: str, option: str) -> list[int]:
@@ -29,8 +28,8 @@ def _parse_ints(text: str, option: str) -> list[int]:
 
 
 @click.command()
-@click.argument("features_a", type=click.Path())
-@click.argument("features_b", type=click.Path())
+@features_argument("features_a")
+@features_argument("features_b")
 @click.option("--layer-a", default=None, help="Layer of A to map (default: its last layer).")
 @click.option("--layer-b", default=None, help="Layer of B to map onto (default: its last layer).")
 @click.option("--map", "map_kind", type=click.Choice(["orthogonal", "linear", "subspace"]),
@@ -48,7 +47,7 @@ def _parse_ints(text: str, option: str) -> list[int]:
               help="Comma-separated subspace sizes to sweep (e.g. 8,32,128), or 'auto'.")
 @click.option("--top", "tops", default="1,5,10", show_default=True,
               help="Retrieval cut-offs, comma-separated.")
-@click.option("--dataset", default="", help="Dataset name to record with the results.")
+@dataset_option
 @json_option
 def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | None,
           map_kind: str, n_train: int | None, scale: bool, n_components: int, method: str,
@@ -80,7 +79,7 @@ def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | 
                             n_components=n_components, method=method,  # type: ignore[arg-type]
                             scale=scale, retrieval_ks=_parse_ints(tops, "--top"),
                             sweep_ks=sweep_ks)
-    ma, mb = _model_name(pa_), _model_name(pb_)
+    ma, mb = model_name(pa_), model_name(pb_)
     model = f"{ma} vs {mb}"
     with settings().db() as db, db.run("align", {"a": str(pa_), "b": str(pb_), **ev.params},
                                        model=model, dataset=dataset) as run_id:

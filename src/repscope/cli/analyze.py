@@ -6,36 +6,20 @@ them; ``repscope report`` renders them.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 import numpy as np
 
-from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
-
-
-def _model_name(path: Path) -> str:
-    if path.is_dir():
-        from repscope.store import FeatureStore
-
-        return FeatureStore.open(path, verify="none").model_id or path.name
-    return path.stem
-
-
-def _store_or_none(path: Path) -> Any:
-    if path.is_dir():
-        from repscope.store import FeatureStore
-
-        return FeatureStore.open(path)
-    return None
-
-
-features_arg = click.argument("features", type=click.Path())
-layers_opt = click.option(
-    "--layer", "layers", multiple=True, help="Layer to analyse (repeatable; default: all)."
+from repscope.cli._common import (
+    check_exists,
+    dataset_option,
+    echo_json,
+    features_argument,
+    json_option,
+    layers_option,
+    model_name,
+    print_table,
+    settings,
 )
-dataset_opt = click.option("--dataset", default="", help="Dataset name to record with the results.")
 
 
 @click.group()
@@ -57,9 +41,9 @@ def _retired(name: str, replacement: str) -> click.Command:
 
 
 @analyze.command()
-@features_arg
-@layers_opt
-@dataset_opt
+@features_argument()
+@layers_option()
+@dataset_option
 @json_option
 def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool) -> None:
     """PCA spectrum and effective rank of each layer of FEATURES."""
@@ -68,7 +52,7 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
 
     path = check_exists(features, "features")
     feats = load_features(path, layers or None)
-    model = _model_name(path)
+    model = model_name(path)
     out = []
     with settings().db() as db, db.run("analyze spectrum", {"features": str(path)}, model=model,
                                        dataset=dataset) as run_id:

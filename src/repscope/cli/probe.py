@@ -8,7 +8,6 @@ database (analyses ``probe``, ``probe_few_shot``, ``probe_learning_curve``,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,8 +16,13 @@ import numpy as np
 from repscope.cli._common import (
     KindChoice,
     check_exists,
+    dataset_option,
     echo_json,
+    features_argument,
     json_option,
+    labels_option,
+    layers_option,
+    model_name,
     print_table,
     settings,
 )
@@ -47,19 +51,12 @@ def _parse_shots(text: str) -> tuple[int, ...]:
     return shots
 
 
-def _model_name(path: Path) -> str:
-    if path.is_dir():
-        from repscope.store import FeatureStore
-
-        return FeatureStore.open(path, verify="none").model_id or path.name
-    return path.stem
 
 
 @click.command(name="probe")
-@click.argument("features", type=click.Path())
-@click.option("--labels", required=True,
-              help="Labels: a .npy or text file (one per line), or a metadata column of the store.")
-@click.option("--layer", "layers", multiple=True, help="Layer to probe (repeatable; default: all).")
+@features_argument()
+@labels_option
+@layers_option("Layer to probe (repeatable; default: all).")
 @click.option("--probe", "probe_name", type=KindChoice("probe"), default="ridge",
               show_default=True, help="Which probe (kinds declared by the capabilities).")
 @click.option("--folds", default=5, show_default=True, help="Cross-validation folds.")
@@ -70,7 +67,7 @@ def _model_name(path: Path) -> str:
               help="Learning curve (accuracy vs training size) at the best layer.")
 @click.option("--calibration", "do_calibration", is_flag=True,
               help="Temperature scaling, ECE and reliability diagram at the best layer.")
-@click.option("--dataset", default="", help="Dataset name to record with the results.")
+@dataset_option
 @json_option
 def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, folds: int,
           few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
@@ -92,7 +89,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     y_raw = load_labels(labels, store=store, n_samples=n)
     shots = _parse_shots(few_shot_spec) if few_shot_spec else None
     seed = settings().seed
-    model = _model_name(path)
+    model = model_name(path)
     factory = make_probe(probe_name, seed=seed)
     res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed))
     best = res.best_layer

@@ -6,21 +6,22 @@ bootstrap intervals for the best-matching layer pairs. Records ``similarity_matr
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-from repscope.cli._common import check_exists, echo_json, json_option, print_table, settings
-
-
-def _model_name(path: Path) -> str:
-    if path.is_dir():
-        from repscope.store import FeatureStore
-
-        return FeatureStore.open(path, verify="none").model_id or path.name
-    return path.stem
+from repscope.cli._common import (
+    check_exists,
+    dataset_option,
+    echo_json,
+    features_argument,
+    json_option,
+    layers_option,
+    model_name,
+    print_table,
+    settings,
+)
 
 
 def _list_measures(ctx: click.Context, _param: Any, value: bool) -> None:
@@ -54,17 +55,17 @@ def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, b
 
 
 @click.command()
-@click.argument("features_a", type=click.Path())
-@click.argument("features_b", type=click.Path(), required=False)
+@features_argument("features_a")
+@features_argument("features_b", required=False)
 @click.option("--measure", "measures", multiple=True,
               help="Registered measure (repeatable; default linear_cka). See --list.")
-@click.option("--layer-a", "layers_a", multiple=True, help="Layers of A (repeatable; default all).")
-@click.option("--layer-b", "layers_b", multiple=True, help="Layers of B (repeatable; default all).")
+@layers_option("Layers of A (repeatable; default all).", flag="--layer-a", dest="layers_a")
+@layers_option("Layers of B (repeatable; default all).", flag="--layer-b", dest="layers_b")
 @click.option("--permutations", type=int, default=0, show_default=True,
               help="Permutation-test p-values for each best-matching pair (0: none).")
 @click.option("--bootstrap", type=int, default=0, show_default=True,
               help="Bootstrap resamples for a 95% interval of each best-matching pair (0: none).")
-@click.option("--dataset", default="", help="Dataset name to record with the results.")
+@dataset_option
 @click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True,
               callback=_list_measures, help="List the registered measures and exit.")
 @json_option
@@ -87,7 +88,7 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
         get_measure(m)  # unknown names fail before any work, with the closest match
     pa_ = check_exists(features_a, "features")
     fa = load_features(pa_, layers_a or None)
-    ma = _model_name(pa_)
+    ma = model_name(pa_)
     if features_b is None:
         pb_, fb, mb = None, None, ma
         if layers_b:
@@ -95,7 +96,7 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     else:
         pb_ = check_exists(features_b, "features")
         fb = load_features(pb_, layers_b or None)
-        mb = _model_name(pb_)
+        mb = model_name(pb_)
     na = next(iter(fa.values())).shape[0]
     if fb is not None and next(iter(fb.values())).shape[0] != na:
         raise RepscopeValueError(

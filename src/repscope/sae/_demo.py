@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from repscope.capability import DemoContext
+    from repscope.db import Record
 
 __all__ = ["demo_sae_step"]
 
@@ -55,36 +59,18 @@ def _thumbnail(image: Any) -> str:
     return png_base64(a)
 
 
-def demo_sae_step(
-    stores: Mapping[str, Any],
-    layers_of: Mapping[str, list[str]],
-    images: Any,
-    db: Any,
-    run_id: str,
-    dataset: str,
-    seed: int,
-    log: Callable[[str], None],
-) -> None:
-    """Add TopK SAEs on EfficientNet-Lite0's last block to a demo run.
+def demo_sae_step(ctx: DemoContext) -> list[Record]:
+    """TopK SAEs on EfficientNet-Lite0's last block: one ``sae`` record per SAE.
 
     Parameters
     ----------
-    stores : mapping of str to FeatureStore
-        The demo's stores by zoo model name.
-    layers_of : mapping of str to list of str
-        The layers extracted for each model.
-    images : array-like of shape (n, h, w) or (n, h, w, c)
-        The demo's input images, in store order (for the thumbnails).
-    db : ResultsDB
-        The open results database of the demo.
-    run_id : str
-        The demo's run.
-    dataset : str
-        Dataset name recorded with the results.
-    seed : int
-        Train/held-out split, SAE initialisation and batch order.
-    log : callable
-        Progress messages.
+    ctx : DemoContext
+        The demo's stores, layers, images (for the thumbnails, in store order), dataset, seed
+        (train/held-out split, SAE initialisation and batch order) and log.
+
+    Returns
+    -------
+    list of Record
 
     Notes
     -----
@@ -94,23 +80,22 @@ def demo_sae_step(
     """
     import torch
 
-    if MODEL not in stores or not layers_of.get(MODEL):
-        log(f"[demo] SAE step skipped: {MODEL} is not among the demo's models")
-        return
+    if MODEL not in ctx.stores or not ctx.layers.get(MODEL):
+        ctx.log(f"[demo] SAE step skipped: {MODEL} is not among the demo's models")
+        return []
     # The matrices are small: one thread is as fast, and avoids OpenMP threads spin-waiting
     # for each other on a busy machine (several times the CPU time on 2 shared cores).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        _run(
-            stores[MODEL],
-            _last_block(list(layers_of[MODEL])),
-            images,
-            db,
-            run_id,
-            dataset,
-            seed,
-            log,
+        return _run(
+            ctx.stores[MODEL],
+            _last_block(list(ctx.layers[MODEL])),
+            ctx.inputs,
+            ctx.run_id,
+            ctx.dataset,
+            ctx.seed,
+            ctx.log,
         )
     finally:
         torch.set_num_threads(threads)
@@ -120,19 +105,17 @@ def _run(
     store: Any,
     layer: str,
     images: Any,
-    db: Any,
     run_id: str,
     dataset: str,
     seed: int,
     log: Callable[[str], None],
-) -> None:
+) -> list[Record]:
     import torch
 
-    from repscope.db import Record
     from repscope.sae import TopKConfig, TopKSAE, TrainSettings, sweep
+    from repscope.sae._records import SAERunResult
     from repscope.sae.evaluation._inspect import (
         never_fired_fraction,
-        sae_record_values,
         top_activations,
         top_latents_values,
     )
@@ -165,7 +148,7 @@ def _run(
     )
     t_train = time.perf_counter() - t0
     pixels = np.asarray(images)
-    records = []
+    records: list[Record] = []
     for sae, res in zip(saes, results):
         ev = evaluate(sae, X_eval)
         tops = None
@@ -177,43 +160,19 @@ def _run(
                 return {"index": i, "image_png": _thumbnail(pixels[i])}
 
             tops = top_latents_values(top, describe)
-        values = sae_record_values(
-            sae,
-            ev,
-            history=res.history,
-            top_latents=tops,
-            dead_fraction_train=never_fired_fraction(res),
-            n_train=len(train_idx),
-            n_eval=n_eval,
-            n_train_samples=len(train_idx),
-            n_eval_samples=n_eval,
-            eval_on="held-out",
-            n_steps=res.n_steps,
-            seconds=res.seconds,
-        )
-        records.append(
-            Record(
-                "sae",
-                values,
-                model=MODEL,
-                dataset=dataset,
-                layer=layer,
-                params={
-                    "architecture": "topk",
-                    "d_sae": width,
-                    "k": sae.cfg.k,
-                    "n_steps": N_STEPS,
-                    "batch_size": BATCH_SIZE,
-                    "lr": LR,
-                    "holdout": HOLDOUT,
-                    "seed": seed,
-                },
-                run_id=run_id,
-            )
-        )
-    db.add_many(records)
+        run = SAERunResult(
+            sae, ev, history=res.history, top_latents=tops,
+            extra={"dead_fraction_train": never_fired_fraction(res), "n_train": len(train_idx),
+                   "n_eval": n_eval, "n_train_samples": len(train_idx),
+                   "n_eval_samples": n_eval, "eval_on": "held-out", "n_steps": res.n_steps,
+                   "seconds": res.seconds})
+        records += run.to_records(
+            model=MODEL, dataset=dataset, layer=layer, run_id=run_id,
+            params={"architecture": "topk", "d_sae": width, "k": sae.cfg.k, "n_steps": N_STEPS,
+                    "batch_size": BATCH_SIZE, "lr": LR, "holdout": HOLDOUT, "seed": seed})
     fvus = ", ".join(f"k={r.values['k']}: {r.values['fvu']:.3f}" for r in records)
     log(
         f"[demo] SAEs: held-out FVU {fvus} (train {t_train:.1f} s, total "
         f"{time.perf_counter() - t0:.1f} s)"
     )
+    return records

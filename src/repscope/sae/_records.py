@@ -1,0 +1,62 @@
+"""The ``sae`` record: one trained SAE, its held-out evaluation, training curves and the top
+examples of a few latents. The CLI (``repscope sae train|eval``) and the demo both build it
+through :meth:`SAERunResult.to_records`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from repscope.results import RecordedResult, make_record
+
+if TYPE_CHECKING:
+    from repscope.db import Record
+
+__all__ = ["SAERunResult"]
+
+
+@dataclass(frozen=True)
+class SAERunResult(RecordedResult):
+    """A trained (or loaded) SAE and what was measured of it.
+
+    Attributes
+    ----------
+    sae : SparseAutoencoder
+    evaluation : SAEEvaluation
+        Its evaluation (on held-out data).
+    history : mapping of str to list of float, optional
+        Training history; stored subsampled to <= 200 rows.
+    top_latents : list of dict, optional
+        From ``top_latents_values`` (text snippets or image thumbnails per latent).
+    extra : mapping
+        More values (``path``, ``n_train``, ``n_eval``, ``seconds``, ``loss_recovered``, ...).
+    """
+
+    analysis: ClassVar[str] = "sae"
+
+    sae: Any
+    evaluation: Any
+    history: Mapping[str, Sequence[float]] | None = None
+    top_latents: list[dict[str, Any]] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def record_values(self) -> dict[str, Any]:
+        """The values of the ``sae`` record (see ``sae_record_values`` for the keys)."""
+        from repscope.sae.evaluation._inspect import sae_record_values
+
+        return sae_record_values(self.sae, self.evaluation, history=self.history,
+                                 top_latents=self.top_latents, **dict(self.extra))
+
+    def to_records(
+        self,
+        *,
+        model: str = "",
+        dataset: str = "",
+        layer: str = "",
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[Record]:
+        """One ``sae`` record."""
+        return [make_record(self.analysis, self.record_values(), model=model, dataset=dataset,
+                            layer=layer, run_id=run_id, params=params)]
