@@ -29,11 +29,11 @@ dead fraction and mean L0 on the held-out rows, and the library's version.
 
 from __future__ import annotations
 
-import resource
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import _harness
 import numpy as np
 
 #: Interpreter of each case (overridden by ``--python-<name>``); None means the harness's own.
@@ -58,7 +58,7 @@ class Clock:
 
     def stop(self) -> None:
         self.c1, self.w1 = time.process_time(), time.perf_counter()
-        self.peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.peak_mb = _harness.peak_rss_bytes() / 2**20
 
     def result(self) -> dict[str, float]:
         return {"cpu": self.c1 - self.c0, "wall": self.w1 - self.w0, "peak_mb": self.peak_mb}

@@ -14,7 +14,7 @@ vendored): L2-normalise, the dense ``n x n`` similarity matrix, a full ``argsort
 or ``topk`` (CKNNA), dense ``n x n`` masks, and dense unbiased HSIC. The anchor for the layer
 matrix is 144 calls of ``repscope.similarity.linear_cka``.
 
-Run standalone (a tiny driver with the harness's contract: every case in its own subprocess,
+Run standalone (a tiny driver on ``benchmarks/_harness.py``: every case in its own subprocess,
 one thread, CPU-seconds and peak RSS of the child, medians over runs)::
 
     python benchmarks/_sim_cases_knn_layers.py [--runs 3] [--only SUBSTR]
@@ -24,13 +24,11 @@ one thread, CPU-seconds and peak RSS of the child, medians over runs)::
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import _harness
 import numpy as np
 
 N_KNN, D_KNN, K = 10_000, 768, 10
@@ -218,37 +216,14 @@ COMPARISONS: list[tuple[str, str, str, dict[str, float]]] = [
 
 
 # --------------------------------------------------------------------------- local driver
-_CHILD = r"""
-import json, resource, sys, time
-import torch
-torch.set_num_threads(1)
-sys.path.insert(0, {bench!r})
-import _sim_cases_knn_layers as m
-name = {name!r}
-data = {{"seed": 0}}
-m.PREPARE[name](data)
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = time.process_time()
-out = m.CASES[name](data)
-cpu = time.process_time() - t0
-rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("RESULT" + json.dumps({{"cpu": cpu, "peak_mb": rss1 / 1024, "extra_mb": (rss1 - rss0) / 1024,
-                             "value": out["value"]}}))
-"""
-
-
 def _run_child(name: str, mem_limit: int) -> dict[str, Any] | None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    code = _CHILD.format(bench=os.path.dirname(os.path.abspath(__file__)), name=name)
-    cmd = ["prlimit", f"--as={mem_limit}", sys.executable, "-c", code]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT"):
-            res: dict[str, Any] = json.loads(line[6:])
-            return res
-    err = (p.stderr or "").strip().splitlines()
-    print(f"  {name}: failed ({'out of memory' if 'memory' in p.stderr.lower() else err[-1:]})")
-    return None
+    run = _harness.run_case("_sim_cases_knn_layers", name, mem_bytes=mem_limit)
+    if not run.ok:
+        print(f"  {name}: failed ({run.status})")
+        return None
+    r = run.result
+    return {"cpu": r["cpu"], "peak_mb": r["peak"] / 2**20,
+            "extra_mb": (r["peak"] - r["peak_before"]) / 2**20, "value": r["value"]}
 
 
 def main(argv: list[str]) -> None:
@@ -273,8 +248,7 @@ def main(argv: list[str]) -> None:
             if not runs:
                 results[name] = None
                 continue
-            results[name] = {k: float(np.median([r[k] for r in runs]))
-                             for k in ("cpu", "peak_mb", "extra_mb", "value")}
+            results[name] = _harness.medians(runs, ("cpu", "peak_mb", "extra_mb", "value"))
             r = results[name]
             assert r is not None
             print(f"  {name}: {r['cpu']:.2f} CPU-s, peak {r['peak_mb']:.0f} MB "

@@ -16,8 +16,8 @@ Contract shared with ``benchmarks/similarity.py``:
 Shapes (the issue's): ``10k`` n=10,000 x (768, 1024); ``50k`` n=50,000 x (384, 384);
 ``wide`` n=1,000 x (16,384, 16,384).
 
-Run standalone (every case in its own process, one thread, CPU-seconds of the computation and
-peak RSS of the child, under ``prlimit --as``)::
+Run standalone (every case in its own process through ``benchmarks/_harness.py``, one thread,
+CPU-seconds of the computation and peak RSS of the child, under ``prlimit --as``)::
 
     python benchmarks/_sim_cases_measures.py [--runs 3] [--only SUBSTR] [--mem-gb 12]
     python benchmarks/_sim_cases_measures.py --conventions   # anchor values on real embeddings
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _harness
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -266,56 +267,23 @@ COMPARISONS: list[tuple[str, str, str, dict[str, float]]] = [
 
 
 # --------------------------------------------------------------------------- standalone driver
-_CHILD = r"""
-import json, os, resource, sys, time
-sys.path.insert(0, {here!r})
-import _sim_cases_measures as m
-name = {name!r}
-data = {{}}
-m.PREPARE[name](data)
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-base = rss()
-t0 = time.process_time()
-out = m.CASES[name](data)
-cpu = time.process_time() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print("@@" + json.dumps({{"value": out["value"], "extra": out.get("extra", {{}}), "cpu": cpu,
-                         "peak": peak, "base": base}}))
-"""
-
-_ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
-
-
 def run_case(name: str, mem_bytes: int, timeout: float) -> dict[str, Any]:
     """Run one case in a fresh process; ``{"status": "ok"|"out of memory"|..., ...}``."""
     input_paths(name.split("@")[1])  # write the inputs once, outside the timed child
-    code = _CHILD.format(here=str(HERE), name=name)
-    cmd = ["prlimit", f"--as={mem_bytes}", PYTHON[name], "-c", code]
-    env = {**os.environ, **_ONE_THREAD, "PYTHONPATH": str(HERE.parent / "src")}
-    try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout (> {timeout:.0f} s)"}
-    for line in p.stdout.splitlines():
-        if line.startswith("@@"):
-            return {"status": "ok", **json.loads(line[2:])}
-    err = p.stderr
-    if "MemoryError" in err or "Cannot allocate" in err or "std::bad_alloc" in err or p.returncode in (-9, 137):
-        return {"status": "out of memory"}
-    if "ModuleNotFoundError" in err:
-        return {"status": "not installed"}
-    return {"status": "error: " + (err.strip().splitlines() or ["?"])[-1][:80]}
+    run = _harness.run_case("_sim_cases_measures", name, python=PYTHON[name],
+                            torch_threads=False, mem_bytes=mem_bytes, timeout=timeout)
+    if not run.ok:
+        return {"status": run.status}
+    r = run.result
+    return {"status": "ok", "value": r["value"], "extra": r["extra"], "cpu": r["cpu"],
+            "peak": r["peak"], "base": r["base"]}
 
 
 def _median(rs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rs if r["status"] == "ok"]
     if not ok:
         return rs[0]
-    ok.sort(key=lambda r: r["cpu"])
-    return ok[len(ok) // 2]
+    return _harness.median_run(ok, "cpu")
 
 
 def main(argv: list[str]) -> None:
@@ -453,7 +421,7 @@ def conventions() -> None:
         "repscope rsa euclidean/pearson": rsa(X, Y, metric="euclidean", method="pearson"),
     }
     p = subprocess.run([ANCHOR_PY, "-c", _CONV_CHILD, str(px), str(py)], capture_output=True,
-                       text=True, env={**os.environ, **_ONE_THREAD})
+                       text=True, env={**os.environ, **_harness.thread_env(1)})
     theirs: dict[str, float] = {}
     for line in p.stdout.splitlines():
         if line.startswith("@@"):

@@ -8,10 +8,11 @@ truncation at 256 tokens:
 * ``repscope``: ``repscope.extract`` capturing all 7 layers (embeddings + 6 encoder layers,
   ``layers="blocks"``) with mean pooling, in memory.
 
-Each timed run is its own process (this script with ``--impl``), after one warm-up batch in
-that process; runs alternate between the two implementations. The table reports medians over
-the runs of CPU seconds (``time.process_time`` in the child: all its threads) and wall seconds,
-and throughput in paragraphs per CPU second. Target: repscope / st >= 0.9.
+Each timed run is its own process (this script with ``--impl``, through
+``benchmarks/_harness.py``), after one warm-up batch in that process; runs alternate between
+the two implementations. The table reports medians over the runs of CPU seconds
+(``time.process_time`` in the child: all its threads) and wall seconds, and throughput in
+paragraphs per CPU second. Target: repscope / st >= 0.9.
 
 Usage::
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _harness
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -79,7 +79,7 @@ def child(impl: str, texts_file: str, batch_size: int) -> None:
     c0, w0 = time.process_time(), time.perf_counter()
     n = run(texts)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    print(json.dumps({"impl": impl, "n": n, "cpu": cpu, "wall": wall}))
+    _harness.emit({"impl": impl, "n": n, "cpu": cpu, "wall": wall})
 
 
 def main() -> None:
@@ -101,39 +101,35 @@ def main() -> None:
         texts_file.write_text(json.dumps(texts))
         for r in range(args.runs):
             for impl in IMPLS:
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                proc = subprocess.run(
+                run = _harness.run_child(
                     [sys.executable, __file__, "--impl", impl, "--texts", str(texts_file),
                      "--batch-size", str(args.batch_size)],
-                    capture_output=True, text=True, check=False,
                 )
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                if proc.returncode != 0:
-                    sys.exit(f"{impl} run failed:\n{proc.stderr}")
-                rec = json.loads(proc.stdout.strip().splitlines()[-1])
-                rec["process_cpu"] = (after.ru_utime - before.ru_utime) + (
-                    after.ru_stime - before.ru_stime
-                )
+                if not run.ok:
+                    sys.exit(f"{impl} run failed:\n{run.stderr}")
+                rec = dict(run.result)
+                rec["process_cpu"] = run.cpu
                 results[impl].append(rec)
                 print(f"run {r + 1} {impl:>8}: cpu {rec['cpu']:.2f} s, wall {rec['wall']:.2f} s "
                       f"(whole process incl. loading: {rec['process_cpu']:.2f} CPU s)",
                       file=sys.stderr)
 
-    med = {
-        i: {k: statistics.median(r[k] for r in results[i]) for k in ("cpu", "wall", "n")}
-        for i in IMPLS
-    }
+    med = {i: _harness.medians(results[i], ("cpu", "wall", "n")) for i in IMPLS}
     print(f"\nMiniLM-L6 over {label}, batch {args.batch_size}, max_length {MAX_LENGTH}, "
           f"median of {args.runs} runs (one process per run)")
-    print(f"{'implementation':<44} {'CPU s':>7} {'wall s':>7} {'para/CPU-s':>11} {'para/s':>8}")
     names = {
         "st": "sentence-transformers encode (last layer)",
         "repscope": "repscope.extract (7 layers, mean)",
     }
-    for i in IMPLS:
-        m = med[i]
-        print(f"{names[i]:<44} {m['cpu']:>7.2f} {m['wall']:>7.2f} {m['n'] / m['cpu']:>11.1f} "
-              f"{m['n'] / m['wall']:>8.1f}")
+    rows = [{"name": names[i], **med[i], "per_cpu": med[i]["n"] / med[i]["cpu"],
+             "per_s": med[i]["n"] / med[i]["wall"]} for i in IMPLS]
+    _harness.print_table(rows, [
+        _harness.Column("implementation", "name", "s", 44),
+        _harness.Column("CPU s", "cpu", ".2f", 7),
+        _harness.Column("wall s", "wall", ".2f", 7),
+        _harness.Column("para/CPU-s", "per_cpu", ".1f", 11),
+        _harness.Column("para/s", "per_s", ".1f", 8),
+    ])
     ratio = med["st"]["cpu"] / med["repscope"]["cpu"]
     wall_ratio = med["st"]["wall"] / med["repscope"]["wall"]
     print(f"throughput ratio repscope / st: {ratio:.3f} per CPU second, {wall_ratio:.3f} wall "

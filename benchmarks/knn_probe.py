@@ -1,9 +1,10 @@
 """Benchmark: exact cosine kNN search and the kNN probe vs scikit-learn and a dense torch search.
 
-Each implementation runs in its own subprocess (one thread: ``OMP_NUM_THREADS=1``,
-``torch.set_num_threads(1)``); we report the child's CPU-seconds of the timed call only
-(``time.process_time`` around it; input generation and imports are excluded), the child's
-peak RSS (``ru_maxrss``) and the accuracy of the kNN classifier (k=20), medians of ``--runs``.
+Each implementation runs in its own subprocess (``benchmarks/_harness.py``; one thread:
+``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``); we report the child's CPU-seconds of the
+timed call only (``time.process_time`` around it; input generation and imports are excluded),
+the child's peak RSS (``ru_maxrss``) and the accuracy of the kNN classifier (k=20), medians of
+``--runs``.
 
 Data: synthetic, seeded: an index of ``N`` x ``D`` float32 vectors in 100 Gaussian classes and
 ``Q`` queries from the same classes.
@@ -14,13 +15,11 @@ Data: synthetic, seeded: an index of ``N`` x ``D`` float32 vectors in 100 Gaussi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
+
+import _harness
 
 K = 20
 
@@ -71,8 +70,8 @@ def _child(case: str, n: int, q: int, d: int) -> None:
         cpu = time.process_time() - t
     else:
         raise SystemExit(f"unknown case {case}")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"cpu": cpu, "mem": peak_mb, "acc": float(np.mean(pred == yq))}))
+    peak_mb = _harness.peak_rss_bytes() / 2**20
+    _harness.emit({"cpu": cpu, "mem": peak_mb, "acc": float(np.mean(pred == yq))})
 
 
 CASES = ["repscope knn_search", "repscope KNNProbe (k=10,20; dino)",
@@ -95,23 +94,25 @@ def main() -> None:
     for case in CASES:
         res = []
         for _ in range(a.runs):
-            out = subprocess.run([sys.executable, __file__, "--child", case, "--n", str(a.n),
-                                  "--q", str(a.q), "--d", str(a.d)], capture_output=True,
-                                 text=True, env=env)
-            if out.returncode != 0:
+            run = _harness.run_child([sys.executable, __file__, "--child", case, "--n", str(a.n),
+                                      "--q", str(a.q), "--d", str(a.d)], env=env)
+            if not run.ok:
                 res = []
-                print(f"{case}: failed: {out.stderr.strip().splitlines()[-1:]}")
+                print(f"{case}: failed: {run.status}")
                 break
-            res.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            res.append(run.result)
         if res:
-            rows.append((case, statistics.median(r["cpu"] for r in res),
-                         statistics.median(r["mem"] for r in res), res[0]["acc"]))
-    base = rows[0][1] if rows else 1.0
+            rows.append({"case": case, **_harness.medians(res, ("cpu", "mem")),
+                         "acc": res[0]["acc"]})
     print(f"\nkNN search, index {a.n} x {a.d}, {a.q} queries, k={K}, cosine; "
           f"median of {a.runs} runs, one thread")
-    print(f"{'implementation':48s} {'CPU-s':>8s} {'x repscope':>10s} {'peak MB':>8s} {'acc@20':>7s}")
-    for case, cpu, mem, acc in rows:
-        print(f"{case:48s} {cpu:8.2f} {cpu / base:10.2f} {mem:8.0f} {acc:7.3f}")
+    _harness.print_table(rows, [
+        _harness.Column("implementation", "case", "s", 48),
+        _harness.Column("CPU-s", "cpu", ".2f", 8),
+        _harness.Ratio("x repscope", "cpu", ".2f", suffix="", width=10),
+        _harness.Column("peak MB", "mem", ".0f", 8),
+        _harness.Column("acc@20", "acc", ".3f", 7),
+    ], baseline=rows[0] if rows else None)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ Cases come from every ``benchmarks/_probe_cases_*.py`` module present. Each expo
   dict[case, str]`` (an interpreter of another venv, e.g. himalaya's) and ``PRELOAD:
   dict[case, list[str]]`` (modules imported before the clock starts).
 
-Each run is its own process (this script with ``--child``), run one after another under
-``prlimit --as`` (a run that exceeds it prints "out of memory"). CPU time is the child's
-``time.process_time`` around the case call (all threads); peak extra memory is the child's
-``ru_maxrss`` minus its resident size just before the call. Medians over ``--runs``.
+Each run is its own process (this script with ``--child``, through ``benchmarks/_harness.py``),
+run one after another under ``prlimit --as`` (a run that exceeds it prints "out of memory").
+CPU time is the child's ``time.process_time`` around the case call (all threads); peak extra
+memory is the child's ``ru_maxrss`` minus its resident size just before the call. Medians over
+``--runs``.
 
 Usage::
 
@@ -39,15 +40,12 @@ import argparse
 import importlib
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _harness
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -148,14 +146,6 @@ def case_modules(only: str | None) -> dict[str, Any]:
     return mods
 
 
-def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def child(module: str, case: str, data_file: str) -> None:
     """One timed run in this process; prints one JSON line."""
     sys.path.insert(0, str(HERE))
@@ -170,36 +160,21 @@ def child(module: str, case: str, data_file: str) -> None:
             for p in paths.values():
                 float(np.asarray(probe_path.load_array(p)).sum(dtype=np.float64))
     fn: Callable[[dict[str, Any]], dict[str, Any]] = mod.CASES[case]
-    base = _rss_kb()
-    c0, w0 = time.process_time(), time.perf_counter()
-    out = fn(data)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print("RESULT " + json.dumps({"cpu": cpu, "wall": wall, "extra_mb": max(peak - base, 0) / 1024,
-                                  "accuracy": float(out.get("accuracy", float("nan"))),
-                                  "extra": str(out.get("extra", ""))}))
+    out, t = _harness.timed(fn, data)
+    _harness.emit({"cpu": t["cpu"], "wall": t["wall"],
+                   "extra_mb": max(t["peak"] - t["base"], 0) / 2**20,
+                   "accuracy": float(out.get("accuracy", float("nan"))),
+                   "extra": str(out.get("extra", ""))})
 
 
 def run_case(module: str, case: str, data_file: str, python: str, limit_gb: float,
              threads: int, timeout: float) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(HERE.parent / "src")}
+    env = {**os.environ, **_harness.thread_env(threads), "PYTHONPATH": str(HERE.parent / "src")}
     cmd = [python, str(Path(__file__).resolve()), "--child", f"{module}:{case}", "--data",
            data_file]
-    if limit_gb > 0:
-        cmd = ["prlimit", f"--as={int(limit_gb * 2**30)}", *cmd]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return dict(json.loads(line[7:]))
-    err = p.stderr.strip().splitlines()
-    if p.returncode in (-9, 137) or any("MemoryError" in e or "Cannot allocate" in e or
-                                        "out of memory" in e.lower() for e in err):
-        return {"error": "out of memory"}
-    return {"error": (err[-1] if err else f"exit code {p.returncode}")[:120]}
+    run = _harness.run_child(cmd, env=env, timeout=timeout,
+                             mem_bytes=int(limit_gb * 2**30) if limit_gb > 0 else None)
+    return dict(run.result) if run.ok else {"error": run.status}
 
 
 def main() -> None:
@@ -259,7 +234,7 @@ def main() -> None:
                 results[case] = runs[0]
                 print(f"{case:34s} {runs[0]['error']}", flush=True)
                 continue
-            res = {k: statistics.median(r[k] for r in ok) for k in ("cpu", "wall", "extra_mb")}
+            res: dict[str, Any] = _harness.medians(ok, ("cpu", "wall", "extra_mb"))
             res.update(accuracy=ok[0]["accuracy"], extra=ok[0]["extra"], runs=len(ok))
             results[case] = res
             print(f"{case:34s} runs={len(ok)} cpu={res['cpu']:8.2f}s wall={res['wall']:8.2f}s "

@@ -23,9 +23,9 @@ The first 57,344 rows train, the last 8,192 are held out for FVU
 fire on them).
 
 Each library runs in its own process (this script with ``--child`` under that library's
-interpreter), one after another; the process trains ``--repeats`` fresh SAEs in turn (starting
-a process per repeat would spend most of the time budget importing transformers-sized
-dependency trees). CPU time is ``time.process_time`` over the last ``--steps`` steps (all
+interpreter, through ``benchmarks/_harness.py``), one after another; the process trains
+``--repeats`` fresh SAEs in turn (starting a process per repeat would spend most of the time
+budget importing transformers-sized dependency trees). CPU time is ``time.process_time`` over the last ``--steps`` steps (all
 threads; every child sets ``torch.set_num_threads(1)`` and ``OMP_NUM_THREADS=1``), so the
 warm-up steps and the data-dependent initialisation are not timed; medians over the repeats.
 Peak memory is the child's ``ru_maxrss`` when training ends, before evaluation (the whole
@@ -44,11 +44,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import _harness
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -93,14 +93,6 @@ def make_data(n: int = N_ROWS, d: int = D, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------- child
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def child(case: str, spec_json: str) -> None:
     """All repeats of one case in this process; prints one RESULT line (a list of runs)."""
     sys.path.insert(0, str(HERE))
@@ -113,21 +105,19 @@ def child(case: str, spec_json: str) -> None:
     for a in range(0, len(x), 8192):  # page the data in before the baseline
         float(x[a : a + 8192].sum())
     cases.PRELOAD[case]()
-    base = _rss_mb()
+    base = _harness.rss_bytes() / 2**20
     runs = []
     for _ in range(spec["repeats"]):
         out = cases.CASES[case](spec)
         out["train_mb"] = max(out["peak_mb"] - base, 0.0)
         runs.append(out)
-    print("RESULT " + json.dumps(runs), flush=True)
+    _harness.emit(runs)
 
 
 def run_child(case: str, spec: dict[str, Any], python: str, timeout: float) -> Any:
     env = {
         **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
+        **_harness.thread_env(1),
         "PYTHONPATH": str(HERE.parent / "src"),
         "WANDB_MODE": "disabled",
         "HF_HUB_OFFLINE": "1",
@@ -135,15 +125,8 @@ def run_child(case: str, spec: dict[str, Any], python: str, timeout: float) -> A
         "SPARSIFY_DISABLE_TRITON": "1",
     }
     cmd = [python, str(Path(__file__).resolve()), "--child", case, "--spec", json.dumps(spec)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in p.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    err = [e for e in p.stderr.strip().splitlines() if e.strip()]
-    return {"error": (err[-1] if err else f"exit code {p.returncode}")[:160]}
+    run = _harness.run_child(cmd, env=env, timeout=timeout)
+    return run.result if run.ok else {"error": run.status}
 
 
 # --------------------------------------------------------------------------- main
@@ -243,26 +226,25 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print(
-        "| library | version | expansion | CPU-s / 1k vectors | vs repscope | wall-s / 1k | "
-        "peak RSS MB | train MB | FVU (held out) | dead % | L0 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ours = {r["expansion"]: r for r in rows if r["case"] == "repscope" and "error" not in r}
-    for r in rows:
-        if "error" in r:
-            print(
-                f"| {r['case']} | - | {r['expansion']}x | - | - | - | - | - | - | - | "
-                f"{r['error']} |"
-            )
-            continue
-        ref = ours.get(r["expansion"])
-        ratio = f"{r['cpu_per_1k'] / ref['cpu_per_1k']:.2f}x" if ref else "-"
-        print(
-            f"| {r['case']} | {r['version']} | {r['expansion']}x | {r['cpu_per_1k']:.3f} | "
-            f"{ratio} | {r['wall_per_1k']:.3f} | {r['peak_mb']:.0f} | {r['train_mb']:.0f} | "
-            f"{r['fvu']:.4f} | {100 * r['dead']:.1f} | {r['l0']:.1f} |"
-        )
+    _harness.print_table(
+        rows,
+        [
+            _harness.Column("library", "case", "s"),
+            _harness.Column("version", "version", "s"),
+            _harness.Column("expansion", "expansion", lambda v: f"{v}x"),
+            _harness.Column("CPU-s / 1k vectors", "cpu_per_1k", ".3f"),
+            _harness.Ratio("vs repscope", "cpu_per_1k"),
+            _harness.Column("wall-s / 1k", "wall_per_1k", ".3f"),
+            _harness.Column("peak RSS MB", "peak_mb", ".0f"),
+            _harness.Column("train MB", "train_mb", ".0f"),
+            _harness.Column("FVU (held out)", "fvu", ".4f"),
+            _harness.Column("dead %", "dead", lambda v: f"{100 * v:.1f}"),
+            _harness.Column("L0", "l0", ".1f"),
+        ],
+        baseline=lambda r: ours.get(r["expansion"]),
+        markdown=True,
+    )
 
 
 if __name__ == "__main__":

@@ -11,14 +11,14 @@ then imports every ``benchmarks/_sim_cases_*.py`` module (contract: ``CASES`` na
 ``case(data) -> {"value": float, "extra": dict}``; optional ``PREPARE`` name -> untimed
 ``prep(data)``; optional ``PYTHON`` name -> interpreter (anchors in their own venvs); optional
 ``setup()`` run once, untimed; ``COMPARISONS`` of ``(label, repscope_case, other_case,
-target)``) and runs each case in its own subprocess, one after another, with one thread
-(``OMP/MKL/OPENBLAS`` threads = 1, ``torch.set_num_threads(1)``), under
+target)``) and runs each case in its own subprocess (``benchmarks/_harness.py``), one after
+another, with one thread (``OMP/MKL/OPENBLAS`` threads = 1, ``torch.set_num_threads(1)``), under
 ``prlimit --as=<--mem-gb>`` so that a case needing tens of GB reports "out of memory" instead
 of taking the machine down.
 
 Per case: CPU-seconds of the computation (``time.process_time`` in the child around the case;
-imports and input loading excluded), the child's total CPU (``getrusage(RUSAGE_CHILDREN)``
-delta: imports included) and its peak RSS (``ru_maxrss``) plus the peak over the inputs.
+imports and input loading excluded), the child's total CPU (user + sys from ``wait4``:
+imports included) and its peak RSS (``ru_maxrss``) plus the peak over the inputs.
 Medians of ``--runs`` (3) runs; a case whose first run takes more than ``--slow`` (20) CPU-s
 runs once, and the table says so (``runs`` column).
 
@@ -38,19 +38,16 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import resource
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import _harness
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("REPSCOPE_SIM_BENCH_DIR", "/tmp/repscope-sim-bench"))
 SHAPES = {"10k": (10_000, 768, 1024), "50k": (50_000, 384, 384), "wide": (1_000, 16_384, 16_384)}
-ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -82,70 +79,24 @@ def build_inputs(shapes: list[str] | None = None) -> dict[str, tuple[Path, Path]
 
 
 # --------------------------------------------------------------------------- child process
-_CHILD = r"""
-import json, os, resource, sys, time
-for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[k] = "1"
-try:
-    import torch
-    torch.set_num_threads(1)
-except ImportError:
-    pass
-sys.path.insert(0, {bench!r})
-import importlib
-m = importlib.import_module({module!r})
-name = {name!r}
-data = {{"seed": 0}}
-prep = getattr(m, "PREPARE", {{}}).get(name)
-if prep is not None:
-    prep(data)
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-base = rss()
-t0 = time.process_time()
-out = m.CASES[name](data)
-cpu = time.process_time() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print("@@" + json.dumps({{"value": float(out["value"]), "cpu": cpu, "peak": peak,
-                         "base": base}}))
-"""
-
-
 def run_case(module: Any, name: str, mem_bytes: int, timeout: float) -> dict[str, Any]:
     """One run of ``name`` in a fresh process: ``{"status": "ok" | "out of memory" | ...}``."""
     python = getattr(module, "PYTHON", {}).get(name, sys.executable)
-    if not Path(python).exists():
-        return {"status": "not installed"}
-    code = _CHILD.format(bench=str(HERE), module=module.__name__, name=name)
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(HERE.parent / "src"),
-           "REPSCOPE_SIM_BENCH_DIR": str(CACHE)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        p = subprocess.run(["prlimit", f"--as={mem_bytes}", python, "-c", code], env=env,
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout (> {timeout:.0f} s)"}
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    for line in p.stdout.splitlines():
-        if line.startswith("@@"):
-            return {"status": "ok", "total_cpu": total, **json.loads(line[2:])}
-    err = p.stderr or ""
-    if any(s in err for s in ("MemoryError", "Cannot allocate", "bad_alloc",
-                              "can't allocate memory", "Unable to allocate")) \
-            or p.returncode in (-9, 137):
-        return {"status": "out of memory"}
-    if "ModuleNotFoundError" in err:
-        return {"status": "not installed"}
-    return {"status": "error: " + (err.strip().splitlines() or ["?"])[-1][:90]}
+    run = _harness.run_case(module.__name__, name, python=python,
+                            env={"REPSCOPE_SIM_BENCH_DIR": str(CACHE)}, mem_bytes=mem_bytes,
+                            timeout=timeout)
+    if not run.ok:
+        return {"status": run.status}
+    r = run.result
+    return {"status": "ok", "total_cpu": run.cpu, "value": r["value"], "cpu": r["cpu"],
+            "peak": r["peak"], "base": r["base"]}
 
 
 def _median(rs: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = sorted((r for r in rs if r["status"] == "ok"), key=lambda r: r["cpu"])
-    out = dict(ok[len(ok) // 2]) if ok else dict(rs[0])
-    out["runs"] = len(ok)
-    return out
+    ok = [r for r in rs if r["status"] == "ok"]
+    if not ok:
+        return {**rs[0], "runs": 0}
+    return _harness.median_run(ok, "cpu")
 
 
 # --------------------------------------------------------------------------- driver
