@@ -707,16 +707,17 @@ def test_registry_covers_the_saelens_mapping():
 @pytest.mark.parametrize(
     "statement",
     [
-        "import repscope.sae",
-        "from repscope.sae.archs._base import architectures",
-        "from repscope.sae.io import load_sae",
+        "from repscope.sae import architectures as registry",
+        "from repscope.sae.archs._base import architectures as registry",
+        "from repscope.sae.io import load_sae\nregistry = sys.modules[BASE].architectures",
+        "import repscope.sae.metrics\nregistry = sys.modules[BASE].architectures",
     ],
 )
-def test_every_architecture_is_registered_on_import(statement):
+def test_every_architecture_is_registered_wherever_the_registry_is_reached(statement):
     # a fresh interpreter where only `statement` ran: the registry is already complete
     code = (
-        f"{statement}\nimport sys\n"
-        "print(sorted(sys.modules['repscope.sae.archs._base'].architectures.names()))"
+        f"import sys\nBASE = 'repscope.sae.archs._base'\n{statement}\n"
+        "print(sorted(registry.names()))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -733,3 +734,10 @@ def test_every_architecture_is_registered_on_import(statement):
             "topk",
         ]
     )
+
+
+def test_importing_repscope_sae_imports_neither_torch_nor_sklearn():
+    code = "import sys, repscope.sae\nprint([m for m in ('torch', 'sklearn') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

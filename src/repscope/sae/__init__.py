@@ -11,50 +11,65 @@ tensors, memmaps, FeatureStore layers or iterators (several SAEs in one pass; DD
 and dictionary_learning checkpoints.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from repscope.sae.archs import (
-    MPSAE,
-    BatchTopKConfig,
-    BatchTopKSAE,
-    GatedConfig,
-    GatedSAE,
-    GroupSparseConfig,
-    GroupSparseSAE,
-    JumpReLUConfig,
-    JumpReLUSAE,
-    MatryoshkaConfig,
-    MatryoshkaSAE,
-    MPConfig,
-    PolyConfig,
-    PolySAE,
-    ReLUConfig,
-    ReLUSAE,
-    SAEConfig,
-    SAELoss,
-    SAEOutput,
-    SparseAutoencoder,
-    TiedAutoencoder,
-    TiedFit,
-    TopKConfig,
-    TopKSAE,
-    TrainState,
-    architectures,
-    create_sae,
-    geometric_median,
-    register_architecture,
-    train_tied_autoencoder,
-)
-from repscope.sae.evaluation import LossRecovered, TopActivations, spliced_lm_loss, top_activations
-from repscope.sae.io import load_dictionary_learning, load_sae, load_sparsify, save_sae
-from repscope.sae.training import (
-    SAETrainingError,
-    TrainResult,
-    TrainSettings,
-    default_lr,
-    fit,
-    sweep,
-)
+from repscope._lazy import attach
+
+# Lazy: ``import repscope.sae`` (the CLI builds its help from every package) costs no torch or
+# scikit-learn import until a name is used. Any name of the registry's side (architectures,
+# create_sae, load_sae, fit, ...) imports repscope.sae.archs, whose __init__ imports every
+# architecture, so the registry is complete whenever it can be reached.
+if TYPE_CHECKING:
+    from repscope.sae._estimator import SAETransformer
+    from repscope.sae.archs import (
+        MPSAE,
+        BatchTopKConfig,
+        BatchTopKSAE,
+        GatedConfig,
+        GatedSAE,
+        GroupSparseConfig,
+        GroupSparseSAE,
+        JumpReLUConfig,
+        JumpReLUSAE,
+        MatryoshkaConfig,
+        MatryoshkaSAE,
+        MPConfig,
+        PolyConfig,
+        PolySAE,
+        ReLUConfig,
+        ReLUSAE,
+        SAEConfig,
+        SAELoss,
+        SAEOutput,
+        SparseAutoencoder,
+        TiedAutoencoder,
+        TiedFit,
+        TopKConfig,
+        TopKSAE,
+        TrainState,
+        architectures,
+        create_sae,
+        geometric_median,
+        register_architecture,
+        train_tied_autoencoder,
+    )
+    from repscope.sae.evaluation import (
+        LossRecovered,
+        TopActivations,
+        spliced_lm_loss,
+        top_activations,
+    )
+    from repscope.sae.io import load_dictionary_learning, load_sae, load_sparsify, save_sae
+    from repscope.sae.training import (
+        SAETrainingError,
+        TrainResult,
+        TrainSettings,
+        default_lr,
+        fit,
+        sweep,
+    )
+
+__getattr__, __dir__, _ = attach(__name__, __file__)
 
 __all__ = [
     "MPSAE",
@@ -103,13 +118,3 @@ __all__ = [
     "top_activations",
     "train_tied_autoencoder",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # SAETransformer is a scikit-learn estimator: importing scikit-learn costs ~2.5 s, which
-    # users of the rest of repscope.sae should not pay
-    if name == "SAETransformer":
-        from repscope.sae._estimator import SAETransformer
-
-        return SAETransformer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
