@@ -110,7 +110,7 @@ def test_model_by_model_matrix_and_best_matches() -> None:
     assert dict((a, b) for a, b, _ in r.best_matches)["m1"] == "m2"
     assert r.top_pairs(1)[0][:2] == ("m1", "m2")
     d = r.to_dict()
-    assert d["type"] == "LayerMatrix"
+    assert d["type"] == "LayerMatrixResult"
     assert len(d["values"]) == 3
 
 

@@ -31,8 +31,11 @@ from repscope.stats import Moments
 
 __all__ = [
     "SparsePredictability",
+    "SparsePredictabilityResult",
     "UnitCoclusters",
+    "UnitCoclustersResult",
     "UnitMatching",
+    "UnitMatchingResult",
     "match_units",
     "sparse_predictability",
     "unit_coclusters",
@@ -108,7 +111,7 @@ def _next_best(c: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class UnitMatching(Result):
+class UnitMatchingResult(Result):
     """A one-to-one matching of the units of network A to those of network B.
 
     Attributes
@@ -147,13 +150,17 @@ class UnitMatching(Result):
         return float(np.mean(self.matched_corr > self.within_next_best))
 
 
+#: The former name of :class:`UnitMatchingResult` (kept for one release).
+UnitMatching = UnitMatchingResult
+
+
 def match_units(
     A: Any,
     B: Any = None,
     *,
     method: Literal["hungarian", "greedy", "semi"] = "hungarian",
     absolute: bool = False,
-) -> UnitMatching:
+) -> UnitMatchingResult:
     """Match units of network A to units of network B by correlation.
 
     Parameters
@@ -170,7 +177,7 @@ def match_units(
 
     Returns
     -------
-    UnitMatching
+    UnitMatchingResult
         ``min(n_units_a, n_units_b)`` pairs (``n_units_a`` for ``"semi"``).
 
     Examples
@@ -194,7 +201,7 @@ def match_units(
         rows = np.arange(W.shape[0], dtype=np.int64)
         cols = np.argmax(W, axis=1).astype(np.int64)
     nb = _next_best(np.abs(c11) if absolute else c11)
-    return UnitMatching(
+    return UnitMatchingResult(
         rows=rows,
         cols=cols,
         matched_corr=W[rows, cols],
@@ -206,7 +213,7 @@ def match_units(
 
 
 @dataclass(frozen=True)
-class SparsePredictability(Result):
+class SparsePredictabilityResult(Result):
     """Lasso predictability of each unit of B from all units of A.
 
     Attributes
@@ -233,6 +240,10 @@ class SparsePredictability(Result):
         return np.where(ok, self.nmse, np.inf).min(axis=1)
 
 
+#: The former name of :class:`SparsePredictabilityResult` (kept for one release).
+SparsePredictability = SparsePredictabilityResult
+
+
 def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Xc = X - X.mean(axis=0)
     sd = np.sqrt((Xc * Xc).mean(axis=0))
@@ -251,7 +262,7 @@ def sparse_predictability(
     units: Any = None,
     max_iter: int = 2000,
     tol: float = 1e-5,
-) -> SparsePredictability:
+) -> SparsePredictabilityResult:
     r"""Lasso fits of each unit of B from the units of A, over a grid of penalties.
 
     For each unit ``j`` (standardised ``b_j``) and each ``alpha``,
@@ -280,7 +291,7 @@ def sparse_predictability(
 
     Returns
     -------
-    SparsePredictability
+    SparsePredictabilityResult
     """
     from sklearn.linear_model import lasso_path
 
@@ -318,11 +329,11 @@ def sparse_predictability(
         rss = n - 2.0 * (xy @ W) + np.einsum("ia,ij,ja->a", W, G, W)
         nmse[u] = np.maximum(rss, 0.0) / n
         nnz[u] = (W != 0).sum(axis=0)
-    return SparsePredictability(alphas=grid, units=idx, nmse=nmse, n_nonzero=nnz)
+    return SparsePredictabilityResult(alphas=grid, units=idx, nmse=nmse, n_nonzero=nnz)
 
 
 @dataclass(frozen=True)
-class UnitCoclusters(Result):
+class UnitCoclustersResult(Result):
     """Spectral co-clusters of the units of two networks.
 
     Attributes
@@ -343,9 +354,13 @@ class UnitCoclusters(Result):
     mean_abs_corr: np.ndarray
 
 
+#: The former name of :class:`UnitCoclustersResult` (kept for one release).
+UnitCoclusters = UnitCoclustersResult
+
+
 def unit_coclusters(
     A: Any, B: Any = None, *, n_clusters: int, random_state: int | None = 0
-) -> UnitCoclusters:
+) -> UnitCoclustersResult:
     """Spectral co-clustering of units of A and B on the ``|corr|`` bipartite matrix.
 
     Parameters
@@ -358,7 +373,7 @@ def unit_coclusters(
 
     Returns
     -------
-    UnitCoclusters
+    UnitCoclustersResult
     """
     W = np.abs(_c12(A, B))
     cc = spectral_cocluster(W, n_clusters, random_state=random_state)
@@ -370,6 +385,6 @@ def unit_coclusters(
         sizes[c] = (int(ra.sum()), int(rb.sum()))
         if ra.any() and rb.any():
             mac[c] = float(W[np.ix_(ra, rb)].mean())
-    return UnitCoclusters(
+    return UnitCoclustersResult(
         labels_a=cc.row_labels, labels_b=cc.col_labels, sizes=sizes, mean_abs_corr=mac
     )
