@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from repscope.exceptions import RepscopeValueError
 from repscope.probe._calibration import (
-    CalibrationReport,
+    CalibrationResult,
     TemperatureScaler,
     brier_score,
     calibration_report,
@@ -100,7 +100,7 @@ def test_temperature_scaler_keeps_predictions_and_backend():
 def test_calibration_report_before_after():
     Z, y = _sample(7, n=600, scale=8.0)
     rep = calibration_report(Z[:300], y[:300], Z[300:], y[300:], n_bins=10)
-    assert isinstance(rep, CalibrationReport)
+    assert isinstance(rep, CalibrationResult)
     assert rep.ece_after < rep.ece_before
     assert rep.nll_after < rep.nll_before
     assert rep.temperature == pytest.approx(fit_temperature(Z[:300], y[:300]))
