@@ -184,7 +184,7 @@ def test_sweep_k_full_pca_matches_orthogonal_retrieval(rng) -> None:
     orth = OrthogonalMap().fit(X[:300], Y[:300])
     ref = retrieval_topk(orth.transform(X[300:]) - orth.mean_y_, Y[300:] - orth.mean_y_, ks=(1,))
     assert s.retrieval[1][-1] == pytest.approx(ref.topk[1])
-    assert s.to_dict()["type"] == "SubspaceSweep"
+    assert s.to_dict()["type"] == "SubspaceSweepResult"
 
 
 def test_orthogonality_gap_zero_for_rotation_positive_otherwise(rng) -> None:

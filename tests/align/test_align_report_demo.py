@@ -47,7 +47,7 @@ def test_similarity_matrix_section_renders_heatmap_and_stats() -> None:
                          "ci_high": 0.95}]}
     html = render_html([Record("similarity_matrix", values, model="A vs B", dataset="d",
                                params={"measure": "linear_cka"})])
-    assert "Layer-to-layer similarity (any measure)" in html
+    assert "Layer-to-layer similarity" in html
     assert "[0.85, 0.95]" in html and "permutation p" in html
     assert "<svg" in html and HOSTILE not in html
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from repscope.separability import logistic_separability
 
 from repscope._testing import random_orthogonal
 from repscope.exceptions import RepscopeValueError
-from repscope.separability import logistic_separability
 from repscope.similarity import linear_cka, linear_cka_matrix
 from repscope.stats import Moments, effective_rank, pca_spectrum
 

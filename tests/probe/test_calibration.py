@@ -68,7 +68,7 @@ def test_reliability_diagram_counts_and_bin_edges():
     assert d.accuracy[1] == pytest.approx(2 / 3)
     assert d.confidence[1] == pytest.approx((0.6 + 0.95 + 1.0) / 3)
     assert d.ece == pytest.approx(ece(P, y, 2))
-    assert d.to_dict()["type"] == "ReliabilityDiagram"
+    assert d.to_dict()["type"] == "ReliabilityDiagramResult"
     empty = reliability_diagram(P, y, n_bins=10)
     assert np.isnan(empty.accuracy[0])
     assert sum(empty.counts) == 4

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from repscope._testing import run_distributed
 from repscope.exceptions import RepscopeValueError
-from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
+from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPointResult, lambda_from_C
 
 
 def _blobs(rng: np.random.Generator, n: int = 300, d: int = 8, k: int = 4, sep: float = 1.5):
@@ -70,7 +70,7 @@ def test_path_weight_norm_grows_as_lambda_decreases(rng):
     assert np.all(np.diff(norms) > 0)
     lams = [p.lam for p in probe.path_]
     assert lams == sorted(lams, reverse=True)
-    assert all(isinstance(p, PathPoint) and p.converged for p in probe.path_)
+    assert all(isinstance(p, PathPointResult) and p.converged for p in probe.path_)
     assert probe.scores_ is not None
     assert probe.scores_.shape == (8,)
     assert probe.lambda_ in probe.lambdas_

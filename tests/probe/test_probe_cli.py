@@ -9,11 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from repscope.cli import cli
-from repscope.cli.probe import probe as probe_command
 from repscope.db import Record, ResultsDB
-
-if "probe" not in cli.commands:  # until cli/__init__.py registers the module
-    cli.add_command(probe_command)
 
 
 @pytest.fixture
@@ -102,8 +98,8 @@ def test_probe_command_errors_are_one_line(arrays, tmp_path):
 
 
 def test_probe_sections_render_records_with_intervals():
-    from repscope.probe._report import render_probe, render_probe_learning_curve
     from repscope.capability import section_for
+    from repscope.probe._report import render_probe, render_probe_learning_curve
 
     recs = [Record("probe", {"accuracy": a, "ci_low": a - 0.05, "ci_high": a + 0.05,
                              "chance": 0.1}, model=m, layer=f"l{i}", params={"probe": p})

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from repscope.align._maps import LinearMap, OrthogonalMap, paired_moments
     from repscope.align._metrics import (
         OrthogonalityGap,
+        OrthogonalityGapResult,
         RetrievalResult,
         kernel_agreement,
         matching_accuracy,
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
         retrieval_topk,
         transfer,
     )
-    from repscope.align._subspace import SubspaceMap, SubspaceSweep, sweep_k
+    from repscope.align._subspace import SubspaceMap, SubspaceSweep, SubspaceSweepResult, sweep_k
 
 __getattr__, __dir__, _ = attach(__name__, __file__)
 
@@ -41,9 +42,11 @@ __all__ = [
     "LinearMap",
     "OrthogonalMap",
     "OrthogonalityGap",
+    "OrthogonalityGapResult",
     "RetrievalResult",
     "SubspaceMap",
     "SubspaceSweep",
+    "SubspaceSweepResult",
     "evaluate_alignment",
     "kernel_agreement",
     "matching_accuracy",

@@ -54,9 +54,9 @@ class AlignmentResult(RecordedResult):
     kernel_agreement : float
         Linear CKA of mapped A and B.
     orthogonality_gap : dict
-        :class:`~repscope.align.OrthogonalityGap` as a dict.
+        :class:`~repscope.align.OrthogonalityGapResult` as a dict.
     sweep : dict
-        :class:`~repscope.align.SubspaceSweep` as a dict (empty when not run).
+        :class:`~repscope.align.SubspaceSweepResult` as a dict (empty when not run).
     n_train, n_test : int
     params : dict
     """

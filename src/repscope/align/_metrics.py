@@ -23,6 +23,7 @@ from repscope.results import Result
 
 __all__ = [
     "OrthogonalityGap",
+    "OrthogonalityGapResult",
     "RetrievalResult",
     "kernel_agreement",
     "matching_accuracy",
@@ -263,7 +264,7 @@ def _vector(v: Any, d: int, name: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class OrthogonalityGap(Result):
+class OrthogonalityGapResult(Result):
     """Held-out residuals of an orthogonal and a general linear map fitted on the same pairs.
 
     Attributes
@@ -286,10 +287,14 @@ class OrthogonalityGap(Result):
     n_test: int
 
 
+#: The former name of :class:`OrthogonalityGapResult` (kept for one release).
+OrthogonalityGap = OrthogonalityGapResult
+
+
 def orthogonality_gap(
     X: Any, Y: Any, X_test: Any, Y_test: Any, *, scale: bool = True,
     alphas: float | Sequence[float] | None = None,
-) -> OrthogonalityGap:
+) -> OrthogonalityGapResult:
     r"""The orthogonality-gap diagnostic: is a rotation enough to carry ``X`` onto ``Y``?
 
     Fits :class:`OrthogonalMap` (centred, with isotropic ``scale``) and :class:`LinearMap`
@@ -310,7 +315,7 @@ def orthogonality_gap(
 
     Returns
     -------
-    OrthogonalityGap
+    OrthogonalityGapResult
     """
     X, Y = check_paired(X, Y, min_samples=MIN_SAMPLES)
     X_test, Y_test = check_paired(X_test, Y_test, names=("X_test", "Y_test"), min_samples=2)
@@ -319,6 +324,6 @@ def orthogonality_gap(
     lin = LinearMap(alphas=alphas).fit(X, Y)
     ro = 1.0 - orth.score(X_test, Y_test)
     rl = 1.0 - lin.score(X_test, Y_test)
-    return OrthogonalityGap(orthogonal_residual=ro, linear_residual=rl, gap=ro - rl,
+    return OrthogonalityGapResult(orthogonal_residual=ro, linear_residual=rl, gap=ro - rl,
                             alpha=lin.alpha_, n_train=int(X.shape[0]),
                             n_test=int(X_test.shape[0]))

@@ -30,7 +30,8 @@ from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
 from repscope.stats import Moments
 
-__all__ = ["SubspaceMap", "SubspaceSweep", "sweep_k"]
+__all__ = ["SubspaceMap", "SubspaceSweep",
+    "SubspaceSweepResult", "sweep_k"]
 
 Method = Literal["cca", "pca"]
 Mapper = Literal["orthogonal", "affine"]
@@ -208,7 +209,7 @@ class SubspaceMap(AffineMapMixin, BaseEstimator):
 
 
 @dataclass(frozen=True)
-class SubspaceSweep(Result):
+class SubspaceSweepResult(Result):
     """Held-out quality of :class:`SubspaceMap` for each ``k``.
 
     Attributes
@@ -240,6 +241,10 @@ class SubspaceSweep(Result):
         return int(self.ks[int(np.argmax(self.retrieval[top]))])
 
 
+#: The former name of :class:`SubspaceSweepResult` (kept for one release).
+SubspaceSweep = SubspaceSweepResult
+
+
 def sweep_k(
     X: Any,
     Y: Any,
@@ -251,7 +256,7 @@ def sweep_k(
     mapper: Mapper = "orthogonal",
     reg: float = 0.1,
     retrieval_ks: Sequence[int] = (1, 5, 10),
-) -> SubspaceSweep:
+) -> SubspaceSweepResult:
     """Fit :class:`SubspaceMap` for every ``k`` in ``ks`` and score each on held-out pairs.
 
     The directions are computed once (one eigendecomposition / SVD); each ``k`` only solves
@@ -272,7 +277,7 @@ def sweep_k(
 
     Returns
     -------
-    SubspaceSweep
+    SubspaceSweepResult
     """
     from repscope.align._metrics import paired_cosine, retrieval_topk
 
@@ -298,5 +303,5 @@ def sweep_k(
             retrieval[j].append(res.topk[j])
         r2.append(r2_score_total(zy, zx))
         cos.append(paired_cosine(zx, zy))
-    return SubspaceSweep(ks=ks, retrieval=retrieval, r2=r2, cosine=cos, method=method,
+    return SubspaceSweepResult(ks=ks, retrieval=retrieval, r2=r2, cosine=cos, method=method,
                          mapper=mapper, n_train=int(X.shape[0]), n_test=int(X_test.shape[0]))

@@ -44,7 +44,7 @@ class RepscopeGroup(click.Group):
                             f"capability {cap.name!r} declares {ref!r}, which is not a click "
                             f"command; got {type(command).__name__}.")
                     name = command.name or ""
-                    if name in out or name in self.commands:
+                    if name in out:
                         from repscope.exceptions import RepscopeValueError
 
                         raise RepscopeValueError(

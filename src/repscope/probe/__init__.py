@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from repscope.probe._calibration import (
         CalibrationResult,
         HeadDiagnostics,
+        HeadDiagnosticsResult,
         ReliabilityDiagram,
+        ReliabilityDiagramResult,
         TemperatureScaler,
         brier_score,
         calibration_report,
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
     )
     from repscope.probe._knn import KNNProbe
     from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
-    from repscope.probe._logistic import C_from_lambda, LinearProbe, PathPoint, lambda_from_C
+    from repscope.probe._logistic import C_from_lambda, LinearProbe, lambda_from_C
+    from repscope.probe._logistic_common import PathPoint, PathPointResult
     from repscope.probe._metrics import (
         accuracy,
         average_precision,
@@ -77,6 +80,7 @@ __all__ = [
     "FixedValidation",
     "GaussianNBProbe",
     "HeadDiagnostics",
+    "HeadDiagnosticsResult",
     "Holdout",
     "KFold",
     "KNNProbe",
@@ -88,7 +92,9 @@ __all__ = [
     "MomentProbe",
     "MultiLevelProbe",
     "PathPoint",
+    "PathPointResult",
     "ReliabilityDiagram",
+    "ReliabilityDiagramResult",
     "RidgeProbe",
     "SelectivityResult",
     "TemperatureScaler",

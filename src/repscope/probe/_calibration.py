@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CalibrationResult",
     "HeadDiagnostics",
+    "HeadDiagnosticsResult",
     "ReliabilityDiagram",
+    "ReliabilityDiagramResult",
     "TemperatureScaler",
     "brier_score",
     "calibration_report",
@@ -97,7 +99,7 @@ def brier_score(probs: Any, y: Any) -> float:
 
 
 @dataclass(frozen=True)
-class ReliabilityDiagram(Result):
+class ReliabilityDiagramResult(Result):
     """Top-label reliability data in equal-width confidence bins ``(k/B, (k+1)/B]``.
 
     Attributes
@@ -117,7 +119,11 @@ class ReliabilityDiagram(Result):
     ece: float
 
 
-def reliability_diagram(probs: Any, y: Any, n_bins: int = 15) -> ReliabilityDiagram:
+#: The former name of :class:`ReliabilityDiagramResult` (kept for one release).
+ReliabilityDiagram = ReliabilityDiagramResult
+
+
+def reliability_diagram(probs: Any, y: Any, n_bins: int = 15) -> ReliabilityDiagramResult:
     """Bin the top-label confidences into ``n_bins`` equal-width bins (the ECE's data).
 
     A confidence ``c`` falls in bin ``k`` when ``k/B < c <= (k+1)/B`` (a confidence of exactly
@@ -137,7 +143,7 @@ def reliability_diagram(probs: Any, y: Any, n_bins: int = 15) -> ReliabilityDiag
         ma = np.where(counts > 0, sum_acc / counts, np.nan)
     n = max(P.shape[0], 1)
     value = float(np.sum(np.abs(sum_acc - sum_conf)) / n)
-    return ReliabilityDiagram(
+    return ReliabilityDiagramResult(
         tuple(edges.tolist()), tuple(mc.tolist()), tuple(ma.tolist()),
         tuple(int(c) for c in counts), value,
     )
@@ -261,7 +267,7 @@ class CalibrationResult(RecordedResult):
     accuracy : float
         Test accuracy (unchanged by the temperature).
     n_bins : int
-    diagram_before, diagram_after : ReliabilityDiagram
+    diagram_before, diagram_after : ReliabilityDiagramResult
     """
 
     analysis: ClassVar[str] = "probe_calibration"
@@ -275,8 +281,8 @@ class CalibrationResult(RecordedResult):
     brier_after: float
     accuracy: float
     n_bins: int
-    diagram_before: ReliabilityDiagram
-    diagram_after: ReliabilityDiagram
+    diagram_before: ReliabilityDiagramResult
+    diagram_after: ReliabilityDiagramResult
 
     def to_records(
         self,
@@ -328,7 +334,7 @@ def calibration_report(
 
 # ---------------------------------------------------------------------- head diagnostics
 @dataclass(frozen=True)
-class HeadDiagnostics(Result):
+class HeadDiagnosticsResult(Result):
     """LP-FT head diagnostics of a linear softmax head on features.
 
     Attributes
@@ -351,7 +357,11 @@ class HeadDiagnostics(Result):
     ce_grad_norm: float
 
 
-def head_diagnostics(W: Any, b: Any, X: Any, y: Any) -> HeadDiagnostics:
+#: The former name of :class:`HeadDiagnosticsResult` (kept for one release).
+HeadDiagnostics = HeadDiagnosticsResult
+
+
+def head_diagnostics(W: Any, b: Any, X: Any, y: Any) -> HeadDiagnosticsResult:
     """Head norm, mean margin and cross-entropy gradient norms (LP-FT, Tomihari & Sato 2024).
 
     Parameters
@@ -386,7 +396,7 @@ def head_diagnostics(W: Any, b: Any, X: Any, y: Any) -> HeadDiagnostics:
     other = Z.copy()
     other[rows, yi] = -np.inf
     margin = Z[rows, yi] - other.max(axis=1)
-    return HeadDiagnostics(
+    return HeadDiagnosticsResult(
         head_norm=float(np.linalg.norm(Wn)),
         mean_margin=float(np.mean(margin)),
         ce_residual_norm=float(np.linalg.norm(R) / np.sqrt(n)),

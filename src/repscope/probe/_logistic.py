@@ -27,7 +27,7 @@ from repscope.exceptions import RepscopeValueError
 from repscope.probe._lbfgs import CurvatureMemory, LogisticObjective, minimize_lbfgs
 from repscope.probe._logistic_common import (
     C_from_lambda,
-    PathPoint,
+    PathPointResult,
     _all_sum,
     _all_sum_array,
     _all_union,
@@ -38,7 +38,7 @@ from repscope.probe._logistic_common import (
     stratified_splits,
 )
 
-__all__ = ["C_from_lambda", "LinearProbe", "PathPoint", "lambda_from_C"]
+__all__ = ["C_from_lambda", "LinearProbe", "PathPointResult", "lambda_from_C"]
 
 _SMALL_PROBLEM = 2e7  # n * (d + 1) * heads below which the float64 numpy solver is used
 _PRECOND_ROWS = 10000  # rows (per rank) used to estimate the preconditioner's covariance
@@ -127,7 +127,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         Heads along the path fitted on the selection's training data (all of ``X`` for
         ``fixed`` or a single value; the holdout training part for ``holdout``; the last
         fold for ``kfold``).
-    path_ : list of PathPoint
+    path_ : list of PathPointResult
         Per-value convergence records of every fit made (all folds, then the refit).
     scores_ : ndarray of shape (n_lambdas,) or (cv, n_lambdas), or None
         Validation scores.
@@ -305,7 +305,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         solver = self._make_solver(X, T, w, n_total, group)
         self.lambdas_ = lambdas
         self.n_features_in_ = int(X.shape[1])
-        self.path_: list[PathPoint] = []
+        self.path_: list[PathPointResult] = []
         self.scores_: np.ndarray | None = None
 
         if not several or self.selection == "fixed":
@@ -527,7 +527,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             )
             theta, state, lam_prev = res.x, (res.f, res.g), lam
             W, _ = o.split(theta)
-            self.path_.append(PathPoint(
+            self.path_.append(PathPointResult(
                 lam=lam, C=C_from_lambda(lam, n_total), split=split, n_iter=res.n_iter,
                 n_evals=res.n_evals, grad_max=self._grad_max_exact(solver, res.g),
                 objective=res.f,
@@ -576,7 +576,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         j = 0
         for i, p in enumerate(self.path_):
             if p.split == split and p.val_score is None:
-                self.path_[i] = PathPoint(**{**p.__dict__, "val_score": float(scores[j])})
+                self.path_[i] = PathPointResult(**{**p.__dict__, "val_score": float(scores[j])})
                 j += 1
 
     # ------------------------------------------------------------------ selection helpers

@@ -13,7 +13,8 @@ from repscope._array import is_torch, to_numpy
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
 
-__all__ = ["C_from_lambda", "PathPoint", "lambda_from_C", "stratified_splits"]
+__all__ = ["C_from_lambda", "PathPoint",
+    "PathPointResult", "lambda_from_C", "stratified_splits"]
 
 
 def lambda_from_C(C: float, n_samples: int) -> float:
@@ -45,7 +46,7 @@ def C_from_lambda(lam: float, n_samples: int) -> float:
 
 
 @dataclass(frozen=True)
-class PathPoint(Result):
+class PathPointResult(Result):
     """Convergence record of one regularization value.
 
     Attributes
@@ -86,6 +87,10 @@ class PathPoint(Result):
     weight_norm: float
     val_score: float | None
     status: str
+
+
+#: The former name of :class:`PathPointResult` (kept for one release).
+PathPoint = PathPointResult
 
 
 def stratified_splits(

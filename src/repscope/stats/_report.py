@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from repscope.db._records import RecordLike
+from repscope.report._common import as_float, by_series, layer_axis, layer_table
 from repscope.report._sections import figure, latest_per
 from repscope.report._svg import line_chart
-from repscope.report._common import as_float, by_series, layer_axis, layer_table
 
 #: Layers drawn per model in the spectrum chart.
 MAX_LAYERS_PER_MODEL = 4
