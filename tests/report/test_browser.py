@@ -18,7 +18,7 @@ CHROMIUM = os.environ.get("REPSCOPE_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = "<script>alert(1)</script>"
-TITLES = ["Feature extraction", "Class separability by layer", "Layer-to-layer similarity (CKA)",
+TITLES = ["Feature extraction", "Probe accuracy by layer", "Layer-to-layer similarity",
           "PCA spectrum and effective rank", "mystery_metric"]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report-screenshot.png"
 
