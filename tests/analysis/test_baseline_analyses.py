@@ -1,11 +1,10 @@
-"""The analyses the demo runs at the foundation stage: linear CKA, PCA spectra, a CV
-logistic-regression separability baseline — each against a reference."""
+"""The analyses the demo runs at the foundation stage: linear CKA, PCA spectra, a
+cross-validated logistic probe per layer — each against a reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from repscope.separability import logistic_separability
 
 from repscope._testing import random_orthogonal
 from repscope.exceptions import RepscopeValueError
@@ -87,31 +86,45 @@ def test_effective_rank_identities():
     assert effective_rank(np.zeros(3)) == 0.0
 
 
-def test_logistic_separability_equals_sklearn_cross_val(rng):
+def test_logistic_probe_per_layer_equals_sklearn_cross_val(rng):
+    """``probe_layers`` with the ``LinearProbe`` at one ``C`` (the probe behind ``repscope
+    probe --probe logistic``, which replaced the scikit-learn separability loop) scores every
+    fold as scikit-learn's cross-validation of its logistic regression does."""
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from repscope.probe import KFold, LinearProbe, probe_layers
+
     X, y = load_iris(return_X_y=True)
-    res = logistic_separability(X, y, n_folds=5, seed=3)
+    noise = rng.standard_normal((150, 4))
+    res = probe_layers({"iris": X, "noise": noise}, y,
+                       probe=make_pipeline(StandardScaler(), LinearProbe(C=1.0)),
+                       protocol=KFold(5, 3))
     ref = cross_val_score(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y,
         cv=StratifiedKFold(5, shuffle=True, random_state=3),
     )
-    assert res.accuracy == pytest.approx(ref.mean())
-    assert res.converged
+    assert res.layers == ("iris", "noise")
+    np.testing.assert_allclose(res.split_scores[0], ref)
+    assert res.accuracy[0] == pytest.approx(ref.mean())  # equal folds: pooled = mean
+    assert res.ci_low[0] < res.accuracy[0] < res.ci_high[0]
     assert res.chance == pytest.approx(1 / 3)
-    noise = logistic_separability(rng.standard_normal((150, 4)), y)
-    assert noise.accuracy < res.accuracy - 0.3
+    assert res.best_layer == "iris"
+    assert res.accuracy[1] < res.accuracy[0] - 0.3
 
 
-def test_logistic_separability_bad_input(rng):
-    X = rng.standard_normal((20, 3))
+def test_logistic_probe_per_layer_bad_input(rng):
+    from repscope.probe import KFold, LinearProbe, probe_layers
+
+    feats = {"a": rng.standard_normal((20, 3))}
+    probe = LinearProbe(C=1.0)
     with pytest.raises(RepscopeValueError, match="at least 2 distinct classes; got 1"):
-        logistic_separability(X, np.zeros(20))
-    with pytest.raises(RepscopeValueError, match="needs at least n_folds=5 samples"):
-        logistic_separability(X, np.r_[np.zeros(17), np.ones(3)])
+        probe_layers(feats, np.zeros(20), probe=probe, protocol=KFold(5))
+    with pytest.raises(RepscopeValueError, match=r"KFold\(k=5\) needs at least 5 samples in "
+                       "every class; the smallest class has 3"):
+        probe_layers(feats, np.r_[np.zeros(17), np.ones(3)], probe=probe, protocol=KFold(5))
     with pytest.raises(RepscopeValueError, match="one entry per sample"):
-        logistic_separability(X, np.zeros(10))
+        probe_layers(feats, np.zeros(10), probe=probe, protocol=KFold(5))
