@@ -14,8 +14,12 @@ from repscope.cli import cli
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path, hidden ones included, as the group lists them (the root's commands
+    come from the capabilities, so they are not in ``group.commands``)."""
     out = [prefix]
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         if isinstance(cmd, click.Group):
             out += _all_commands(cmd, (*prefix, name))
         else:
@@ -97,20 +101,24 @@ def test_analyses_on_arrays_are_recorded_and_listed(runner, db, tmp_path, rng):
     np.save(tmp_path / "layer_a.npy", X)
     np.save(tmp_path / "layer_b.npy", X @ rng.standard_normal((6, 4)))
     np.save(tmp_path / "labels.npy", y)
-    res = runner.invoke(cli, ["--db", db, "analyze", "separability", str(tmp_path / "layer_a.npy"),
-                              "--labels", str(tmp_path / "labels.npy"), "--json"])
+    res = runner.invoke(cli, ["--db", db, "probe", str(tmp_path / "layer_a.npy"),
+                              "--labels", str(tmp_path / "labels.npy"), "--probe", "logistic",
+                              "--json"])
     assert res.exit_code == 0, res.output
-    acc = json.loads(res.stdout)[0]["accuracy"]
+    acc = json.loads(res.stdout)["layers"]["accuracy"][0]
     assert acc > 0.8
-    res = runner.invoke(cli, ["--db", db, "analyze", "cka", str(tmp_path / "layer_a.npy"),
+    res = runner.invoke(cli, ["--db", db, "similarity", str(tmp_path / "layer_a.npy"),
                               str(tmp_path / "layer_b.npy"), "--json"])
     assert res.exit_code == 0, res.output
-    M = np.array(json.loads(res.stdout)["matrix"])
+    out = json.loads(res.stdout)
+    assert out["measure"] == "linear_cka"
+    M = np.array(out["matrix"])
     assert M.shape == (1, 1)
     assert 0.0 < M[0, 0] <= 1.0
     res = runner.invoke(cli, ["--db", db, "results", "list", "--json"])
     recs = json.loads(res.stdout)
-    assert sorted(r["analysis"] for r in recs) == ["cka", "separability"]
+    assert sorted(r["analysis"] for r in recs) == ["probe", "similarity_matrix"]
+    assert next(r for r in recs if r["analysis"] == "probe")["params"]["probe"] == "logistic"
     out = tmp_path / "export.csv"
     res = runner.invoke(cli, ["--db", db, "results", "export", str(out)])
     assert res.exit_code == 0
@@ -120,6 +128,23 @@ def test_analyses_on_arrays_are_recorded_and_listed(runner, db, tmp_path, rng):
     html = (tmp_path / "r.html").read_text()
     assert "layer_a" in html
     assert "<svg" in html
+
+
+@pytest.mark.parametrize(("name", "replacement"), [
+    ("separability", "repscope probe FEATURES --labels label --probe logistic"),
+    ("cka", "repscope similarity FEATURES_A FEATURES_B --measure linear_cka"),
+])
+def test_retired_analyses_name_their_replacement(runner, db, tmp_path, rng, name, replacement):
+    np.save(tmp_path / "layer_a.npy", rng.standard_normal((40, 3)))
+    np.save(tmp_path / "labels.npy", np.arange(40) % 2)
+    args = {"separability": ["--labels", str(tmp_path / "labels.npy"), "--json"],
+            "cka": [str(tmp_path / "layer_a.npy"), "--json"]}[name]
+    res = runner.invoke(cli, ["--db", db, "analyze", name, str(tmp_path / "layer_a.npy"), *args])
+    _one_line_error(res, f"'repscope analyze {name}' was retired; use: {replacement}")
+    res = runner.invoke(cli, ["--db", db, "results", "list", "--json"])
+    assert json.loads(res.stdout) == []  # nothing ran, nothing was recorded
+    listed = runner.invoke(cli, ["analyze", "--help"]).output
+    assert name not in listed.split("Commands:")[1]  # hidden from the help
 
 
 def test_import_arrays_into_a_store(runner, db, tmp_path, rng):
