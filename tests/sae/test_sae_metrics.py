@@ -237,7 +237,7 @@ def test_evaluate_result_serialises():
     X = data(n=64)
     res = evaluate(make_sae(X=X), X)
     d = res.to_dict()
-    assert json.loads(json.dumps(d))["type"] == "SAEEvaluation"
+    assert json.loads(json.dumps(d))["type"] == "SAEEvaluationResult"
     assert len(d["density"]) == 24
     assert len(d["density_histogram"]["counts"]) == 50
 

@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     )
     from repscope.sae.evaluation import (
         LossRecovered,
+        LossRecoveredResult,
         TopActivations,
+        TopActivationsResult,
         spliced_lm_loss,
         top_activations,
     )
@@ -82,6 +84,7 @@ __all__ = [
     "JumpReLUConfig",
     "JumpReLUSAE",
     "LossRecovered",
+    "LossRecoveredResult",
     "MPConfig",
     "MatryoshkaConfig",
     "MatryoshkaSAE",
@@ -98,6 +101,7 @@ __all__ = [
     "TiedAutoencoder",
     "TiedFit",
     "TopActivations",
+    "TopActivationsResult",
     "TopKConfig",
     "TopKSAE",
     "TrainResult",

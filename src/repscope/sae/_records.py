@@ -23,7 +23,7 @@ class SAERunResult(RecordedResult):
     Attributes
     ----------
     sae : SparseAutoencoder
-    evaluation : SAEEvaluation
+    evaluation : SAEEvaluationResult
         Its evaluation (on held-out data).
     history : mapping of str to list of float, optional
         Training history; stored subsampled to <= 200 rows.

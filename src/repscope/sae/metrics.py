@@ -1,6 +1,6 @@
 """SAE metrics (the documented public path; the code lives in :mod:`repscope.sae.evaluation`).
 
-:func:`evaluate` streams an SAE over inputs into an :class:`SAEEvaluation`; :func:`fvu`,
+:func:`evaluate` streams an SAE over inputs into an :class:`SAEEvaluationResult`; :func:`fvu`,
 :func:`mse`, :func:`l0` and :func:`dead_fraction` are the same quantities on tensors; the
 ground-truth (:func:`recovery`, :func:`feature_precision_recall`, :func:`seed_stability`,
 :func:`matched_cosines`), interpretability and control (:func:`attribute_f1`,
@@ -11,14 +11,22 @@ ground-truth (:func:`recovery`, :func:`feature_precision_recall`, :func:`seed_st
 
 from repscope.sae.evaluation._metrics import (
     AttributeF1,
+    AttributeF1Result,
     AttributeScores,
+    AttributeScoresResult,
     DensityHistogram,
+    DensityHistogramResult,
     ManifoldCapture,
+    ManifoldCaptureResult,
     MeanDictionary,
+    MeanDictionaryResult,
     ModalitySplit,
+    ModalitySplitResult,
     PrecisionRecall,
+    PrecisionRecallResult,
     RecoveryResult,
     SAEEvaluation,
+    SAEEvaluationResult,
     atom_groups,
     attribute_f1,
     dead_fraction,
@@ -40,14 +48,22 @@ from repscope.sae.evaluation._metrics import (
 
 __all__ = [
     "AttributeF1",
+    "AttributeF1Result",
     "AttributeScores",
+    "AttributeScoresResult",
     "DensityHistogram",
+    "DensityHistogramResult",
     "ManifoldCapture",
+    "ManifoldCaptureResult",
     "MeanDictionary",
+    "MeanDictionaryResult",
     "ModalitySplit",
+    "ModalitySplitResult",
     "PrecisionRecall",
+    "PrecisionRecallResult",
     "RecoveryResult",
     "SAEEvaluation",
+    "SAEEvaluationResult",
     "atom_groups",
     "attribute_f1",
     "dead_fraction",

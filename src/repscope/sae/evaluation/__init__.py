@@ -7,18 +7,34 @@ splices an SAE into a language model (:func:`spliced_lm_loss`); :mod:`._inspect`
 inputs that activate each latent most (:func:`top_activations`).
 """
 
-from repscope.sae.evaluation._fidelity import LossRecovered, spliced_lm_loss
-from repscope.sae.evaluation._inspect import TopActivations, top_activations
+from repscope.sae.evaluation._fidelity import (
+    LossRecovered,
+    LossRecoveredResult,
+    spliced_lm_loss,
+)
+from repscope.sae.evaluation._inspect import (
+    TopActivations,
+    TopActivationsResult,
+    top_activations,
+)
 from repscope.sae.evaluation._metrics import (
     AttributeF1,
+    AttributeF1Result,
     AttributeScores,
+    AttributeScoresResult,
     DensityHistogram,
+    DensityHistogramResult,
     ManifoldCapture,
+    ManifoldCaptureResult,
     MeanDictionary,
+    MeanDictionaryResult,
     ModalitySplit,
+    ModalitySplitResult,
     PrecisionRecall,
+    PrecisionRecallResult,
     RecoveryResult,
     SAEEvaluation,
+    SAEEvaluationResult,
     atom_groups,
     attribute_f1,
     dead_fraction,
@@ -40,16 +56,26 @@ from repscope.sae.evaluation._metrics import (
 
 __all__ = [
     "AttributeF1",
+    "AttributeF1Result",
     "AttributeScores",
+    "AttributeScoresResult",
     "DensityHistogram",
+    "DensityHistogramResult",
     "LossRecovered",
+    "LossRecoveredResult",
     "ManifoldCapture",
+    "ManifoldCaptureResult",
     "MeanDictionary",
+    "MeanDictionaryResult",
     "ModalitySplit",
+    "ModalitySplitResult",
     "PrecisionRecall",
+    "PrecisionRecallResult",
     "RecoveryResult",
     "SAEEvaluation",
+    "SAEEvaluationResult",
     "TopActivations",
+    "TopActivationsResult",
     "atom_groups",
     "attribute_f1",
     "dead_fraction",

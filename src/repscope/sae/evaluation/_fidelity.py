@@ -26,11 +26,12 @@ from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
 from repscope.sae.archs._base import SparseAutoencoder
 
-__all__ = ["LossRecovered", "spliced_lm_loss"]
+__all__ = ["LossRecovered",
+    "LossRecoveredResult", "spliced_lm_loss"]
 
 
 @dataclass(frozen=True)
-class LossRecovered(Result):
+class LossRecoveredResult(Result):
     """Next-token loss of a causal LM, clean, with an SAE spliced in, and zero-ablated.
 
     Attributes
@@ -55,6 +56,10 @@ class LossRecovered(Result):
     n_tokens: int
     layer: str
     positions: str
+
+
+#: The former name of :class:`LossRecoveredResult` (kept for one release).
+LossRecovered = LossRecoveredResult
 
 
 @contextmanager
@@ -91,7 +96,7 @@ def spliced_lm_loss(
     max_length: int = 64,
     batch_size: int = 16,
     positions: Literal["all", "skip_first"] = "all",
-) -> LossRecovered:
+) -> LossRecoveredResult:
     """Clean, SAE-spliced and zero-ablated next-token loss of a causal LM on ``texts``.
 
     Parameters
@@ -113,7 +118,7 @@ def spliced_lm_loss(
 
     Returns
     -------
-    LossRecovered
+    LossRecoveredResult
     """
     if hasattr(model, "model") and hasattr(model, "kind"):  # a zoo LoadedModel
         tokenizer = tokenizer if tokenizer is not None else model.tokenizer
@@ -186,7 +191,7 @@ def spliced_lm_loss(
     clean, spliced, zero_l = (sums[k] / n_tok for k in ("clean", "spliced", "zero"))
     gap = zero_l - clean
     frac = (zero_l - spliced) / gap if gap != 0 else float("nan")
-    return LossRecovered(
+    return LossRecoveredResult(
         clean=clean,
         spliced=spliced,
         zero_ablated=zero_l,

@@ -30,6 +30,7 @@ from repscope.sae.archs._base import SAEOutput
 
 __all__ = [
     "PrecisionRecall",
+    "PrecisionRecallResult",
     "RecoveryResult",
     "feature_precision_recall",
     "matched_cosines",
@@ -201,7 +202,7 @@ def recovery(learned: Any, true: Any, *, threshold: float = 0.9) -> RecoveryResu
 
 
 @dataclass(frozen=True)
-class PrecisionRecall(Result):
+class PrecisionRecallResult(Result):
     """Detection of each ground-truth feature's firing by its matched latent.
 
     Attributes
@@ -227,6 +228,10 @@ class PrecisionRecall(Result):
     def mean_f1(self) -> float:
         """Mean F1 over true features."""
         return float(self.f1.mean())
+
+
+#: The former name of :class:`PrecisionRecallResult` (kept for one release).
+PrecisionRecall = PrecisionRecallResult
 
 
 def _matched_index(assignment: Any, m_true: int, d_sae: int) -> np.ndarray:
@@ -276,7 +281,7 @@ def _prf(tp: np.ndarray, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray
     return precision, recall, f1
 
 
-def feature_precision_recall(codes: Any, true_codes: Any, assignment: Any) -> PrecisionRecall:
+def feature_precision_recall(codes: Any, true_codes: Any, assignment: Any) -> PrecisionRecallResult:
     """Precision and recall of each matched latent as a detector of its true feature.
 
     A latent *fires* on a sample when its code is > 0; a true feature fires when its
@@ -294,7 +299,7 @@ def feature_precision_recall(codes: Any, true_codes: Any, assignment: Any) -> Pr
 
     Returns
     -------
-    PrecisionRecall
+    PrecisionRecallResult
 
     Raises
     ------
@@ -317,7 +322,7 @@ def feature_precision_recall(codes: Any, true_codes: Any, assignment: Any) -> Pr
     tp = (pred & truth).sum(0).astype(np.float64)
     precision, recall, f1 = _prf(tp, pred.sum(0).astype(np.float64), truth.sum(0).astype(float))
     precision[~ok] = recall[~ok] = f1[~ok] = 0.0
-    return PrecisionRecall(precision, recall, f1, idx)
+    return PrecisionRecallResult(precision, recall, f1, idx)
 
 
 # ---------------------------------------------------------------------------- stability

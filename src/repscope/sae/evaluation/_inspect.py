@@ -30,10 +30,11 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
 from repscope.sae.archs._base import SparseAutoencoder, firing_counts
 from repscope.sae.evaluation._interpret import _eval_mode
-from repscope.sae.evaluation._metrics import SAEEvaluation, _batches
+from repscope.sae.evaluation._metrics import SAEEvaluationResult, _batches
 
 __all__ = [
     "TopActivations",
+    "TopActivationsResult",
     "encode_png",
     "never_fired_fraction",
     "png_base64",
@@ -48,7 +49,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TopActivations(Result):
+class TopActivationsResult(Result):
     """The highest activations of some latents over a data set, with their row indices.
 
     Attributes
@@ -86,6 +87,10 @@ class TopActivations(Result):
         """``(row, activation)`` pairs of the ``i``-th described latent, highest first."""
         c = int(self.n_found[i])
         return [(int(r), float(v)) for r, v in zip(self.indices[i, :c], self.values[i, :c])]
+
+
+#: The former name of :class:`TopActivationsResult` (kept for one release).
+TopActivations = TopActivationsResult
 
 
 def _check_latents(latents: Any, d_sae: int) -> np.ndarray:
@@ -160,7 +165,7 @@ def top_activations(
     top: int = 6,
     batch_size: int = 4096,
     seed: int = 0,
-) -> TopActivations:
+) -> TopActivationsResult:
     """The rows of ``X`` that activate some latents most, in one streamed pass.
 
     For each tracked latent a running top-``top`` of (activation, row) is kept on the SAE's
@@ -191,7 +196,7 @@ def top_activations(
 
     Returns
     -------
-    TopActivations
+    TopActivationsResult
 
     Raises
     ------
@@ -231,7 +236,7 @@ def _top_activations(
     top: int,
     batch_size: int,
     seed: int,
-) -> TopActivations:
+) -> TopActivationsResult:
     dev, d_sae = sae.device, sae.d_sae
     want: Tensor | None = None
     if chosen is not None:
@@ -277,7 +282,7 @@ def _top_activations(
     rows = buf_r[sel].cpu().numpy()
     found = (rows >= 0).sum(1).astype(np.int64)
     values = np.where(rows >= 0, values, np.nan)
-    return TopActivations(
+    return TopActivationsResult(
         latents=np.asarray(lat, dtype=np.int64),
         density=count_np[lat] / n,
         max_activation=values[:, 0].copy() if values.size else np.zeros(0),
@@ -364,13 +369,13 @@ def subsample_history(
 
 
 def top_latents_values(
-    top: TopActivations, describe: Callable[[int], Mapping[str, Any]]
+    top: TopActivationsResult, describe: Callable[[int], Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """The ``top_latents`` entry of an ``"sae"`` record.
 
     Parameters
     ----------
-    top : TopActivations
+    top : TopActivationsResult
     describe : callable
         ``describe(row) -> mapping`` for each example row: what to show for it (``text``,
         ``position``, ``id``, ``image_png``, ...); its ``index`` key, if any, replaces the
@@ -408,7 +413,7 @@ def never_fired_fraction(result: Any) -> float:
 
 def sae_record_values(
     sae: SparseAutoencoder,
-    evaluation: SAEEvaluation,
+    evaluation: SAEEvaluationResult,
     *,
     history: Mapping[str, Sequence[float]] | None = None,
     top_latents: list[dict[str, Any]] | None = None,
@@ -419,7 +424,7 @@ def sae_record_values(
     Parameters
     ----------
     sae : SparseAutoencoder
-    evaluation : SAEEvaluation
+    evaluation : SAEEvaluationResult
         Its evaluation (on held-out data).
     history : mapping of str to list of float, optional
         Training history; stored subsampled to <= 200 rows.

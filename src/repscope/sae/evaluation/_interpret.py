@@ -35,9 +35,13 @@ from repscope.sae.evaluation._ground_truth import _active, _codes_numpy, _matrix
 
 __all__ = [
     "AttributeF1",
+    "AttributeF1Result",
     "AttributeScores",
+    "AttributeScoresResult",
     "MeanDictionary",
+    "MeanDictionaryResult",
     "ModalitySplit",
+    "ModalitySplitResult",
     "attribute_f1",
     "edit_success",
     "gram_vs_cooccurrence",
@@ -70,7 +74,7 @@ def _check_attributes(attributes: Any, n: int, caller: str) -> dict[str, np.ndar
 
 
 @dataclass(frozen=True)
-class AttributeScores(Result):
+class AttributeScoresResult(Result):
     """The best single-latent detector of each value of one attribute.
 
     Attributes
@@ -93,18 +97,22 @@ class AttributeScores(Result):
     support: np.ndarray
 
 
+#: The former name of :class:`AttributeScoresResult` (kept for one release).
+AttributeScores = AttributeScoresResult
+
+
 @dataclass(frozen=True)
-class AttributeF1(Result):
+class AttributeF1Result(Result):
     """Per-attribute best-latent detection scores (:func:`attribute_f1`).
 
     Attributes
     ----------
-    attributes : dict of str to AttributeScores
+    attributes : dict of str to AttributeScoresResult
     """
 
-    attributes: dict[str, AttributeScores]
+    attributes: dict[str, AttributeScoresResult]
 
-    def __getitem__(self, name: str) -> AttributeScores:
+    def __getitem__(self, name: str) -> AttributeScoresResult:
         return self.attributes[name]
 
     @property
@@ -113,7 +121,11 @@ class AttributeF1(Result):
         return float(np.concatenate([s.f1 for s in self.attributes.values()]).mean())
 
 
-def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1:
+#: The former name of :class:`AttributeF1Result` (kept for one release).
+AttributeF1 = AttributeF1Result
+
+
+def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1Result:
     r"""For each attribute value, the latent that best detects it, scored by F1.
 
     A latent *fires* on a sample when its code is > 0. For latent ``j`` and value ``v`` of an
@@ -133,7 +145,7 @@ def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1:
 
     Returns
     -------
-    AttributeF1
+    AttributeF1Result
 
     Raises
     ------
@@ -144,7 +156,7 @@ def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1:
     n = fires.shape[0]
     attrs = _check_attributes(attributes, n, "attribute_f1")
     n_fire = fires.sum(0).astype(np.float64)
-    out: dict[str, AttributeScores] = {}
+    out: dict[str, AttributeScoresResult] = {}
     for name, labels in attrs.items():
         values, inv = np.unique(labels, return_inverse=True)
         onehot = np.zeros((n, values.shape[0]))
@@ -156,7 +168,7 @@ def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1:
         p, r, f = _prf(tp, n_fire[:, None], support[None, :])
         best = f.argmax(0)
         cols = np.arange(values.shape[0])
-        out[name] = AttributeScores(
+        out[name] = AttributeScoresResult(
             values=values,
             latent=best.astype(np.int64),
             precision=p[best, cols],
@@ -164,14 +176,14 @@ def attribute_f1(codes: Any, attributes: Mapping[str, Any]) -> AttributeF1:
             f1=f[best, cols],
             support=support.astype(np.int64),
         )
-    return AttributeF1(out)
+    return AttributeF1Result(out)
 
 
 # ---------------------------------------------------------------------------- mean dictionary
 
 
 @dataclass(frozen=True)
-class MeanDictionary(Result):
+class MeanDictionaryResult(Result):
     r"""Supervised mean dictionary :math:`u_{i,v} = E[a \mid \text{attr}_i = v] - E[a]`.
 
     Attributes
@@ -208,7 +220,7 @@ class MeanDictionary(Result):
 
     def direction(self, attribute: str, value: Any) -> np.ndarray:
         """:math:`u_{i,v}`, shape (d,)."""
-        idx = self._index(attribute, np.asarray([value]), "MeanDictionary.direction")
+        idx = self._index(attribute, np.asarray([value]), "MeanDictionaryResult.direction")
         return self.directions[attribute][int(idx[0])]
 
     def reconstruct(self, attributes: Mapping[str, Any]) -> np.ndarray:
@@ -226,15 +238,15 @@ class MeanDictionary(Result):
         if not isinstance(attributes, Mapping) or set(attributes) != set(self.values):
             got = sorted(attributes) if isinstance(attributes, Mapping) else type(attributes)
             raise RepscopeValueError(
-                "The 'attributes' parameter of MeanDictionary.reconstruct must give labels "
+                "The 'attributes' parameter of MeanDictionaryResult.reconstruct must give labels "
                 f"for exactly the attributes {sorted(self.values)}. Got {got} instead."
             )
         first = next(iter(attributes.values()))
         n = int(np.shape(to_numpy(first) if is_torch(first) else np.asarray(first))[0])
-        attrs = _check_attributes(attributes, n, "MeanDictionary.reconstruct")
+        attrs = _check_attributes(attributes, n, "MeanDictionaryResult.reconstruct")
         out = np.broadcast_to(self.mean, (n, self.mean.shape[0])).copy()
         for name, labels in attrs.items():
-            out += self.directions[name][self._index(name, labels, "MeanDictionary.reconstruct")]
+            out += self.directions[name][self._index(name, labels, "MeanDictionaryResult.reconstruct")]
         return out
 
     def r2(self, acts: Any, attributes: Mapping[str, Any]) -> float:
@@ -254,7 +266,7 @@ class MeanDictionary(Result):
         -------
         float
         """
-        a = self._acts(acts, "MeanDictionary.r2")
+        a = self._acts(acts, "MeanDictionaryResult.r2")
         rec = self.reconstruct(attributes)
         if rec.shape[0] != a.shape[0]:
             raise RepscopeValueError(
@@ -280,7 +292,7 @@ class MeanDictionary(Result):
         ndarray or Tensor of shape (n, d)
             In the backend, device and floating dtype of ``acts``.
         """
-        a = self._acts(acts, "MeanDictionary.edit")
+        a = self._acts(acts, "MeanDictionaryResult.edit")
         shift = self.direction(attribute, to_value) - self.direction(attribute, from_value)
         return from_numpy_like(a + shift, acts)
 
@@ -294,7 +306,11 @@ class MeanDictionary(Result):
         return a
 
 
-def supervised_mean_dictionary(acts: Any, attributes: Mapping[str, Any]) -> MeanDictionary:
+#: The former name of :class:`MeanDictionaryResult` (kept for one release).
+MeanDictionary = MeanDictionaryResult
+
+
+def supervised_mean_dictionary(acts: Any, attributes: Mapping[str, Any]) -> MeanDictionaryResult:
     r"""Fit the supervised mean dictionary of labelled activations (Makelov et al., 2024).
 
     .. math:: u_{i,v} = E[a \mid \text{attr}_i = v] - E[a], \qquad
@@ -312,7 +328,7 @@ def supervised_mean_dictionary(acts: Any, attributes: Mapping[str, Any]) -> Mean
 
     Returns
     -------
-    MeanDictionary
+    MeanDictionaryResult
 
     Raises
     ------
@@ -331,7 +347,7 @@ def supervised_mean_dictionary(acts: Any, attributes: Mapping[str, Any]) -> Mean
         counts = np.bincount(inv, minlength=vals.shape[0]).astype(np.float64)
         values[name] = vals
         directions[name] = sums / counts[:, None] - mean
-    return MeanDictionary(mean=mean, values=values, directions=directions)
+    return MeanDictionaryResult(mean=mean, values=values, directions=directions)
 
 
 def edit_success(acts_edited: Any, target_labels: Any, classifier: Any) -> float:
@@ -423,7 +439,7 @@ def sae_edit(
        :math:`a' = a + \mathrm{dec}(z') - \mathrm{dec}(z)`.
 
     Every row of ``acts`` is edited (select the rows with ``from_value`` to score the edit);
-    compare with :meth:`MeanDictionary.edit` through :func:`edit_success`.
+    compare with :meth:`MeanDictionaryResult.edit` through :func:`edit_success`.
 
     Parameters
     ----------
@@ -512,7 +528,7 @@ def sae_edit(
 
 
 @dataclass(frozen=True)
-class ModalitySplit(Result):
+class ModalitySplitResult(Result):
     """Per-latent modality balance of an SAE on paired data (:func:`modality_split`).
 
     Attributes
@@ -544,9 +560,13 @@ class ModalitySplit(Result):
         return int((~np.isnan(self.balance)).sum())
 
 
+#: The former name of :class:`ModalitySplitResult` (kept for one release).
+ModalitySplit = ModalitySplitResult
+
+
 def modality_split(
     codes_a: Any, codes_b: Any, *, threshold: float = 0.1, n_bins: int = 10
-) -> ModalitySplit:
+) -> ModalitySplitResult:
     r"""Is each latent shared by two modalities or dedicated to one? (split-dictionary score)
 
     With the mean absolute activation of latent ``j`` per sample in each modality,
@@ -565,7 +585,7 @@ def modality_split(
 
     Returns
     -------
-    ModalitySplit
+    ModalitySplitResult
     """
     check_scalar(
         threshold,
@@ -592,7 +612,7 @@ def modality_split(
     multimodal = alive & (balance > threshold) & (1.0 - balance > threshold)
     counts, edges = np.histogram(balance[alive], bins=n_bins, range=(0.0, 1.0))
     n_alive = int(alive.sum())
-    return ModalitySplit(
+    return ModalitySplitResult(
         balance=balance,
         multimodal=multimodal,
         multimodal_fraction=float(multimodal.sum() / n_alive) if n_alive else math.nan,

@@ -19,14 +19,15 @@ from repscope.sae.archs._base import SparseAutoencoder
 from repscope.sae.evaluation._ground_truth import _active, _codes_numpy, _matrix, _unit_rows
 from repscope.sae.evaluation._interpret import _eval_mode, _sae_batches
 
-__all__ = ["ManifoldCapture", "atom_groups", "manifold_capture"]
+__all__ = ["ManifoldCapture",
+    "ManifoldCaptureResult", "atom_groups", "manifold_capture"]
 
 
 # ---------------------------------------------------------------------------- manifolds
 
 
 @dataclass(frozen=True)
-class ManifoldCapture(Result):
+class ManifoldCaptureResult(Result):
     """How a dictionary captures a one-parameter concept manifold (:func:`manifold_capture`).
 
     Attributes
@@ -76,6 +77,10 @@ class ManifoldCapture(Result):
         return int(self.selective.shape[0])
 
 
+#: The former name of :class:`ManifoldCaptureResult` (kept for one release).
+ManifoldCapture = ManifoldCaptureResult
+
+
 def _greedy_span(
     A: np.ndarray, D: np.ndarray, cand: np.ndarray, max_atoms: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +124,7 @@ def manifold_capture(
     periodic: bool = True,
     n_bins: int = 36,
     min_density: float = 0.01,
-) -> ManifoldCapture:
+) -> ManifoldCaptureResult:
     r"""Global (span) vs local (tiling) capture of a concept manifold by dictionary atoms.
 
     *Global capture*: with :math:`A = X_c - \bar X_c`, greedily pick atoms ``S`` maximising
@@ -160,7 +165,7 @@ def manifold_capture(
 
     Returns
     -------
-    ManifoldCapture
+    ManifoldCaptureResult
     """
     caller = "manifold_capture"
     max_atoms = check_positive_int(max_atoms, "max_atoms", caller=caller)
@@ -239,7 +244,7 @@ def manifold_capture(
         dilution = math.nan
     else:
         dilution = selective.shape[0] / n_target
-    return ManifoldCapture(
+    return ManifoldCaptureResult(
         selected=selected,
         r2_curve=curve,
         n_atoms_to_target=n_target,

@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs a :class:`~repscope.sae.SparseAutoencoder` over inputs (a tensor, a
 numpy array or memmap, or an iterable of batches) and accumulates fixed-size float64 sums —
-never the codes — into an :class:`SAEEvaluation`: MSE, fraction of variance unexplained (FVU),
+never the codes — into an :class:`SAEEvaluationResult`: MSE, fraction of variance unexplained (FVU),
 L0, dead latents, per-latent firing density, shrinkage and cosine. The same quantities exist as
 pure functions on tensors (:func:`fvu`, :func:`mse`, :func:`l0`, :func:`dead_fraction`).
 
@@ -34,6 +34,7 @@ from repscope.results import Result
 from repscope.sae.archs._base import SAEOutput, SparseAutoencoder, firing_counts
 from repscope.sae.evaluation._ground_truth import (
     PrecisionRecall,
+    PrecisionRecallResult,
     RecoveryResult,
     feature_precision_recall,
     matched_cosines,
@@ -42,9 +43,13 @@ from repscope.sae.evaluation._ground_truth import (
 )
 from repscope.sae.evaluation._interpret import (
     AttributeF1,
+    AttributeF1Result,
     AttributeScores,
+    AttributeScoresResult,
     MeanDictionary,
+    MeanDictionaryResult,
     ModalitySplit,
+    ModalitySplitResult,
     _eval_mode,
     attribute_f1,
     edit_success,
@@ -53,18 +58,31 @@ from repscope.sae.evaluation._interpret import (
     sae_edit,
     supervised_mean_dictionary,
 )
-from repscope.sae.evaluation._manifold import ManifoldCapture, atom_groups, manifold_capture
+from repscope.sae.evaluation._manifold import (
+    ManifoldCapture,
+    ManifoldCaptureResult,
+    atom_groups,
+    manifold_capture,
+)
 
 __all__ = [
     "AttributeF1",
+    "AttributeF1Result",
     "AttributeScores",
+    "AttributeScoresResult",
     "DensityHistogram",
+    "DensityHistogramResult",
     "ManifoldCapture",
+    "ManifoldCaptureResult",
     "MeanDictionary",
+    "MeanDictionaryResult",
     "ModalitySplit",
+    "ModalitySplitResult",
     "PrecisionRecall",
+    "PrecisionRecallResult",
     "RecoveryResult",
     "SAEEvaluation",
+    "SAEEvaluationResult",
     "atom_groups",
     "attribute_f1",
     "dead_fraction",
@@ -196,7 +214,7 @@ def dead_fraction(fire_counts: Any) -> float:
 
 
 @dataclass(frozen=True)
-class DensityHistogram(Result):
+class DensityHistogramResult(Result):
     """Histogram of log10 firing densities of the latents that fired at least once.
 
     Attributes
@@ -215,8 +233,12 @@ class DensityHistogram(Result):
     n_dead: int
 
 
+#: The former name of :class:`DensityHistogramResult` (kept for one release).
+DensityHistogram = DensityHistogramResult
+
+
 @dataclass(frozen=True)
-class SAEEvaluation(Result):
+class SAEEvaluationResult(Result):
     """Reconstruction and sparsity of an SAE on a data set (all in the input space).
 
     Attributes
@@ -235,7 +257,7 @@ class SAEEvaluation(Result):
         Share of latents that never fired on the data.
     density : ndarray of shape (d_sae,)
         Firing frequency of each latent (fraction of samples where it is non-zero).
-    density_histogram : DensityHistogram
+    density_histogram : DensityHistogramResult
         log10 density histogram of the alive latents.
     shrinkage : float
         Mean over samples of ``||x_hat - c|| / ||x - c||`` with ``c`` the decoder bias mapped to
@@ -258,11 +280,15 @@ class SAEEvaluation(Result):
     l0: float
     dead_fraction: float
     density: np.ndarray
-    density_histogram: DensityHistogram
+    density_histogram: DensityHistogramResult
     shrinkage: float
     reconstruction_bias: float
     cosine: float
     architecture: str = ""
+
+
+#: The former name of :class:`SAEEvaluationResult` (kept for one release).
+SAEEvaluation = SAEEvaluationResult
 
 
 def _as_batch(b: Any, d_in: int, where: str) -> Tensor:
@@ -314,7 +340,7 @@ def _batches(X: Any, batch_size: int, d_in: int) -> Iterator[Tensor]:
 
 def evaluate(
     sae: SparseAutoencoder, X: Any, *, batch_size: int = 4096, n_bins: int = 50
-) -> SAEEvaluation:
+) -> SAEEvaluationResult:
     r"""Evaluate an SAE's reconstruction and sparsity on data, streamed over batches.
 
     For every batch the SAE runs on raw inputs (``sae(x)``); float64 sufficient statistics are
@@ -337,7 +363,7 @@ def evaluate(
 
     Returns
     -------
-    SAEEvaluation
+    SAEEvaluationResult
 
     Raises
     ------
@@ -362,7 +388,7 @@ def evaluate(
         return _evaluate(sae, X, batch_size, n_bins)
 
 
-def _evaluate(sae: SparseAutoencoder, X: Any, batch_size: int, n_bins: int) -> SAEEvaluation:
+def _evaluate(sae: SparseAutoencoder, X: Any, batch_size: int, n_bins: int) -> SAEEvaluationResult:
     dev, f64 = sae.device, torch.float64
     d_in, d_sae = sae.d_in, sae.d_sae
     centre = sae.denormalize(sae.b_dec.detach()[None]).to(f64)[0]
@@ -414,7 +440,7 @@ def _evaluate(sae: SparseAutoencoder, X: Any, batch_size: int, n_bins: int) -> S
     lo = math.log10(1.0 / n)
     hist, edges = np.histogram(np.log10(alive), bins=n_bins, range=(lo, 0.0) if n > 1 else None)
     rd = float(rec_dot)
-    return SAEEvaluation(
+    return SAEEvaluationResult(
         n=n,
         mse=float(sse) / n,
         fvu=fvu_v,
@@ -422,7 +448,7 @@ def _evaluate(sae: SparseAutoencoder, X: Any, batch_size: int, n_bins: int) -> S
         l0=float(l0_sum) / n,
         dead_fraction=float((counts == 0).mean()),
         density=density,
-        density_histogram=DensityHistogram(
+        density_histogram=DensityHistogramResult(
             edges=edges, counts=hist.astype(np.int64), n_dead=int((counts == 0).sum())
         ),
         shrinkage=float(shrink_sum) / float(shrink_n) if float(shrink_n) > 0 else math.nan,
