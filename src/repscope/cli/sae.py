@@ -234,6 +234,12 @@ def _n_vectors(part: Any) -> int:
 # ---------------------------------------------------------------------------- helpers
 
 
+def _k_of(sae_model: Any) -> int | None:
+    """The SAE's k as its record stores it (None for architectures without one)."""
+    k = getattr(sae_model.cfg, "k", None)
+    return int(k) if isinstance(k, int) else None
+
+
 def _parse_ints(text: str, option: str) -> list[int]:
     from repscope.exceptions import RepscopeValueError
 
@@ -405,10 +411,10 @@ def train(
     """
     import dataclasses
 
-    from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
     from repscope.sae import TrainSettings, architectures, create_sae, save_sae, sweep
-    from repscope.sae.evaluation._inspect import never_fired_fraction, sae_record_values
+    from repscope.sae._records import SAERunResult
+    from repscope.sae.evaluation._inspect import never_fired_fraction
 
     s = settings()
     cls = architectures.get(arch)
@@ -498,37 +504,20 @@ def train(
             ev, tops = _evaluate_and_describe(
                 res.sae, feats, eval_part, eval_start, max(batch_size, 1024), s.seed
             )
-            values = sae_record_values(
-                res.sae,
-                ev,
-                history=res.history,
-                top_latents=tops,
-                dead_fraction_train=never_fired_fraction(res),
-                path=str(saved.resolve()),
-                n_train=n_train_vec,
-                n_eval=n_eval_vec,
-                n_train_samples=n_train,
-                n_eval_samples=n_eval or n_train,
-                eval_on="held-out" if n_eval else "training data",
-                n_steps=res.n_steps,
-                skip_first=skip_first,
-                seconds=res.seconds,
-                seconds_eval=time.perf_counter() - t,
-                lr=res.history.get("lr", [math.nan])[-1],
-            )
-            rec_params = {**run_params, "k": values["k"]}
-            rec_params.pop("ks")
-            db.add(
-                Record(
-                    "sae",
-                    values,
-                    model=feats.model,
-                    dataset=dataset,
-                    layer=feats.layer,
-                    params=rec_params,
-                    run_id=run_id,
-                )
-            )
+            run = SAERunResult(res.sae, ev, history=res.history, top_latents=tops, extra={
+                "dead_fraction_train": never_fired_fraction(res), "path": str(saved.resolve()),
+                "n_train": n_train_vec, "n_eval": n_eval_vec, "n_train_samples": n_train,
+                "n_eval_samples": n_eval or n_train,
+                "eval_on": "held-out" if n_eval else "training data", "n_steps": res.n_steps,
+                "skip_first": skip_first, "seconds": res.seconds,
+                "seconds_eval": time.perf_counter() - t,
+                "lr": res.history.get("lr", [math.nan])[-1]})
+            rec_params = {k: v for k, v in run_params.items() if k != "ks"}
+            records = run.to_records(model=feats.model, dataset=dataset, layer=feats.layer,
+                                     run_id=run_id,
+                                     params={**rec_params, "k": _k_of(res.sae)})
+            db.add_many(records)
+            values = dict(records[0].values)
             all_values.append(values)
     if as_json:
         echo_json(all_values)
@@ -590,9 +579,8 @@ def eval_(
     with --model, also the model's next-token loss clean, with the SAE's reconstruction
     spliced in at --layer, and zero-ablated (the fraction of loss recovered).
     """
-    from repscope.db import Record
     from repscope.exceptions import RepscopeValueError
-    from repscope.sae.evaluation._inspect import sae_record_values
+    from repscope.sae._records import SAERunResult
     from repscope.sae.io import load_sae
 
     s = settings()
@@ -629,18 +617,11 @@ def eval_(
             "texts": texts_dataset,
             "n_texts": len(texts),
         }
-    values = sae_record_values(
-        sae_model,
-        ev,
-        top_latents=tops,
-        path=str(sae_path.resolve()),
-        n_eval=_n_vectors(part),
-        n_eval_samples=feats.n,
-        eval_on="features",
-        skip_first=skip_first,
-        seconds_eval=time.perf_counter() - t,
-        **extra,
-    )
+    run = SAERunResult(sae_model, ev, top_latents=tops, extra={
+        "path": str(sae_path.resolve()), "n_eval": _n_vectors(part), "n_eval_samples": feats.n,
+        "eval_on": "features", "skip_first": skip_first,
+        "seconds_eval": time.perf_counter() - t, **extra})
+    values = run.record_values()
     params = {
         "features": str(feats.path),
         "sae": str(sae_path),
@@ -651,17 +632,8 @@ def eval_(
         "skip_first": skip_first,
     }
     with s.db() as db, db.run("sae eval", params, model=feats.model, dataset=dataset) as run_id:
-        db.add(
-            Record(
-                "sae",
-                values,
-                model=feats.model,
-                dataset=dataset,
-                layer=feats.layer,
-                params=params,
-                run_id=run_id,
-            )
-        )
+        db.add_many(run.to_records(model=feats.model, dataset=dataset, layer=feats.layer,
+                                   params=params, run_id=run_id))
     if as_json:
         echo_json(values)
         return
