@@ -11,15 +11,9 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
+from repscope.report._common import as_float
 from repscope.report._sections import esc, figure, html_table
 from repscope.report._svg import line_chart
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _by_k(d: Mapping[Any, Any] | None) -> dict[int, Any]:
@@ -34,12 +28,12 @@ def _by_k(d: Mapping[Any, Any] | None) -> dict[int, Any]:
 
 def _metrics_table(v: Mapping[str, Any]) -> str:
     mapped, raw = _by_k(v.get("retrieval")), _by_k(v.get("retrieval_unmapped"))
-    rows: list[list[Any]] = [[f"retrieval top-{k}", _num(val), _num(raw.get(k))]
+    rows: list[list[Any]] = [[f"retrieval top-{k}", as_float(val), as_float(raw.get(k))]
                              for k, val in mapped.items()]
-    rows.append(["paired cosine", _num(v.get("cosine")), _num(v.get("cosine_unmapped"))])
-    rows.append(["R² (map's held-out score)", _num(v.get("r2")), math.nan])
-    rows.append(["matching accuracy (Hungarian)", _num(v.get("matching")), math.nan])
-    rows.append(["kernel agreement (linear CKA)", _num(v.get("kernel_agreement")), math.nan])
+    rows.append(["paired cosine", as_float(v.get("cosine")), as_float(v.get("cosine_unmapped"))])
+    rows.append(["R² (map's held-out score)", as_float(v.get("r2")), math.nan])
+    rows.append(["matching accuracy (Hungarian)", as_float(v.get("matching")), math.nan])
+    rows.append(["kernel agreement (linear CKA)", as_float(v.get("kernel_agreement")), math.nan])
     return html_table(["held-out metric", f"{v.get('map', 'fitted')} map", "unmapped"], rows,
                       caption=f"{v.get('n_train', '?')} training pairs, {v.get('n_test', '?')} "
                               "held out", digits=3)
@@ -48,9 +42,9 @@ def _metrics_table(v: Mapping[str, Any]) -> str:
 def _gap_table(g: Mapping[str, Any]) -> str:
     if not g:
         return ""
-    rows = [["orthogonal map (+ shift, scale)", _num(g.get("orthogonal_residual"))],
-            ["general linear map (ridge, GCV)", _num(g.get("linear_residual"))],
-            ["orthogonality gap", _num(g.get("gap"))]]
+    rows = [["orthogonal map (+ shift, scale)", as_float(g.get("orthogonal_residual"))],
+            ["general linear map (ridge, GCV)", as_float(g.get("linear_residual"))],
+            ["orthogonality gap", as_float(g.get("gap"))]]
     return html_table(["held-out residual 1 − R²", "value"], rows, digits=3,
                       caption="Gap ≈ 0: the spaces differ by a rotation; > 0: a general linear "
                               "map is needed")
@@ -71,10 +65,10 @@ def _sweep_chart(v: Mapping[str, Any]) -> str:
     for j in curves:
         if j in mapped:
             series[f"top-{j}, full {v.get('map', '')} map"] = (
-                [ks[0], ks[-1]], [_num(mapped[j])] * 2)
+                [ks[0], ks[-1]], [as_float(mapped[j])] * 2)
             dashed.append(True)
         if j in raw:
-            series[f"top-{j}, unmapped"] = ([ks[0], ks[-1]], [_num(raw[j])] * 2)
+            series[f"top-{j}, unmapped"] = ([ks[0], ks[-1]], [as_float(raw[j])] * 2)
             dashed.append(True)
     svg = line_chart(series, title="Held-out retrieval against the subspace size k",
                      x_label="k (subspace dimensions, log scale)", y_label="retrieval accuracy",

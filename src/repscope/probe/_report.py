@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
+from repscope.report._common import as_float
 from repscope.report._sections import (
     esc,
     figure,
@@ -34,19 +35,13 @@ __all__ = [
 ]
 
 
-def _f(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
-
 
 def _arr(v: Any) -> np.ndarray:
     if v is None:
         return np.zeros(0)
     out = []
     for x in (v if isinstance(v, (list, tuple, np.ndarray)) else [v]):
-        out.append(_f(x))
+        out.append(as_float(x))
     return np.asarray(out, dtype=float)
 
 
@@ -118,12 +113,12 @@ def render_probe(records: Sequence[RecordLike]) -> str:
         if np.isfinite(acc).any():
             i = int(np.nanargmax(acc))
             v = rs[i].values
-            best_rows.append([name, rs[i].layer, acc[i], _f(v.get("ci_low")),
-                              _f(v.get("ci_high")), _f(v.get("chance"))])
+            best_rows.append([name, rs[i].layer, acc[i], as_float(v.get("ci_low")),
+                              as_float(v.get("ci_high")), as_float(v.get("chance"))])
     best = html_table(["model · probe", "best layer", "accuracy", "95% low", "95% high",
                        "chance"], best_rows, caption="Best layer per model and probe", digits=3)
-    rows = [[name, r.layer, _f(r.values.get("accuracy")), _f(r.values.get("ci_low")),
-             _f(r.values.get("ci_high"))] for name, rs in groups.items() for r in rs]
+    rows = [[name, r.layer, as_float(r.values.get("accuracy")), as_float(r.values.get("ci_low")),
+             as_float(r.values.get("ci_high"))] for name, rs in groups.items() for r in rs]
     full = html_table(["model · probe", "layer", "accuracy", "95% low", "95% high"], rows,
                       digits=3)
     return (figure(chart, "Accuracy of each probe at each layer; dashed: 95% interval.")
@@ -144,7 +139,7 @@ def _curve_section(records: Sequence[RecordLike], x_key: str, x_label: str, titl
         v = r.values
         x = _arr(v.get(x_key))
         curves[name] = (x, _arr(v.get("mean")), _arr(v.get("ci_low")), _arr(v.get("ci_high")))
-        rows.append([name, *(_f(v.get(k)) for k, _ in extra)])
+        rows.append([name, *(as_float(v.get(k)) for k, _ in extra)])
     series, colours, dashed = _with_bands(curves)
     chart = line_chart(series, title=title, x_label=x_label, y_label="accuracy", x_log=x_log,
                        colours=colours, dashed=dashed,
@@ -194,9 +189,9 @@ def render_probe_calibration(records: Sequence[RecordLike]) -> str:
                            y_label="accuracy", y_range=(0.0, 1.0), width=640, height=380,
                            colours=[6, 1, 0], dashed=[True, False, False])
         parts.append(figure(chart, f"Reliability diagram for {name}."))
-        rows.append([name, _f(v.get("temperature")), _f(v.get("ece_before")),
-                     _f(v.get("ece_after")), _f(v.get("nll_before")), _f(v.get("nll_after")),
-                     _f(v.get("accuracy"))])
+        rows.append([name, as_float(v.get("temperature")), as_float(v.get("ece_before")),
+                     as_float(v.get("ece_after")), as_float(v.get("nll_before")), as_float(v.get("nll_after")),
+                     as_float(v.get("accuracy"))])
     table = html_table(["model · probe @ layer", "T", "ECE before", "ECE after", "NLL before",
                         "NLL after", "accuracy"], rows, digits=3)
     return "".join(parts) + table

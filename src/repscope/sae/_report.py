@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
+from repscope.report._common import as_float
 from repscope.report._sections import Html, esc, figure, fmt, html_table
 from repscope.report._svg import bar_chart, line_chart
 
@@ -42,12 +43,6 @@ _CSS = (
     "</style>"
 )
 
-
-def _num(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _label(v: Mapping[str, Any]) -> str:
@@ -75,7 +70,7 @@ def _loss_recovered(v: Mapping[str, Any]) -> float | None:
     """The fraction of LM loss recovered, or None (shown as a dash) when not measured."""
     lr = v.get("loss_recovered")
     if isinstance(lr, Mapping):
-        return _num(lr.get("fraction_recovered"))
+        return as_float(lr.get("fraction_recovered"))
     return None
 
 
@@ -111,11 +106,11 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
             str(v.get("architecture", "")),
             v.get("d_sae"),
             v.get("k"),
-            _num(v.get("fvu")),
-            _num(v.get("l0")),
-            _num(v.get("dead_fraction")),
-            _num(v.get("dead_fraction_train")),
-            _num(v.get("shrinkage")),
+            as_float(v.get("fvu")),
+            as_float(v.get("l0")),
+            as_float(v.get("dead_fraction")),
+            as_float(v.get("dead_fraction_train")),
+            as_float(v.get("shrinkage")),
             _evaluated_on(v),
         ]
         if with_loss:
@@ -138,10 +133,10 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
             [
                 [
                     lab,
-                    _num(d.get("clean")),
-                    _num(d.get("spliced")),
-                    _num(d.get("zero_ablated")),
-                    _num(d.get("fraction_recovered")),
+                    as_float(d.get("clean")),
+                    as_float(d.get("spliced")),
+                    as_float(d.get("zero_ablated")),
+                    as_float(d.get("fraction_recovered")),
                 ]
                 for lab, d in losses
             ],
@@ -194,7 +189,7 @@ def _frontier(records: Sequence[RecordLike]) -> str:
     many_runs = len({r.run_id for r in records}) > 1
     pts: dict[str, list[tuple[float, float]]] = {}
     for r in records:
-        l0, fvu = _num(r.values.get("l0")), _num(r.values.get("fvu"))
+        l0, fvu = as_float(r.values.get("l0")), as_float(r.values.get("fvu"))
         if math.isfinite(l0) and math.isfinite(fvu) and l0 > 0:
             name = str(r.values.get("architecture") or "sae")
             if many_runs:
@@ -254,7 +249,7 @@ def _density_histogram(r: RecordLike, label: str) -> str:
 
 
 def _example(e: Mapping[str, Any]) -> str:
-    act = f'<span class="act">{esc(fmt(_num(e.get("activation")), 3))}</span>'
+    act = f'<span class="act">{esc(fmt(as_float(e.get("activation")), 3))}</span>'
     pos = e.get("position")
     where = f" · pos {esc(pos)}" if pos is not None else ""
     token = f" · token <code>{esc(e['token'])}</code>" if e.get("token") is not None else ""
@@ -272,7 +267,7 @@ def _thumb(e: Mapping[str, Any]) -> str:
     if not _BASE64.match(data):
         return ""
     name = e.get("id", e.get("index", ""))
-    act = fmt(_num(e.get("activation")), 3)
+    act = fmt(as_float(e.get("activation")), 3)
     return (
         f'<figure><img src="data:image/png;base64,{data}" alt="{esc(f"input {name}")}" '
         f'title="{esc(f"input {name}: activation {act}")}"><figcaption>{esc(act)}'
@@ -291,7 +286,7 @@ def _card(t: Mapping[str, Any]) -> str:
         body += "<ol>" + "".join(_example(e) for e in others) + "</ol>"
     if not examples:
         body = '<p class="note">No held-out input activates it.</p>'
-    meta = f"density {fmt(_num(t.get('density')), 3)} · max {fmt(_num(t.get('max')), 3)}"
+    meta = f"density {fmt(as_float(t.get('density')), 3)} · max {fmt(as_float(t.get('max')), 3)}"
     return (
         f'<div class="sae-card"><div class="title">latent {esc(t.get("latent", "?"))}</div>'
         f'<div class="meta">{esc(meta)}</div>{body}</div>'
