@@ -160,9 +160,19 @@ def _raise_nonfinite(name: str, nan: int, inf: int, first: tuple[int, ...]) -> N
 
 
 def check_paired(
-    X: Any, Y: Any, *, names: tuple[str, str] = ("X", "Y"), min_samples: int = 1, **kwargs: Any
+    X: Any,
+    Y: Any,
+    *,
+    names: tuple[str, str] = ("X", "Y"),
+    min_samples: int = 1,
+    reject_constant: bool = False,
+    **kwargs: Any,
 ) -> tuple[Any, Any]:
-    """Validate two feature arrays computed on the same inputs (same n, any widths)."""
+    """Validate two feature arrays computed on the same inputs (same n, any widths).
+
+    ``reject_constant=True`` (what similarity measures need) also refuses an input whose rows
+    are all equal: a similarity between representations needs variation across inputs.
+    """
     get_namespace(X, Y)
     X = check_features(X, name=names[0], min_samples=min_samples, **kwargs)
     Y = check_features(Y, name=names[1], min_samples=min_samples, **kwargs)
@@ -172,6 +182,17 @@ def check_paired(
             f"{names[0]}.shape={_shape(X)} and {names[1]}.shape={_shape(Y)}. Pass activations "
             "computed on the same inputs."
         )
+    if reject_constant:
+        for name, A in zip(names, (X, Y), strict=True):
+            a = A.detach() if is_torch(A) else A
+            first = a[:1]
+            # Cheap in the usual case: the first rows already differ; the full scan runs only
+            # when the first 64 rows are identical.
+            if bool((a[:64] == first).all()) and bool((a == first).all()):
+                raise RepscopeValueError(
+                    f"{name} is constant (every row equals the first, shape {tuple(A.shape)}); "
+                    "a similarity between representations needs variation across inputs."
+                )
     return X, Y
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from repscope._validation import check_paired
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import PairStats, centered_gram, check_pair
+from repscope.similarity._measures._common import PairStats, centered_gram
 from repscope.stats import Moments
 
 __all__ = [
@@ -145,7 +145,7 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False) -> float:
     >>> round(linear_cka(X, 3 * X + 1), 12)
     1.0
     """
-    X, Y = check_pair(X, Y, min_samples=4 if debiased else 3)
+    X, Y = check_paired(X, Y, min_samples=4 if debiased else 3, reject_constant=True)
     n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
     if use_feature_space(n, dx, dy):
         return cka_from_stats(PairStats.from_arrays(X, Y, row_norms=debiased), debiased=debiased)

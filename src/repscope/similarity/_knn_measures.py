@@ -38,9 +38,8 @@ import numpy as np
 
 from repscope._array import is_torch, to_numpy
 from repscope._kernels.knn import KNNResult, knn_search
-from repscope._validation import check_choice, check_positive_int
+from repscope._validation import check_choice, check_paired, check_positive_int
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import check_pair
 from repscope.similarity._registry import register_measure
 
 __all__ = ["cknna", "knn_jaccard", "mutual_knn"]
@@ -104,7 +103,7 @@ def _overlap_counts(ia: np.ndarray, ib: np.ndarray, *, max_elems: int = 1 << 22)
 
 
 def _prep(X: Any, Y: Any, k: int | None, metric: str, caller: str, min_k: int = 1) -> tuple[Any, Any, int]:
-    X, Y = check_pair(X, Y, min_samples=3)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     metric = check_choice(metric, "metric", _METRICS, caller=caller)
     k = _check_k(k, int(X.shape[0]), caller, min_k=min_k)
     return X, Y, k

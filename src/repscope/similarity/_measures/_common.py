@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from repscope._array import as_float64_numpy, is_torch
-from repscope._validation import check_paired
 from repscope.exceptions import RepscopeValueError
 from repscope.stats import Moments
 
@@ -23,30 +22,12 @@ __all__ = [
     "RowNormSums",
     "centered_f64",
     "centered_gram",
-    "check_pair",
     "gram_row_space",
     "row_space",
 ]
 
 #: columns converted to float64 at a time when forming a Gram matrix of a wide input.
 GRAM_BLOCK = 2048
-
-
-def check_pair(X: Any, Y: Any, *, min_samples: int = 3) -> tuple[Any, Any]:
-    """Validate paired representations: same n, at least ``min_samples`` rows, finite, and
-    neither constant (zero variance in every feature)."""
-    X, Y = check_paired(X, Y, min_samples=min_samples)
-    for name, A in (("X", X), ("Y", Y)):
-        a = A.detach() if is_torch(A) else A
-        first = a[:1]
-        # Cheap in the usual case: the first rows already differ; the full scan runs only when
-        # the first 64 rows are identical.
-        if bool((a[:64] == first).all()) and bool((a == first).all()):
-            raise RepscopeValueError(
-                f"{name} is constant (every row equals the first, shape {tuple(A.shape)}); a "
-                "similarity between representations needs variation across inputs."
-            )
-    return X, Y
 
 
 def centered_f64(A: Any, name: str) -> np.ndarray:

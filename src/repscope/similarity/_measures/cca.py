@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from repscope._validation import check_scalar
+from repscope._validation import check_paired, check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import PairStats, centered_f64, check_pair, row_space
+from repscope.similarity._measures._common import PairStats, centered_f64, row_space
 from repscope.similarity._measures._streaming_specs import register_streaming
 from repscope.similarity._registry import register_measure
 from repscope.stats import Moments
@@ -76,7 +76,7 @@ def canonical_correlations(X: Any, Y: Any, *, reg: float = 0.0) -> np.ndarray:
     -------
     ndarray of shape (min(rank_x, rank_y),)
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_scalar(reg, "reg", caller="canonical_correlations", min_value=0)
     m = _pair_stats(X, Y).moments
     return _cca_core(m.scatter(), m.scatter_y(), m.cross_scatter(), reg=reg)[0]
@@ -115,7 +115,7 @@ def cca_similarity(X: Any, Y: Any, *, reg: float = 0.0, squared: bool = False) -
     Invariant to invertible linear maps (hence orthogonal, isotropic scaling, permutation) and
     translation when ``reg=0``. With ``n <= d`` every correlation is 1: use :func:`svcca`.
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_scalar(reg, "reg", caller="cca_similarity", min_value=0)
     return _cca_from_moments(_pair_stats(X, Y).moments, reg=reg, squared=squared)
 
@@ -178,7 +178,7 @@ def svcca(X: Any, Y: Any, *, variance: float = 0.99, n_components: int | None = 
     Invariant to orthogonal transforms, isotropic scaling, translation and permutation (not to
     general invertible maps: they change the principal directions).
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_scalar(variance, "variance", caller="svcca", min_value=0, include_min=False,
                  max_value=1)
     if n_components is not None:
@@ -240,7 +240,7 @@ def pwcca(X: Any, Y: Any) -> float:
     Invariant to isotropic scaling, translation and permutation (of neurons), not to general
     rotations (the weights use an L1 norm over neurons). Not symmetric when widths tie.
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
     if dx + dy <= n:
         return _pwcca_from_moments(PairStats.from_arrays(X, Y).moments)

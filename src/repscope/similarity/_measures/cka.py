@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from repscope._kernels.hsic import DEFAULT_BLOCK, hsic
-from repscope._validation import check_positive_int, check_scalar
+from repscope._validation import check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.similarity._cka import _debiased_terms, _fro2, linear_cka, use_feature_space
-from repscope.similarity._measures._common import PairStats, centered_f64, check_pair
+from repscope.similarity._measures._common import PairStats, centered_f64
 from repscope.similarity._registry import register_measure
 
 __all__ = ["MinibatchCKA", "linear_cka_debiased", "minibatch_cka", "rbf_cka"]
@@ -101,7 +101,7 @@ def rbf_cka(
     seeded 2000-row subset above. With the median heuristic it is invariant to orthogonal
     transforms, isotropic scaling, translation and permutation.
     """
-    X, Y = check_pair(X, Y, min_samples=4 if debiased else 3)
+    X, Y = check_paired(X, Y, min_samples=4 if debiased else 3, reject_constant=True)
     check_scalar(bandwidth_scale, "bandwidth_scale", caller="rbf_cka", min_value=0,
                  include_min=False)
     return hsic(X, Y, kernel="rbf", sigma_x=sigma_x, sigma_y=sigma_y,
@@ -163,7 +163,7 @@ class MinibatchCKA:
 
     def update(self, X: Any, Y: Any) -> MinibatchCKA:
         """Add one minibatch (at least 4 rows)."""
-        X, Y = check_pair(X, Y, min_samples=4)
+        X, Y = check_paired(X, Y, min_samples=4, reject_constant=True)
         a, b, c = _batch_hsic_u(X, Y)
         self.hxy += a
         self.hxx += b
@@ -222,7 +222,7 @@ def minibatch_cka(X: Any, Y: Any, *, batch_size: int = 256, seed: int | None = N
     -----
     Invariant to orthogonal transforms, isotropic scaling, translation and permutation.
     """
-    X, Y = check_pair(X, Y, min_samples=4)
+    X, Y = check_paired(X, Y, min_samples=4, reject_constant=True)
     bs = check_positive_int(batch_size, "batch_size", caller="minibatch_cka")
     n = int(X.shape[0])
     if seed is not None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from repscope._kernels.hsic import DEFAULT_BLOCK
 from repscope._kernels.hsic import hsic as _hsic
 from repscope._kernels.hsic import kjem as _kjem
-from repscope.similarity._measures._common import check_pair
+from repscope._validation import check_paired
 from repscope.similarity._registry import register_measure
 
 __all__ = ["hsic", "kjem"]
@@ -51,7 +51,7 @@ def hsic(
     With the median-heuristic Gaussian kernel: invariant to orthogonal transforms, isotropic
     scaling, translation and permutation. ``O(n^2 d)`` time.
     """
-    X, Y = check_pair(X, Y, min_samples=4 if unbiased else 3)
+    X, Y = check_paired(X, Y, min_samples=4 if unbiased else 3, reject_constant=True)
     return _hsic(X, Y, kernel=kernel, sigma_x=sigma_x, sigma_y=sigma_y, unbiased=unbiased,
                  block=block)
 
@@ -81,5 +81,5 @@ def kjem(X: Any, Y: Any, *, tau: float = 0.5, block: int = DEFAULT_BLOCK) -> flo
     -----
     Invariant to orthogonal transforms, translation and permutation (not to scaling).
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     return _kjem(X, Y, tau=tau, block=block)

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from repscope._validation import check_choice, check_positive_int, check_scalar
+from repscope._validation import check_choice, check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import PairStats, centered_f64, check_pair, row_space
+from repscope.similarity._measures._common import PairStats, centered_f64, row_space
 from repscope.similarity._measures._streaming_specs import register_streaming
 from repscope.similarity._registry import register_measure
 from repscope.stats import Moments
@@ -84,7 +84,7 @@ def linear_r2(X: Any, Y: Any, *, direction: Direction = "forward") -> float:
     held-out score. Invariant to invertible linear maps of the predictor and to orthogonal maps,
     isotropic scaling, translation and permutation of the target.
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
     if dx + dy > n:
         X, Y = row_space(centered_f64(X, "X")), row_space(centered_f64(Y, "Y"))
@@ -183,7 +183,7 @@ def ridge_predictivity(X: Any, Y: Any, *, alpha: float = 1e-2, folds: int = 5,
     either input (not to general invertible maps of the predictor: the ridge penalty is
     isotropic).
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_scalar(alpha, "alpha", caller="ridge_predictivity", min_value=0)
     k = check_positive_int(folds, "folds", caller="ridge_predictivity")
     if k < 2:

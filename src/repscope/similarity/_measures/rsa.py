@@ -14,9 +14,8 @@ from typing import Any, Literal
 import numpy as np
 
 from repscope._array import as_float64_numpy
-from repscope._validation import check_choice, check_features
+from repscope._validation import check_choice, check_features, check_paired
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import check_pair
 from repscope.similarity._registry import register_measure
 
 __all__ = ["rdm", "rsa"]
@@ -107,7 +106,7 @@ def _pearson_blocked(A: np.ndarray, sa: np.ndarray, B: np.ndarray, sb: np.ndarra
 
 
 def _rsa(X: Any, Y: Any, metric: str, method: str) -> float:
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_choice(metric, "metric", _METRICS, caller="rsa")
     check_choice(method, "method", ("spearman", "pearson"), caller="rsa")
     A, sa = _prepared(X, metric, "X")

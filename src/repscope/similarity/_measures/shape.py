@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from repscope._validation import check_scalar
+from repscope._validation import check_paired, check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import centered_gram, check_pair, gram_row_space
+from repscope.similarity._measures._common import centered_gram, gram_row_space
 from repscope.similarity._measures._streaming_specs import register_streaming
 from repscope.similarity._measures.cca import _pair_stats
 from repscope.similarity._registry import register_measure
@@ -83,7 +83,7 @@ def procrustes_distance(X: Any, Y: Any, *, squared: bool = False) -> float:
     A metric (``squared=False``) invariant to orthogonal transforms, isotropic scaling,
     translation and permutation. Equals :func:`scipy.linalg.orthogonal_procrustes`'s residual.
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
     if dx + dy <= n:
         return _procrustes_from_moments(_pair_stats(X, Y).moments, squared=squared)
@@ -152,7 +152,7 @@ def shape_distance(X: Any, Y: Any, *, alpha: float = 1.0) -> float:
     Convention: ``C_x`` is the covariance ``X~^T X~ / n`` (netrep whitens with the unnormalised
     ``X^T X``, which changes values for ``0 < alpha < 1`` only).
     """
-    X, Y = check_pair(X, Y)
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
     check_scalar(alpha, "alpha", caller="shape_distance", min_value=0, max_value=1)
     return _shape_from_moments(_pair_stats(X, Y).moments, alpha=float(alpha))
 
