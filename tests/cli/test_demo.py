@@ -10,6 +10,9 @@ from repscope.cli import cli
 
 pytestmark = pytest.mark.real  # every test here runs EfficientNet-Lite0
 
+MODELS = ("efficientnet-lite0", "efficientnet-lite1")
+PROBES = ("ridge", "knn")  # the probes the demo runs at every layer
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
@@ -26,8 +29,10 @@ def test_small_demo_writes_the_report(demo_run):
     report = out / "report.html"
     assert res.stdout.strip().splitlines()[-1] == str(report.resolve())
     html = report.read_text()
-    for title in ("Feature extraction", "Class separability", "similarity (CKA)", "PCA spectrum"):
-        assert title.lower() in html.lower(), title
+    for title in ("Feature extraction", "Probe accuracy by layer", "Layer-to-layer similarity",
+                  "PCA spectrum"):
+        assert f"<h2>{title}" in html, title
+    assert "retired analysis" not in html
     assert html.count("<svg") >= 3
     assert "http://" not in html
     assert "https://" not in html
@@ -38,13 +43,49 @@ def test_small_demo_records_every_layer(demo_run):
 
     _out, db_path, _res = demo_run
     with ResultsDB(db_path) as db:
-        count = {a: db.count(analysis=a) for a in ("extraction", "cka", "separability", "pca_spectrum")}
-        accs = [r.values["accuracy"] for r in db.query(analysis="separability")]
+        count = {a: db.count(analysis=a) for a in ("extraction", "similarity_matrix", "probe",
+                                                   "pca_spectrum", "separability", "cka")}
+        probes = db.query(analysis="probe")
+        (layer_map,) = db.query(analysis="similarity_matrix")
     assert count["extraction"] == 2
-    assert count["cka"] == 1
-    # one separability and one spectrum record per layer of each model (Lite0: 18, Lite1: 23)
-    assert count["separability"] == count["pca_spectrum"] >= 30
-    assert max(accs) > 0.5  # 10 classes: chance is 0.1
+    assert count["similarity_matrix"] == 1
+    assert count["separability"] == count["cka"] == 0  # retired: a new demo records neither
+    # one spectrum record per layer of each model (Lite0: 18, Lite1: 23), and one probe record
+    # per layer of each model for each probe
+    assert count["pca_spectrum"] >= 30
+    assert count["probe"] == len(PROBES) * count["pca_spectrum"]
+    for name in PROBES:
+        assert sum(r.params["probe"] == name for r in probes) == count["pca_spectrum"]
+    assert max(r.values["accuracy"] for r in probes if r.params["probe"] == "ridge") > 0.5
+    # one linear-CKA map: every layer of Lite0 against every layer of Lite1
+    assert layer_map.values["measure"] == "linear_cka"
+    assert (layer_map.values["model_a"], layer_map.values["model_b"]) == MODELS
+    assert len(layer_map.values["rows"]) + len(layer_map.values["cols"]) == count["pca_spectrum"]
+
+
+def _section(html: str, section_id: str) -> str:
+    start = html.index(f'<section id="{section_id}"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_small_demo_report_has_one_probe_and_one_similarity_section(demo_run):
+    out, _db, _res = demo_run
+    html = (out / "report.html").read_text()
+    assert html.count('<section id="sec-similarity-matrix"') == 1
+    assert html.count('<section id="sec-probe"') == 1
+    # render_probe draws one accuracy-by-layer chart: in it, one line per model and probe,
+    # each with its 95% interval as two dashed lines
+    probe = _section(html, "sec-probe")
+    assert probe.count("<svg") == 1
+    assert probe.count("<title>Probe accuracy by layer</title>") == 1
+    for model in MODELS:
+        for name in PROBES:
+            for suffix in ("", " (95% low)", " (95% high)"):
+                assert f'<g class="series"><title>{model} · {name}{suffix}</title>' in probe
+    assert probe.count('<g class="series">') == 3 * len(MODELS) * len(PROBES)
+    sim = _section(html, "sec-similarity-matrix")
+    assert sim.count("<svg") == 1  # one heat map
+    assert f"linear_cka: {MODELS[0]} (rows) × {MODELS[1]} (columns)" in sim
 
 
 def test_demo_rerun_resumes_from_the_stores(demo_run, tmp_path):
