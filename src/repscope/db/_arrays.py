@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from repscope._array import is_torch, to_numpy
+from repscope._io import atomic_write_bytes
 from repscope.exceptions import CorruptStoreError, RepscopeTypeError
 
 __all__ = ["ARRAY_KEY", "INLINE_KEY", "ArrayStore", "decode_values", "dumps", "encode_values"]
@@ -71,17 +71,7 @@ class ArrayStore:
         target = self.root / f"{key}.npy"
         if target.exists():
             return key
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)  # atomic; a concurrent writer of the same key is harmless
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target, data)  # a concurrent writer of the same key is harmless
         return key
 
     def get(self, key: str) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from repscope._io import atomic_path
 from repscope._version import __version__
 from repscope.db._database import ResultsDB
 from repscope.db._records import RecordLike, RunInfo
@@ -306,8 +307,6 @@ def render_report(
     records, runs = _collect(records_or_db, run_id)
     html = render_html(records, title=title, runs=runs)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # creates the folders; fsync, rename, fsync the folder
+        tmp.write_text(html, encoding="utf-8")
     return out

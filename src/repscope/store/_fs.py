@@ -1,17 +1,16 @@
-"""Filesystem helpers of the FeatureStore: atomic writes, directory fsync, the writer lock,
-checksums and filesystem-safe layer directory names."""
+"""Filesystem helpers of the FeatureStore: the writer lock, checksums and filesystem-safe layer
+directory names. Atomic writes and fsync come from :mod:`repscope._io` (re-exported here)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from repscope._io import TMP_PREFIX, atomic_write, fsync_dir, fsync_file, tmp_path_for
 from repscope.exceptions import CorruptStoreError
 
 try:  # POSIX advisory locks; on other platforms appends are not serialised across processes.
@@ -24,13 +23,12 @@ __all__ = [
     "atomic_write",
     "check_listed_file",
     "fsync_dir",
+    "fsync_file",
     "layer_dir_name",
     "sha256_file",
+    "tmp_path_for",
     "writer_lock",
 ]
-
-#: Prefix of every temporary file a writer creates; anything with it is garbage to a new writer.
-TMP_PREFIX = ".tmp-"
 
 _BUF = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
@@ -74,53 +72,6 @@ def check_listed_file(path: Path, entry: Mapping[str, Any], *, checksum: bool) -
                 f"the file has {actual}. The file was modified or corrupted; re-extract this "
                 "chunk."
             )
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a rename inside it is durable (a no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_path_for(final: Path) -> Path:
-    """A unique temporary path beside ``final`` (same directory, hence same filesystem)."""
-    return final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}.{secrets.token_hex(4)}")
-
-
-def atomic_write(final: Path, write: Callable[[IO[bytes]], None], *, sync_dir: bool = True) -> None:
-    """Write ``final`` atomically: temp file in the same directory, flush, fsync, rename.
-
-    ``write`` receives the open binary temp file. On any error the temp file is removed and
-    ``final`` is left untouched. With ``sync_dir=False`` the caller fsyncs the directory later
-    (once for many files).
-    """
-    tmp = tmp_path_for(final)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if sync_dir:
-        fsync_dir(final.parent)
-
-
-def fsync_file(path: Path) -> None:
-    """fsync an already written file by path."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -50,8 +50,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +60,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from repscope._io import fsync_dir
+from repscope._io import atomic_dir
 from repscope._version import __version__
 from repscope.exceptions import DataNotFoundError, RepscopeTypeError, RepscopeValueError
 from repscope.sae.archs._base import SparseAutoencoder, architectures
@@ -380,12 +378,6 @@ def _shift_encoder_biases(sae: SparseAutoencoder, state: dict[str, Tensor]) -> N
         state[bias] = (unfolded - mu @ weight).to(state[bias].dtype)
 
 
-def _fsync_file(file: Path) -> None:
-    with open(file, "rb+") as fh:
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def save_sae(sae: SparseAutoencoder, path: str | os.PathLike[str]) -> Path:
     """Save ``sae`` as an SAELens-format directory (``cfg.json`` + ``sae_weights.safetensors``).
 
@@ -432,35 +424,12 @@ def save_sae(sae: SparseAutoencoder, path: str | os.PathLike[str]) -> Path:
     }
     _shift_encoder_biases(sae, state)
     config = saelens_config(sae)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    old: Path | None = None
-    try:
-        weights = tmp / SAE_WEIGHTS_FILENAME
-        save_file(state, str(weights), metadata={"format": "pt"})
-        _fsync_file(weights)
-        cfg_file = tmp / SAE_CFG_FILENAME
-        cfg_file.write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", "utf-8")
-        _fsync_file(cfg_file)
-        # mkdtemp makes a private (0700) directory; give the files the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in (weights, cfg_file):
-            f.chmod(0o666 & ~umask)
-        tmp.chmod(0o777 & ~umask)
-        fsync_dir(tmp)
-        if target.exists():
-            old = Path(f"{tmp}.old")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # a temporary sibling directory, fsynced and swapped in: never a half-written SAE
+    with atomic_dir(target) as tmp:
+        save_file(state, str(tmp / SAE_WEIGHTS_FILENAME), metadata={"format": "pt"})
+        (tmp / SAE_CFG_FILENAME).write_text(
+            json.dumps(config, indent=2, sort_keys=False) + "\n", "utf-8"
+        )
     return target
 
 
