@@ -233,7 +233,7 @@ def test_bad_input_gives_clear_errors(rng) -> None:
         OrthogonalMap().fit(np.ones((20, 4)), X)
     with pytest.raises(ValueError, match="'n_components' parameter of SubspaceMap must be at most 4"):
         SubspaceMap(n_components=5).fit(X, X)
-    with pytest.raises(ValueError, match="'method' parameter of SubspaceMap must be one of"):
+    with pytest.raises(ValueError, match="'method' parameter of SubspaceMap must be a str among"):
         SubspaceMap(method="ica").fit(X, X)
     with pytest.raises(ValueError, match="'alphas' parameter of LinearMap"):
         LinearMap(alphas=-1.0).fit(X, X)

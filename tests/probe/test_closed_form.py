@@ -313,11 +313,11 @@ def test_more_classes_than_samples_per_class_errors_or_works(rng):
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: RidgeProbe(selection="lol"), "'selection' parameter of RidgeProbe must be one of"),
+    (lambda: RidgeProbe(selection="lol"), "'selection' parameter of RidgeProbe must be a str among"),
     (lambda: RidgeProbe(alphas=(-1.0,)), "'alphas' parameter of RidgeProbe must be"),
-    (lambda: RidgeProbe(cv=1), "'cv' parameter of RidgeProbe must be in the range"),
-    (lambda: LDAProbe(shrinkage=1.5), "'shrinkage' parameter of LDAProbe must be in the range"),
-    (lambda: LDAProbe(shrinkage="auto"), "'shrinkage' parameter of LDAProbe must be one of"),
+    (lambda: RidgeProbe(cv=1), "'cv' parameter of RidgeProbe must be an int in the range"),
+    (lambda: LDAProbe(shrinkage=1.5), "'shrinkage' parameter of LDAProbe must be None, a float in the range"),
+    (lambda: LDAProbe(shrinkage="auto"), "'shrinkage' parameter of LDAProbe must be .* or a str among"),
     (lambda: GaussianNBProbe(variance="full"), "'variance' parameter of GaussianNBProbe"),
 ])
 def test_bad_parameters_raise_in_fit(rng, make, match):

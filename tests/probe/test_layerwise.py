@@ -97,7 +97,7 @@ def test_multilevel_upsamples_feature_maps_to_the_largest_size():
     np.testing.assert_allclose(Zp[:, 2:], up.mean(dim=(2, 3)).numpy(), atol=1e-6)
     with pytest.raises(KeyError, match="features lack layer 'mid'"):
         MultiLevelProbe(["mid"]).fit(maps, y)
-    with pytest.raises(ValueError, match="must name at least one layer"):
+    with pytest.raises(ValueError, match="The 'layers' parameter of MultiLevelProbe must be a non-empty sequence"):
         MultiLevelProbe([]).fit(maps, y)
 
 

@@ -15,14 +15,16 @@ onto the held-out partner ``Y``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Real
+from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
 
 from repscope._array import as_float64_numpy, from_numpy_like, is_torch
-from repscope._validation import check_features, check_paired, check_scalar
+from repscope._params import ValidatedEstimator, parameter_error
+from repscope._validation import check_features, check_paired
 from repscope.exceptions import RepscopeValueError
 from repscope.stats import Moments
 
@@ -95,6 +97,8 @@ class AffineMapMixin(ABC):
     weight_: np.ndarray
     n_features_in_: int
     n_features_out_: int
+    #: scikit-learn's parameter validation, from the estimator base (ValidatedEstimator)
+    _validate_params: Callable[[], None]
 
     def fit(self, X: Any, Y: Any) -> Any:
         """Fit the map from paired representations ``X`` (n, d_x) and ``Y`` (n, d_y).
@@ -102,6 +106,7 @@ class AffineMapMixin(ABC):
         ``Y`` is the representation of the same ``n`` inputs in the second space, not a
         supervised target. Returns ``self``.
         """
+        self._validate_params()
         X, Y = check_paired(X, Y, min_samples=MIN_SAMPLES)
         return self.fit_moments(Moments().update(X, Y))
 
@@ -180,7 +185,7 @@ def apply_affine(X: Any, mean_x: np.ndarray, weight: np.ndarray, mean_y: np.ndar
     return from_numpy_like(out, X)
 
 
-class OrthogonalMap(AffineMapMixin, BaseEstimator):
+class OrthogonalMap(AffineMapMixin, ValidatedEstimator):
     r"""Orthogonal Procrustes map with optional mean shift and isotropic scaling.
 
     .. math::
@@ -235,15 +240,19 @@ class OrthogonalMap(AffineMapMixin, BaseEstimator):
     (True, 1.0)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "center": ["boolean"],
+        "scale": ["boolean"],
+    }
+
     def __init__(self, *, center: bool = True, scale: bool = False) -> None:
         self.center = center
         self.scale = scale
 
     def fit_moments(self, moments: Moments) -> OrthogonalMap:
         """Fit from paired :class:`~repscope.stats.Moments` (streamed or merged); returns self."""
+        self._validate_params()
         m = _check_moments(moments, "OrthogonalMap.fit_moments")
-        check_scalar(self.center, "center", caller="OrthogonalMap", kind=bool)
-        check_scalar(self.scale, "scale", caller="OrthogonalMap", kind=bool)
         _, sxy, xx_tr, _ = _raw_scatter(m, self.center)
         if xx_tr <= 0:
             raise RepscopeValueError(
@@ -277,7 +286,7 @@ def _default_alphas(lam: np.ndarray) -> np.ndarray:
     return ref * np.logspace(-6, 3, 19)
 
 
-class LinearMap(AffineMapMixin, BaseEstimator):
+class LinearMap(AffineMapMixin, ValidatedEstimator):
     r"""General affine map by ridge regression, with the ridge strength chosen by GCV.
 
     .. math::
@@ -329,6 +338,11 @@ class LinearMap(AffineMapMixin, BaseEstimator):
     (True, True)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "alphas": [None, Interval(Real, 0, None, closed="left"), "array-like"],
+        "fit_intercept": ["boolean"],
+    }
+
     def __init__(
         self, *, alphas: float | Sequence[float] | None = None, fit_intercept: bool = True
     ) -> None:
@@ -340,16 +354,14 @@ class LinearMap(AffineMapMixin, BaseEstimator):
             return _default_alphas(lam)
         a = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64)).ravel()
         if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise RepscopeValueError(
-                "The 'alphas' parameter of LinearMap must be a non-negative float or a "
-                f"non-empty sequence of them. Got {self.alphas!r} instead."
-            )
+            raise parameter_error(self, "alphas", "a non-negative float or a non-empty sequence "
+                                  "of them", self.alphas)
         return a
 
     def fit_moments(self, moments: Moments) -> LinearMap:
         """Fit from paired :class:`~repscope.stats.Moments`; returns self."""
+        self._validate_params()
         m = _check_moments(moments, "LinearMap.fit_moments")
-        check_scalar(self.fit_intercept, "fit_intercept", caller="LinearMap", kind=bool)
         sxx, sxy, xx_tr, yy_tr = _raw_scatter(m, self.fit_intercept)
         if xx_tr <= 0:
             raise RepscopeValueError(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from repscope._array import as_float64_numpy
-from repscope._validation import check_choice, check_paired, check_scalar
+from repscope._params import ValidatedEstimator, parameter_error
+from repscope._validation import check_paired
 from repscope.align._maps import (
     MIN_SAMPLES,
     AffineMapMixin,
@@ -76,7 +78,7 @@ def _directions(m: Moments, method: str, reg: float) -> _Directions:
     return _Directions(wx, wy, cxx, cyy, cxy, m.mean, m.mean_y, int(m.n))
 
 
-class SubspaceMap(AffineMapMixin, BaseEstimator):
+class SubspaceMap(AffineMapMixin, ValidatedEstimator):
     r"""Align two spaces inside top-``k`` CCA or PCA subspaces, then map back.
 
     Both spaces are projected onto ``k`` directions, :math:`z_x = (x - \mu_x) W_x`,
@@ -127,6 +129,13 @@ class SubspaceMap(AffineMapMixin, BaseEstimator):
        Plato's Cave: Towards the Alignment of 3D and Text Latent Spaces. CVPR 2025.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "method": [StrOptions({"cca", "pca"})],
+        "mapper": [StrOptions({"orthogonal", "affine"})],
+        "reg": [Interval(Real, 0, np.inf, closed="left")],
+    }
+
     def __init__(
         self,
         *,
@@ -140,26 +149,16 @@ class SubspaceMap(AffineMapMixin, BaseEstimator):
         self.mapper = mapper
         self.reg = reg
 
-    def _validate(self) -> None:
-        caller = "SubspaceMap"
-        check_scalar(self.n_components, "n_components", caller=caller, kind=int, min_value=1)
-        check_choice(self.method, "method", ("cca", "pca"), caller=caller)
-        check_choice(self.mapper, "mapper", ("orthogonal", "affine"), caller=caller)
-        check_scalar(self.reg, "reg", caller=caller, kind=(int, float), min_value=0)
-
     def fit_moments(self, moments: Moments) -> SubspaceMap:
         """Fit from paired :class:`~repscope.stats.Moments`; returns self."""
+        self._validate_params()
         m = _check_moments(moments, "SubspaceMap.fit_moments")
-        self._validate()
         return self._fit_directions(_directions(m, self.method, float(self.reg)))
 
     def _fit_directions(self, dirs: _Directions) -> SubspaceMap:
         k, kmax = int(self.n_components), dirs.wx.shape[1]
         if k > kmax:
-            raise RepscopeValueError(
-                f"The 'n_components' parameter of SubspaceMap must be at most {kmax} "
-                f"(min(d_x, d_y)); got {k}."
-            )
+            raise parameter_error(self, "n_components", f"at most {kmax} (min(d_x, d_y))", k)
         wx, wy = dirs.wx[:, :k], dirs.wy[:, :k]
         czx, czy, czxy = wx.T @ dirs.cxx @ wx, wy.T @ dirs.cyy @ wy, wx.T @ dirs.cxy @ wy
         if self.mapper == "orthogonal":
@@ -284,7 +283,7 @@ def sweep_k(
     X, Y = check_paired(X, Y, min_samples=MIN_SAMPLES)
     X_test, Y_test = check_paired(X_test, Y_test, names=("X_test", "Y_test"), min_samples=2)
     base = SubspaceMap(n_components=1, method=method, mapper=mapper, reg=reg)
-    base._validate()
+    base._validate_params()
     dirs = _directions(Moments().update(X, Y), method, float(reg))
     kmax = dirs.wx.shape[1]
     if ks is None:

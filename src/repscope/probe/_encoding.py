@@ -8,10 +8,12 @@ over targets).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from repscope._array import is_torch, to_numpy
@@ -22,8 +24,10 @@ from repscope._kernels.eigenpath import (
     ridge_filters,
     ridge_gcv_path,
 )
-from repscope._validation import check_features, check_paired, check_scalar
+from repscope._params import ValidatedEstimator
+from repscope._validation import check_features, check_paired
 from repscope.exceptions import RepscopeValueError
+from repscope.probe._ridge import check_grid
 
 __all__ = ["EncodingModel"]
 
@@ -61,7 +65,7 @@ def _n(x: Any) -> np.ndarray:
     return to_numpy(x).astype(np.float64, copy=False) if is_torch(x) else np.asarray(x)
 
 
-class EncodingModel(RegressorMixin, BaseEstimator):
+class EncodingModel(RegressorMixin, ValidatedEstimator):
     """Ridge regression to many targets with one alpha per target (a linear encoding model).
 
     For every target ``t`` and alpha ``a`` on the path,
@@ -109,6 +113,15 @@ class EncodingModel(RegressorMixin, BaseEstimator):
     ((300,), True)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "alphas": [Interval(Real, 0, None, closed="left"), "array-like"],
+        "per_target_alpha": ["boolean"],
+        "cv": [Interval(Integral, 2, None, closed="left"), StrOptions({"gcv", "loo"})],
+        "fit_intercept": ["boolean"],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(
         self,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -127,21 +140,10 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
 
     def _check_params(self) -> np.ndarray:
-        name = type(self).__name__
-        if not (self.cv in ("gcv", "loo") or (isinstance(self.cv, (int, np.integer))
-                                               and not isinstance(self.cv, bool)
-                                               and self.cv >= 2)):
-            raise RepscopeValueError(
-                f"The 'cv' parameter of {name} must be an int >= 2, 'gcv' or 'loo'. Got "
-                f"{self.cv!r} instead.")
-        check_scalar(self.batch_size, "batch_size", caller=name, kind=int, min_value=1)
-        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
-        if alphas.ndim != 1 or alphas.size == 0 or (alphas < 0).any() or not np.isfinite(
-                alphas).all():
-            raise RepscopeValueError(
-                f"The 'alphas' parameter of {name} must be a non-empty sequence of finite "
-                f"non-negative floats. Got {self.alphas!r} instead.")
-        return alphas
+        """Validate the parameters (``_parameter_constraints``); the alpha grid."""
+        self._validate_params()
+        return check_grid(self, "alphas", self.alphas,
+                          "a non-empty sequence of finite non-negative floats", 0.0)
 
     def fit(self, X: Any, Y: Any) -> EncodingModel:
         """Fit every target's ridge path and select its alpha.

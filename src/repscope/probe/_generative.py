@@ -5,9 +5,11 @@ naive Bayes (per-class or shared pooled-diagonal variances), both fitted from ``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from numbers import Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from repscope._array import is_torch
 from repscope._kernels.eigenpath import (
@@ -17,12 +19,16 @@ from repscope._kernels.eigenpath import (
     path_decision,
     shrinkage_filters,
 )
-from repscope._validation import check_choice, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.probe._ridge import (
+    BATCH_SIZE,
+    CV_FOLDS,
+    FRACTION,
+    SEED,
     _ClosedFormClassifier,
     _Source,
     _take,
+    check_grid,
     fold_ids,
     fold_moments,
     sums_of,
@@ -68,10 +74,6 @@ def ledoit_wolf_shrinkage(S: np.ndarray, n_samples: int, sum_sq_norms2: float) -
     delta = (delta_ - 2.0 * mu * float(np.trace(S)) + d * mu**2) / d
     beta = min(beta, delta)
     return 0.0 if beta == 0 else float(beta / delta)
-
-
-def _scale_params(name: str, batch_size: Any) -> None:
-    check_scalar(batch_size, "batch_size", caller=name, kind=int, min_value=1)
 
 
 class LDAProbe(_ClosedFormClassifier):
@@ -128,6 +130,17 @@ class LDAProbe(_ClosedFormClassifier):
     float and ``"oas"`` work; ``"path"`` and ``"ledoit-wolf"`` need the rows.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "shrinkage": [None, Interval(Real, 0, 1, closed="both"),
+                      StrOptions({"path", "ledoit-wolf", "oas"})],
+        "shrinkages": [Interval(Real, 0, 1, closed="both"), "array-like"],
+        "selection": [StrOptions({"kfold", "holdout"})],
+        "cv": CV_FOLDS,
+        "validation_fraction": FRACTION,
+        "random_state": SEED,
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(
         self,
         shrinkage: float | Literal["path", "ledoit-wolf", "oas"] | None = None,
@@ -148,24 +161,10 @@ class LDAProbe(_ClosedFormClassifier):
         self.batch_size = batch_size
 
     def _check_params(self) -> np.ndarray:
-        name = type(self).__name__
-        sh = self.shrinkage
-        if isinstance(sh, str):
-            check_choice(sh, "shrinkage", ("path", "ledoit-wolf", "oas"), caller=name)
-        elif sh is not None:
-            check_scalar(sh, "shrinkage", caller=name, kind=float, min_value=0.0, max_value=1.0)
-        check_choice(self.selection, "selection", ("kfold", "holdout"), caller=name)
-        check_scalar(self.cv, "cv", caller=name, kind=int, min_value=2)
-        check_scalar(self.validation_fraction, "validation_fraction", caller=name, kind=float,
-                     min_value=0.0, max_value=1.0, include_min=False, include_max=False)
-        _scale_params(name, self.batch_size)
-        grid = np.atleast_1d(np.asarray(self.shrinkages, dtype=np.float64))
-        if grid.ndim != 1 or grid.size == 0 or (grid < 0).any() or (grid > 1).any():
-            raise RepscopeValueError(
-                f"The 'shrinkages' parameter of {name} must be a non-empty sequence of floats "
-                f"in [0, 1]. Got {self.shrinkages!r} instead."
-            )
-        return grid
+        """Validate the parameters (``_parameter_constraints``); the shrinkage grid."""
+        self._validate_params()
+        return check_grid(self, "shrinkages", self.shrinkages,
+                          "a non-empty sequence of floats in [0, 1]", 0.0, 1.0)
 
     def fit(self, X: Any, y: Any) -> LDAProbe:
         """Fit from in-memory features (numpy or torch) and labels (ints or strings)."""
@@ -325,6 +324,12 @@ class GaussianNBProbe(_ClosedFormClassifier):
     over the rows (biased, ``ddof=0``, per-class variances from the diagonal moments).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "variance": [StrOptions({"per-class", "shared"})],
+        "var_smoothing": [Interval(Real, 0, np.inf, closed="left")],
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(
         self,
         variance: Literal["per-class", "shared"] = "per-class",
@@ -336,16 +341,9 @@ class GaussianNBProbe(_ClosedFormClassifier):
         self.var_smoothing = var_smoothing
         self.batch_size = batch_size
 
-    def _check_params(self) -> None:
-        name = type(self).__name__
-        check_choice(self.variance, "variance", ("per-class", "shared"), caller=name)
-        check_scalar(self.var_smoothing, "var_smoothing", caller=name, kind=float,
-                     min_value=0.0)
-        _scale_params(name, self.batch_size)
-
     def fit(self, X: Any, y: Any) -> GaussianNBProbe:
         """Fit from in-memory features (numpy or torch) and labels (ints or strings)."""
-        self._check_params()
+        self._validate_params()
         X, targets = self._encode(X, y)
         if not is_torch(X) and X.shape[0] <= 50_000:
             return self._fit_small(np.asarray(X), targets)
@@ -369,7 +367,7 @@ class GaussianNBProbe(_ClosedFormClassifier):
     def from_store(cls, store: Any, layer: str, *, labels: Any, **params: Any) -> GaussianNBProbe:
         """Fit on one layer of a FeatureStore (one streaming pass)."""
         probe = cls(**params)
-        probe._check_params()
+        probe._validate_params()
         targets = probe._store_targets(store, layer, labels)
         m = Moments.from_batches(
             (Xb, None, tb) for Xb, tb, _ in _Source(None, targets, probe.batch_size, store,
@@ -378,7 +376,7 @@ class GaussianNBProbe(_ClosedFormClassifier):
 
     def fit_moments(self, moments: Moments) -> GaussianNBProbe:
         """Fit from labelled (e.g. all-reduced) Moments."""
-        self._check_params()
+        self._validate_params()
         if not isinstance(moments, Moments):
             raise RepscopeTypeError(f"moments must be a Moments; got {type(moments).__name__}.")
         if moments.classes.size < 2:

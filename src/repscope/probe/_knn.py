@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from repscope._array import is_torch, to_numpy
 from repscope._kernels.knn import knn_search
-from repscope._validation import check_choice, check_features, check_labels, check_scalar
+from repscope._params import ValidatedEstimator, parameter_error
+from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
 __all__ = ["KNNProbe"]
@@ -30,7 +33,7 @@ def _writable(X: np.ndarray) -> np.ndarray:
     return X if X.flags.writeable and X.flags.c_contiguous else np.array(X, copy=True)
 
 
-class KNNProbe(ClassifierMixin, BaseEstimator):
+class KNNProbe(ClassifierMixin, ValidatedEstimator):
     r"""k-nearest-neighbour classifier on frozen features (the DINO kNN evaluation).
 
     For a query :math:`q` with neighbours :math:`x_1..x_k` (similarities :math:`s_j`), class
@@ -90,6 +93,15 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
     [0]
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "k": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "metric": [StrOptions({"cosine", "euclidean", "inner_product"})],
+        "temperature": [Interval(Real, 0, np.inf, closed="neither")],
+        "weighting": [StrOptions({"dino", "uniform"})],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions({"torch", "faiss"})],
+    }
+
     def __init__(
         self,
         k: int | Sequence[int] = (10, 20),
@@ -108,14 +120,12 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         self.backend = backend
 
     def _ks(self) -> tuple[int, ...]:
+        """``k`` as a tuple; a sequence must be non-empty and hold positive ints."""
         ks = (self.k,) if isinstance(self.k, (int, np.integer)) else tuple(self.k)
-        if not ks:
-            raise RepscopeValueError(
-                f"The 'k' parameter of KNNProbe must be a positive int or a non-empty sequence "
-                f"of them. Got {self.k!r} instead."
-            )
-        for v in ks:
-            check_scalar(v, "k", caller="KNNProbe", kind=int, min_value=1)
+        if not ks or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                             and v >= 1 for v in ks):
+            raise parameter_error(self, "k", "a positive int or a non-empty sequence of them",
+                                  self.k)
         return tuple(int(v) for v in ks)
 
     def fit(self, X: Any, y: Any) -> KNNProbe:
@@ -133,21 +143,13 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         """
         import torch
 
-        caller = "KNNProbe"
+        self._validate_params()
         ks = self._ks()
-        check_choice(self.metric, "metric", ("cosine", "euclidean", "inner_product"),
-                     caller=caller)
-        check_choice(self.weighting, "weighting", ("dino", "uniform"), caller=caller)
-        check_choice(self.backend, "backend", ("torch", "faiss"), caller=caller)
-        check_scalar(self.temperature, "temperature", caller=caller, min_value=0,
-                     include_min=False)
         X = check_features(X, name="X")
         labels = check_labels(y, n_samples=int(X.shape[0]), name="y")
         if max(ks) > X.shape[0]:
-            raise RepscopeValueError(
-                f"The 'k' parameter of KNNProbe must be at most the number of training samples "
-                f"({X.shape[0]}). Got {max(ks)} instead."
-            )
+            raise parameter_error(
+                self, "k", f"at most the number of training samples ({X.shape[0]})", max(ks))
         self.classes_, enc = np.unique(labels, return_inverse=True)
         t = X if is_torch(X) else torch.from_numpy(np.array(X, copy=True))
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32

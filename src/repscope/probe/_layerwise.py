@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import HasMethods, StrOptions
 
 from repscope._array import is_torch, to_numpy
-from repscope._validation import check_choice, check_features, check_labels
+from repscope._params import ValidatedEstimator, parameter_error
+from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.probe._protocols import (
     DEFAULT_PROTOCOL,
@@ -200,7 +202,7 @@ def probe_layers(
         protocol=repr(protocol), probe=_probe_name(factory))
 
 
-class MultiLevelProbe(ClassifierMixin, BaseEstimator):
+class MultiLevelProbe(ClassifierMixin, ValidatedEstimator):
     """One probe on several layers' features concatenated (the multi-level protocol).
 
     ``fit``/``predict`` take a mapping ``{layer: array}``. Flat features ``(n, d_l)`` are
@@ -238,6 +240,13 @@ class MultiLevelProbe(ClassifierMixin, BaseEstimator):
     .. [1] Hermosilla, Stippel & Sick, "Masked Scene Modeling", CVPR 2025 (multi-level
        feature concatenation for linear and kNN probes).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "layers": ["array-like"],
+        "probe": [None, HasMethods(["fit", "get_params"]), callable],
+        "spatial": [StrOptions({"pool", "keep"})],
+        "standardize": ["boolean"],
+    }
 
     def __init__(self, layers: Sequence[str] = (), *, probe: EstimatorFactory | None = None,
                  spatial: Literal["pool", "keep"] = "pool", standardize: bool = True) -> None:
@@ -304,11 +313,10 @@ class MultiLevelProbe(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        if not self.layers:
-            raise RepscopeValueError(
-                "The 'layers' parameter of MultiLevelProbe must name at least one layer."
-            )
-        check_choice(self.spatial, "spatial", ("pool", "keep"), caller="MultiLevelProbe")
+        self._validate_params()
+        if len(self.layers) == 0:
+            raise parameter_error(self, "layers", "a non-empty sequence of layer names",
+                                  self.layers)
         Z = self._concat(features, fitting=True)
         labels = check_labels(y, n_samples=Z.shape[0], name="y", min_classes=2)
         self.probe_ = make_estimator(self.probe if self.probe is not None else default_probe())

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from repscope._array import from_numpy_like, get_namespace, is_torch, to_numpy
-from repscope._validation import check_choice, check_features, check_labels, check_scalar
+from repscope._params import ParameterError, TorchDevice, ValidatedEstimator, parameter_error
+from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeValueError
 from repscope.probe._lbfgs import CurvatureMemory, LogisticObjective, minimize_lbfgs
 from repscope.probe._logistic_common import (
@@ -54,7 +57,7 @@ class _Solver:
     vtmu: Any = None  # V^T mu, cached for the gradient-norm bound
 
 
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class LinearProbe(ClassifierMixin, ValidatedEstimator):
     """Softmax (multinomial) or sigmoid (multi-label) logistic-regression probe with L2.
 
     Fits the whole path of ``lambdas`` from strong to weak regularization with full-batch
@@ -153,6 +156,27 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     (True, True)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "C": [None, Interval(Real, 0, np.inf, closed="neither")],
+        "lambdas": [None, Interval(Real, 0, np.inf, closed="neither"), "array-like"],
+        "path": ["boolean"],
+        "selection": [StrOptions({"holdout", "kfold", "fixed"})],
+        "scoring": [StrOptions({"accuracy", "log_loss"})],
+        "refit": ["boolean"],
+        "multilabel": ["boolean"],
+        "class_weight": [None, StrOptions({"balanced"}), Mapping],
+        "precondition": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, np.inf, closed="left")],
+        "memory": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "solver": [StrOptions({"auto", "numpy", "torch"})],
+        "device": [None, str, Interval(Integral, 0, None, closed="left"), TorchDevice()],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
+
     def __init__(
         self,
         C: float | None = None,
@@ -196,30 +220,12 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self) -> None:
-        name = "LinearProbe"
-        check_choice(self.selection, "selection", ("holdout", "kfold", "fixed"), caller=name)
-        check_choice(self.scoring, "scoring", ("accuracy", "log_loss"), caller=name)
-        check_choice(self.solver, "solver", ("auto", "numpy", "torch"), caller=name)
-        check_scalar(self.max_iter, "max_iter", caller=name, kind=int, min_value=1)
-        check_scalar(self.tol, "tol", caller=name, kind=float, min_value=0.0)
-        check_scalar(self.memory, "memory", caller=name, kind=int, min_value=1)
-        check_scalar(self.cv, "cv", caller=name, kind=int, min_value=2)
-        check_scalar(self.chunk_size, "chunk_size", caller=name, kind=int, min_value=1)
-        check_scalar(
-            self.validation_fraction, "validation_fraction", caller=name, kind=float,
-            min_value=0.0, max_value=1.0, include_min=False, include_max=False,
-        )
-        if self.C is not None:
-            check_scalar(self.C, "C", caller=name, kind=float, min_value=0.0, include_min=False)
-            if self.lambdas is not None:
-                raise RepscopeValueError(
-                    "LinearProbe takes either C (scikit-learn's convention) or lambdas, not "
-                    f"both; got C={self.C!r} and lambdas={self.lambdas!r}."
-                )
-        if isinstance(self.class_weight, str) and self.class_weight != "balanced":
-            raise RepscopeValueError(
-                "The 'class_weight' parameter of LinearProbe must be None, 'balanced' or a dict; "
-                f"got {self.class_weight!r}."
+        """Validate the parameters (``_parameter_constraints``) and how they combine."""
+        self._validate_params()
+        if self.C is not None and self.lambdas is not None:
+            raise ParameterError(
+                "LinearProbe takes either C (scikit-learn's convention) or lambdas, not "
+                f"both; got C={self.C!r} and lambdas={self.lambdas!r}."
             )
         if self.multilabel and self.class_weight is not None:
             raise RepscopeValueError(
@@ -235,11 +241,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             return var * np.logspace(-1, -6, 8)
         lam = np.atleast_1d(np.asarray(self.lambdas, dtype=np.float64))
         if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
-            raise RepscopeValueError(
-                "The 'lambdas' parameter of LinearProbe must be a positive finite number or a "
-                f"non-empty 1-D sequence of them; got {self.lambdas!r}. Use a tiny value such "
-                "as 1e-8 for an (almost) unregularized head."
-            )
+            raise parameter_error(
+                self, "lambdas", "a positive finite number or a non-empty 1-D sequence of them "
+                "(a tiny value such as 1e-8 for an almost unregularized head)", self.lambdas)
         return np.sort(np.unique(lam))[::-1].copy()
 
     # ------------------------------------------------------------------ fit

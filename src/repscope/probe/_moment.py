@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from repscope._array import is_torch
-from repscope._validation import (
-    check_choice,
-    check_features,
-    check_labels,
-    check_positive_int,
-    check_scalar,
-)
+from repscope._params import ValidatedEstimator
+from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeValueError
 
 __all__ = ["MomentProbe", "moment_features"]
@@ -116,7 +113,7 @@ def moment_features(
     return torch.cat(feats, dim=1)
 
 
-class MomentProbe(ClassifierMixin, BaseEstimator):
+class MomentProbe(ClassifierMixin, ValidatedEstimator):
     r"""Moment probing (MP): a linear head on the first and second moments of token features.
 
     For a token set :math:`X \in \mathbb{R}^{T\times d}` (with a validity mask):
@@ -187,6 +184,21 @@ class MomentProbe(ClassifierMixin, BaseEstimator):
     (40,)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "first_order": [StrOptions({"mean", "cls"})],
+        "second_order": ["boolean"],
+        "n_heads": [Interval(Integral, 2, None, closed="left")],
+        "head_dim": [Interval(Integral, 1, None, closed="left")],
+        "pairing": [StrOptions({"near", "all"})],
+        "projection": [StrOptions({"pca", "learned"})],
+        "alpha": [Interval(Real, 0, np.inf, closed="left")],
+        "solver": [StrOptions({"lbfgs", "adam"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, np.inf, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Integral],
+    }
+
     def __init__(
         self,
         *,
@@ -215,25 +227,6 @@ class MomentProbe(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.batch_size = batch_size
         self.random_state = random_state
-
-    # -- validation ------------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        c = "MomentProbe"
-        check_choice(self.first_order, "first_order", ("mean", "cls"), caller=c)
-        check_choice(self.pairing, "pairing", ("near", "all"), caller=c)
-        check_choice(self.projection, "projection", ("pca", "learned"), caller=c)
-        check_choice(self.solver, "solver", ("lbfgs", "adam"), caller=c)
-        check_scalar(self.n_heads, "n_heads", caller=c, kind=int, min_value=2)
-        check_positive_int(self.head_dim, "head_dim", caller=c)
-        check_scalar(self.alpha, "alpha", caller=c, min_value=0)
-        check_positive_int(self.max_iter, "max_iter", caller=c)
-        check_scalar(self.lr, "lr", caller=c, min_value=0, include_min=False)
-        check_positive_int(self.batch_size, "batch_size", caller=c)
-        if not isinstance(self.second_order, (bool, np.bool_)):
-            raise RepscopeValueError(
-                f"The 'second_order' parameter of MomentProbe must be a bool. Got "
-                f"{self.second_order!r} instead."
-            )
 
     # -- features --------------------------------------------------------------------------
     def _first(self, tok: Any, m: Any) -> Any:

@@ -9,10 +9,12 @@ label encoding, batched access to in-memory arrays or a FeatureStore, and the
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from numbers import Integral, Real
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from repscope._array import is_torch, to_numpy
@@ -26,7 +28,8 @@ from repscope._kernels.eigenpath import (
     ridge_filters,
     ridge_gcv_path,
 )
-from repscope._validation import check_choice, check_features, check_labels, check_scalar
+from repscope._params import ValidatedEstimator, parameter_error
+from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.stats import Moments
 
@@ -34,6 +37,26 @@ __all__ = ["RidgeProbe"]
 
 Selection = Literal["gcv", "loo", "holdout", "kfold"]
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
+
+# constraints shared by the closed-form probes (RidgeProbe, LDAProbe, GaussianNBProbe)
+CV_FOLDS = [Interval(Integral, 2, None, closed="left")]
+FRACTION = [Interval(Real, 0, 1, closed="neither")]
+SEED = [Interval(Integral, 0, None, closed="left"), None]
+BATCH_SIZE = [Interval(Integral, 1, None, closed="left")]
+
+
+def check_grid(owner: Any, name: str, values: Any, expected: str, low: float,
+               high: float = np.inf) -> np.ndarray:
+    """A path parameter (one value or a sequence) as a non-empty 1-D float64 grid.
+
+    The constraints have already checked its type; this checks what they cannot: that a
+    sequence is non-empty and 1-D and that every value is finite and in ``[low, high]``.
+    """
+    grid = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or (
+            grid < low).any() or (grid > high).any():
+        raise parameter_error(owner, name, expected, values)
+    return grid
 
 
 # --------------------------------------------------------------------------- data access
@@ -126,7 +149,7 @@ def sums_of(m: Moments, n_classes: int, shift: np.ndarray, multilabel: bool) -> 
 
 
 # --------------------------------------------------------------------------- shared base
-class _ClosedFormClassifier(ClassifierMixin, BaseEstimator):
+class _ClosedFormClassifier(ClassifierMixin, ValidatedEstimator):
     """Shared plumbing of the closed-form probes (not public)."""
 
     classes_: np.ndarray
@@ -354,6 +377,17 @@ class RidgeProbe(_ClosedFormClassifier):
     ((8,), True)
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "alphas": [Interval(Real, 0, None, closed="left"), "array-like"],
+        "selection": [StrOptions({"gcv", "loo", "holdout", "kfold"})],
+        "fit_intercept": ["boolean"],
+        "multilabel": ["boolean"],
+        "cv": CV_FOLDS,
+        "validation_fraction": FRACTION,
+        "random_state": SEED,
+        "batch_size": BATCH_SIZE,
+    }
+
     def __init__(
         self,
         alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -377,20 +411,10 @@ class RidgeProbe(_ClosedFormClassifier):
 
     # ------------------------------------------------------------------ params
     def _check_params(self) -> np.ndarray:
-        name = type(self).__name__
-        check_choice(self.selection, "selection", ("gcv", "loo", "holdout", "kfold"), caller=name)
-        check_scalar(self.cv, "cv", caller=name, kind=int, min_value=2)
-        check_scalar(self.validation_fraction, "validation_fraction", caller=name, kind=float,
-                     min_value=0.0, max_value=1.0, include_min=False, include_max=False)
-        check_scalar(self.batch_size, "batch_size", caller=name, kind=int, min_value=1)
-        alphas = np.atleast_1d(np.asarray(self.alphas, dtype=np.float64))
-        if alphas.ndim != 1 or alphas.size == 0 or not np.all(np.isfinite(alphas)) or (
-                alphas < 0).any():
-            raise RepscopeValueError(
-                f"The 'alphas' parameter of {name} must be a non-empty sequence of finite "
-                f"non-negative floats. Got {self.alphas!r} instead."
-            )
-        return alphas
+        """Validate the parameters (``_parameter_constraints``); the alpha grid."""
+        self._validate_params()
+        return check_grid(self, "alphas", self.alphas,
+                          "a non-empty sequence of finite non-negative floats", 0.0)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any) -> RidgeProbe:

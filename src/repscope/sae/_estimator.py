@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import TransformerMixin
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from repscope._params import ValidatedEstimator
 from repscope._validation import check_features
 from repscope.sae.archs._base import SparseAutoencoder, create_sae
 
 __all__ = ["SAETransformer"]
 
 
-class SAETransformer(TransformerMixin, BaseEstimator):
+class SAETransformer(TransformerMixin, ValidatedEstimator):
     """Train an SAE with ``fit`` and use its codes as features.
 
     Parameters
@@ -54,6 +58,20 @@ class SAETransformer(TransformerMixin, BaseEstimator):
     (512, 32)
     """
 
+    # the architecture name is checked against the registry by create_sae (it can grow after
+    # import); the training settings once more by TrainSettings
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "architecture": [str],
+        "d_sae": [Interval(Integral, 1, None, closed="left")],
+        "k": [None, Interval(Integral, 1, None, closed="left")],
+        "sae_params": [None, Mapping],
+        "n_epochs": [Interval(Real, 0, np.inf, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [None, Interval(Real, 0, np.inf, closed="neither")],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "train_params": [None, Mapping],
+    }
+
     def __init__(
         self,
         architecture: str = "topk",
@@ -77,8 +95,15 @@ class SAETransformer(TransformerMixin, BaseEstimator):
         self.train_params = train_params
 
     def fit(self, X: Any, y: Any = None) -> SAETransformer:
+        """Train the SAE on ``X`` of shape (n_samples, n_features); ``y`` is ignored.
+
+        Returns
+        -------
+        self
+        """
         from repscope.sae import TrainSettings, architectures, fit
 
+        self._validate_params()
         Xa = np.asarray(check_features(X, name="X"), dtype=np.float32)
         params: dict[str, Any] = {"d_in": Xa.shape[1], "d_sae": self.d_sae, "seed": self.seed}
         fields = architectures.meta(self.architecture)["config"].__dataclass_fields__
