@@ -73,15 +73,15 @@ def test_small_demo_report_has_one_probe_and_one_similarity_section(demo_run):
     html = (out / "report.html").read_text()
     assert html.count('<section id="sec-similarity-matrix"') == 1
     assert html.count('<section id="sec-probe"') == 1
-    # render_probe draws one accuracy-by-layer chart: in it, one line per model and probe,
+    # render_probe draws one accuracy-by-layer chart per probe: in it, one line per model,
     # each with its 95% interval as two dashed lines
     probe = _section(html, "sec-probe")
-    assert probe.count("<svg") == 1
-    assert probe.count("<title>Probe accuracy by layer</title>") == 1
+    assert probe.count("<svg") == len(PROBES)
+    for name in PROBES:
+        assert probe.count(f"<title>{name} probe: accuracy by layer</title>") == 1
     for model in MODELS:
-        for name in PROBES:
-            for suffix in ("", " (95% low)", " (95% high)"):
-                assert f'<g class="series"><title>{model} · {name}{suffix}</title>' in probe
+        for suffix in ("", " (95% low)", " (95% high)"):
+            assert probe.count(f'<g class="series"><title>{model}{suffix}</title>') == len(PROBES)
     assert probe.count('<g class="series">') == 3 * len(MODELS) * len(PROBES)
     sim = _section(html, "sec-similarity-matrix")
     assert sim.count("<svg") == 1  # one heat map

@@ -119,8 +119,9 @@ def test_builtin_section_contents(demo_db, tmp_path):
     probe = html[html.index('id="sec-probe"'):html.index('id="sec-similarity-matrix"')]
     assert "Best layer per model and probe" in probe
     assert "blocks.6" in probe
+    assert "<title>logistic probe: accuracy by layer</title>" in probe  # one chart per probe
     for model in ("efficientnet_lite0", "efficientnet_lite1"):  # one series per model
-        assert f"<title>{model} · logistic</title>" in probe
+        assert f"<title>{model}</title>" in probe
     sim = html[html.index('id="sec-similarity-matrix"'):html.index('id="sec-pca-spectrum"')]
     assert "best-matching efficientnet_lite1 layer" in sim
     assert "linear_cka" in sim

@@ -84,7 +84,8 @@ def _y_range(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
 
 
 def render_probe(records: Sequence[RecordLike]) -> str:
-    """Accuracy-by-layer chart with intervals, the best layer per series, a full table."""
+    """One accuracy-by-layer chart per probe kind (a line and its interval per model), the
+    best layer per model and probe, and a full table."""
     recs = _latest(records)
     if not recs:
         return f"<p>{esc('No probe results.')}</p>"
@@ -95,18 +96,28 @@ def render_probe(records: Sequence[RecordLike]) -> str:
     layer_lists = [[r.layer for r in rs] for rs in groups.values()]
     shared = all(ls == layer_lists[0] for ls in layer_lists)
     ticks = ordered_unique(layer_lists[0]) if shared else None
-    curves = {}
-    for name, rs in groups.items():
-        x = np.arange(len(rs), dtype=float) if shared else (
-            np.linspace(0, 1, len(rs)) if len(rs) > 1 else np.zeros(1))
-        curves[name] = (x, _arr([r.values.get("accuracy") for r in rs]),
-                        _arr([r.values.get("ci_low") for r in rs]),
-                        _arr([r.values.get("ci_high") for r in rs]))
-    series, colours, dashed = _with_bands(curves)
-    chart = line_chart(series, title="Probe accuracy by layer",
-                       x_label="layer" if shared else "relative depth", y_label="accuracy",
-                       x_tick_labels=ticks, colours=colours, dashed=dashed,
-                       y_range=_y_range([c[1] for c in curves.values()]))
+    # one chart per probe kind, one line (with its interval) per model
+    by_probe: dict[str, dict[str, list[RecordLike]]] = {}
+    for r in recs:
+        probe = str(r.params.get("probe", "")) if r.params else ""
+        by_probe.setdefault(probe, {}).setdefault(labels[(r.model, r.dataset)], []).append(r)
+    charts = []
+    for probe, per_model in by_probe.items():
+        curves = {}
+        for name, rs in per_model.items():
+            x = np.arange(len(rs), dtype=float) if shared else (
+                np.linspace(0, 1, len(rs)) if len(rs) > 1 else np.zeros(1))
+            curves[name] = (x, _arr([r.values.get("accuracy") for r in rs]),
+                            _arr([r.values.get("ci_low") for r in rs]),
+                            _arr([r.values.get("ci_high") for r in rs]))
+        series, colours, dashed = _with_bands(curves)
+        title = f"{probe} probe: accuracy by layer" if probe else "Probe accuracy by layer"
+        chart = line_chart(series, title=title,
+                           x_label="layer" if shared else "relative depth", y_label="accuracy",
+                           x_tick_labels=ticks, colours=colours, dashed=dashed,
+                           y_range=_y_range([c[1] for c in curves.values()]))
+        charts.append(figure(chart, f"Accuracy of the {probe or 'probe'} probe at each layer, "
+                             "one line per model; dashed: 95% interval."))
     best_rows = []
     for name, rs in groups.items():
         acc = _arr([r.values.get("accuracy") for r in rs])
@@ -121,7 +132,7 @@ def render_probe(records: Sequence[RecordLike]) -> str:
              as_float(r.values.get("ci_high"))] for name, rs in groups.items() for r in rs]
     full = html_table(["model · probe", "layer", "accuracy", "95% low", "95% high"], rows,
                       digits=3)
-    return (figure(chart, "Accuracy of each probe at each layer; dashed: 95% interval.")
+    return ("".join(charts)
             + best + f"<details><summary>Every layer ({len(rows)} values)</summary>{full}"
             "</details>")
 
