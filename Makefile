@@ -1,6 +1,9 @@
 # repscope: the two commands a fresh machine needs.
 #   make demo   - the main job: the report on the embedded default model and data
 #   make test   - lint, type-check and the test suite (installs everything the tests need)
+# For developers, not a set-up command:
+#   make test-fast - ruff and the tests not marked real (zoo models, their features, Chromium)
+#                    or slow; about 2 minutes on 2 cores. make test and .ci/run run every test.
 # Everything installs into .venv; CPU torch is pinned through constraints.txt.
 
 PY      ?= python3
@@ -10,7 +13,7 @@ PIP     := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.installed
 EXTRAS  ?= dev,text,vision,onnx,bench
 
-.PHONY: install test lint typecheck pytest demo system-data clean
+.PHONY: install test test-fast lint typecheck pytest demo system-data clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
@@ -40,6 +43,9 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: install system-data lint typecheck pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not real and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/repscope demo $(DEMO_ARGS)
