@@ -11,13 +11,12 @@ old section did).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from repscope.db._records import RecordLike
+from repscope.results import make_record
 
 __all__ = ["render_legacy_cka", "render_legacy_separability"]
 
@@ -26,19 +25,6 @@ RETIRED = {
     "separability": "repscope probe FEATURES --labels label --probe logistic",
     "cka": "repscope similarity FEATURES_A FEATURES_B --measure linear_cka",
 }
-
-
-@dataclass(frozen=True)
-class _Shown:
-    analysis: str
-    values: Mapping[str, Any]
-    model: str = ""
-    dataset: str = ""
-    layer: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
-    run_id: str | None = None
-    created: str = ""
-    version: str = ""
 
 
 def _note(analysis: str, replacement: str) -> str:
@@ -67,9 +53,9 @@ def render_legacy_cka(records: Sequence[RecordLike]) -> str:
                     best.append([name, cols[j], float(m[i, j])])
         v.update(measure="linear_cka", higher_is_better=True, symmetric=False,
                  best_matches=best, stats=[])
-        shown.append(_Shown("similarity_matrix", v, r.model, r.dataset, r.layer,
-                            {**dict(r.params or {}), "measure": "linear_cka"}, r.run_id,
-                            r.created, r.version))
+        shown.append(make_record("similarity_matrix", v, model=r.model, dataset=r.dataset,
+                                 layer=r.layer, run_id=r.run_id,
+                                 params={**dict(r.params or {}), "measure": "linear_cka"}))
     return _note("cka", "similarity_matrix") + render_similarity_matrix(shown)
 
 
@@ -84,6 +70,6 @@ def render_legacy_separability(records: Sequence[RecordLike]) -> str:
         v.setdefault("ci_low", float("nan"))
         v.setdefault("ci_high", float("nan"))
         params = {**dict(r.params or {}), "probe": "logistic (retired separability)"}
-        shown.append(_Shown("probe", v, r.model, r.dataset, r.layer, params, r.run_id,
-                            r.created, r.version))
+        shown.append(make_record("probe", v, model=r.model, dataset=r.dataset, layer=r.layer,
+                                 params=params, run_id=r.run_id))
     return _note("separability", "probe") + render_probe(shown)
