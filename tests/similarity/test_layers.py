@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.similarity._cka import linear_cka
 from repscope.similarity._knn_measures import cknna, knn_jaccard, mutual_knn
 from repscope.similarity._layers import LayerMatrix, compare_layers
@@ -121,7 +121,7 @@ def test_bad_inputs_raise() -> None:
         compare_layers({"a": A["l0"], "b": A["l1"][:50]})
     with pytest.raises(RepscopeValueError, match="same samples"):
         compare_layers(A, {"x": A["l0"][:60]})
-    with pytest.raises(RepscopeValueError, match=r"layers \['nope'\] are not in A"):
+    with pytest.raises(UnknownNameError, match=r"unknown layer .nope. in A\. .*Known layers: l0"):
         compare_layers(A, layers_a=["nope"])
     with pytest.raises(RepscopeTypeError, match="must be a FeatureStore"):
         compare_layers(42)

@@ -60,7 +60,7 @@ def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | 
     """
     from repscope.align import evaluate_alignment
     from repscope.exceptions import RepscopeValueError
-    from repscope.io import load_features
+    from repscope.store import load_features
 
     pa_, pb_ = check_exists(features_a, "features"), check_exists(features_b, "features")
     fa = load_features(pa_, [layer_a] if layer_a else None)

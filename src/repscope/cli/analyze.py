@@ -47,7 +47,7 @@ def _retired(name: str, replacement: str) -> click.Command:
 @json_option
 def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool) -> None:
     """PCA spectrum and effective rank of each layer of FEATURES."""
-    from repscope.io import load_features
+    from repscope.store import load_features
     from repscope.stats import pca_spectrum
 
     path = check_exists(features, "features")
@@ -77,7 +77,7 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
 @click.option("--labels", default=None, help="Labels (.npy or text file) stored as metadata 'label'.")
 def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None) -> None:
     """Copy .npy/.safetensors ARRAYS (one layer each, or one per tensor) into a FeatureStore."""
-    from repscope.io import load_features, load_labels
+    from repscope.store import load_features, load_labels
     from repscope.store import FeatureStore
 
     feats: dict[str, np.ndarray] = {}

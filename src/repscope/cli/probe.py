@@ -73,7 +73,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
           few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
-    from repscope.io import load_features, load_labels
+    from repscope.store import load_features, load_labels
     from repscope.probe._kinds import make_probe
     from repscope.probe._layerwise import probe_layers
     from repscope.probe._protocols import KFold, few_shot, learning_curve

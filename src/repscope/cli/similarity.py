@@ -77,7 +77,7 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     compared with each other."""
     from repscope._validation import check_scalar
     from repscope.exceptions import RepscopeValueError
-    from repscope.io import load_features
+    from repscope.store import load_features
     from repscope.similarity import get_measure
     from repscope.similarity._layers import compare_layers
 

@@ -96,44 +96,18 @@ class LayerwiseResult(RecordedResult):
         return self.layers[int(np.nanargmax(np.asarray(self.accuracy)))]
 
 
-def _layer_reader(source: Any, layers: Sequence[str] | None) -> tuple[list[str], Any]:
-    """Layer names and a function reading one layer as (n, features)."""
-    from repscope.store import FeatureStore
+def _layer_source(source: Any, layers: Sequence[str] | None) -> Any:
+    """``source`` as a :class:`~repscope.store.LayerSource` (token layers mean-pooled unless
+    the caller opened it with another pooling)."""
+    from repscope.store import FeatureStore, LayerSource
+    from repscope.store._layers import layer_source
 
-    if isinstance(source, FeatureStore):
-        names = list(source.layers)
-
-        def read(name: str) -> Any:
-            if source.layer_info(name).ragged:
-                r = source.read_ragged(name)
-                offs = np.asarray(r.offsets)
-                sums = np.add.reduceat(np.asarray(r.values, dtype=np.float64), offs[:-1], axis=0)
-                return sums / np.diff(offs)[:, None]
-            a = source.read(name)
-            return a.reshape(a.shape[0], -1)
-    elif isinstance(source, Mapping):
-        names = [str(k) for k in source]
-
-        def read(name: str) -> Any:
-            a = source[name]
-            return a.reshape(a.shape[0], -1) if a.ndim > 2 else a
-    else:
+    if not isinstance(source, (FeatureStore, LayerSource, Mapping)):
         raise RepscopeTypeError(
-            f"source must be a FeatureStore or a mapping of layer name to array; got "
-            f"{type(source).__name__}."
+            f"source must be a FeatureStore or a mapping of layer name to array (or a "
+            f"LayerSource from repscope.store.open_layers); got {type(source).__name__}."
         )
-    if layers is None:
-        return names, read
-    unknown = [name for name in layers if name not in names]
-    if unknown:
-        from repscope.registry import closest_names
-
-        close = closest_names(unknown[0], names)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(
-            f"unknown layer {unknown[0]!r}.{hint} Known layers: {', '.join(names)}.",
-            name=unknown[0], known=tuple(names))
-    return list(layers), read
+    return layer_source(source, layers, pooling="mean", name="source", caller="probe_layers")
 
 
 def _probe_name(probe: Any) -> str:
@@ -154,13 +128,16 @@ def probe_layers(
     """Probe every layer of a FeatureStore (or a ``{layer: array}`` mapping) in one call.
 
     Layers are read one at a time, so only one layer's features are in memory. Token (ragged)
-    layers of a store are mean-pooled; arrays with more than two dimensions are flattened.
+    layers are mean-pooled (pass ``open_layers(store, pooling="first")`` for another
+    pooling); arrays with more than two dimensions are flattened.
     Each layer gets the same splits (``protocol``), so the per-layer numbers are comparable
     and equal to calling :func:`~repscope.probe._protocols.evaluate` on each layer alone.
 
     Parameters
     ----------
-    source : FeatureStore or mapping of str to array of shape (n_samples, ...)
+    source : FeatureStore, LayerSource or mapping of str to array of shape (n_samples, ...)
+        A :class:`~repscope.store.LayerSource` (:func:`~repscope.store.open_layers`) also
+        opens ``.npy``/``.safetensors`` files and sets the token pooling.
     labels : array-like of shape (n_samples,)
     probe : estimator or callable, optional
         Default :func:`default_probe` (closed-form ridge).
@@ -172,7 +149,8 @@ def probe_layers(
     -------
     LayerwiseResult
     """
-    names, read = _layer_reader(source, layers)
+    src = _layer_source(source, layers)
+    names, read = list(src.layers), src.read
     if not names:
         raise RepscopeValueError("source has no layers to probe.")
     factory = probe if probe is not None else default_probe()

@@ -29,7 +29,7 @@ import numpy as np
 
 from repscope._array import as_float64_numpy, to_numpy
 from repscope._validation import check_choice, check_features, check_positive_int
-from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.exceptions import RepscopeValueError
 from repscope.results import RecordedResult, make_record
 
 if TYPE_CHECKING:
@@ -124,80 +124,43 @@ LayerMatrix = LayerMatrixResult
 
 # --------------------------------------------------------------------------- sources
 class _Source:
-    """Uniform access to the layers of a FeatureStore, a mapping or a sequence of arrays."""
+    """The layers of one side of :func:`compare_layers`, through a
+    :class:`~repscope.store.LayerSource`: ragged token layers are refused unless the caller
+    opened the source with a pooling; every layer must be one vector per sample."""
 
     def __init__(self, src: Any, layers: Sequence[str] | None, name: str) -> None:
-        self.store = None
-        if hasattr(src, "iter_batches") and hasattr(src, "layers"):
-            self.store = src
-            names = list(src.layers)
-            self.n = int(src.n_samples)
-            self.arrays: dict[str, Any] = {}
-        elif isinstance(src, Mapping):
-            names = [str(k) for k in src]
-            self.arrays = {str(k): v for k, v in src.items()}
-        elif isinstance(src, Sequence) and not isinstance(src, (str, bytes)):
-            names = [str(i) for i in range(len(src))]
-            self.arrays = {str(i): v for i, v in enumerate(src)}
-        else:
-            raise RepscopeTypeError(
-                f"{name} must be a FeatureStore, a mapping of layer name -> array, or a sequence "
-                f"of arrays; got {type(src).__name__}."
-            )
-        if layers is not None:
-            missing = [lay for lay in layers if lay not in names]
-            if missing:
-                raise RepscopeValueError(
-                    f"layers {missing} are not in {name}; it has {names}."
-                )
-            names = list(layers)
+        from repscope.store._layers import layer_source, ragged_error
+
+        self.src = layer_source(src, layers, pooling="error", name=name, caller="compare_layers")
+        names = list(self.src.layers)
         if not names:
             raise RepscopeValueError(f"{name} must hold at least one layer; got none.")
         self.names = names
-        if self.store is None:
-            for k in names:
-                self.arrays[k] = check_features(self.arrays[k], name=f"{name}[{k!r}]",
-                                                min_samples=3)
-            ns = {int(self.arrays[k].shape[0]) for k in names}
-            if len(ns) != 1:
+        self.n = self.src.n_samples
+        self.arrays: dict[str, Any] = {}
+        for k in names:
+            shape = self.src.shape(k)
+            if self.src.is_ragged(k) and self.src.pooling == "none":
+                raise ragged_error(k, self.src.description, "compare_layers")
+            if len(shape) > 1 and not self.src.is_ragged(k):
                 raise RepscopeValueError(
-                    f"every layer of {name} must have the same number of samples; got "
-                    f"{ {k: int(self.arrays[k].shape[0]) for k in names} }."
-                )
-            self.n = ns.pop()
-        self.widths = [self._width(k) for k in names]
-
-    def _width(self, layer: str) -> int:
-        if self.store is not None:
-            info = self.store.layer_info(layer)
-            if getattr(info, "ragged", False):
-                raise RepscopeValueError(
-                    f"layer {layer!r} is a ragged token layer; compare_layers needs one vector "
-                    "per sample (pool the tokens first)."
-                )
-            shape = tuple(info.shape_tail)
-            if len(shape) != 1:
-                raise RepscopeValueError(
-                    f"layer {layer!r} has per-sample shape {shape}; compare_layers needs 1-D "
+                    f"layer {k!r} has per-sample shape {shape}; compare_layers needs 1-D "
                     "features per sample (flatten or pool first)."
                 )
-            return int(shape[0])
-        return int(self.arrays[layer].shape[1])
+            if self.src.in_memory:
+                self.arrays[k] = check_features(self.src.read(k), name=f"{name}[{k!r}]",
+                                                min_samples=3)
+        self.widths = [self.src.width(k) for k in names]
 
     def read(self, layer: str) -> Any:
-        if self.store is not None:
-            return check_features(self.store.read(layer), name=layer, min_samples=3)
-        return self.arrays[layer]
+        if layer in self.arrays:
+            return self.arrays[layer]
+        return check_features(self.src.read(layer), name=layer, min_samples=3)
 
     def batches(self, layers: Sequence[str], batch_size: int) -> Iterator[list[np.ndarray]]:
-        if self.store is not None:
-            its = [self.store.iter_batches(lay, batch_size) for lay in layers]
-            for parts in zip(*its, strict=True):
-                yield [as_float64_numpy(p) for p in parts]
-            return
-        for a in range(0, self.n, batch_size):
-            yield [as_float64_numpy(to_numpy(self.arrays[lay][a:a + batch_size]))
-                   for lay in layers]
+        its = [self.src.iter_batches(lay, batch_size) for lay in layers]
+        for parts in zip(*its, strict=True):
+            yield [as_float64_numpy(to_numpy(p)) for p in parts]
 
 
 # --------------------------------------------------------------------------- linear CKA
@@ -375,9 +338,11 @@ def compare_layers(
 
     Parameters
     ----------
-    A : FeatureStore, mapping of str to array, or sequence of arrays
+    A : FeatureStore, LayerSource, path, mapping of str to array, or sequence of arrays
         Per-layer features of shape (n_samples, d_layer), same samples in every layer. A
-        mapping of model names to one layer each gives a model x model matrix.
+        mapping of model names to one layer each gives a model x model matrix. Anything
+        :func:`~repscope.store.open_layers` opens is accepted; ragged token layers need a
+        LayerSource opened with a pooling (``open_layers(store, pooling="mean")``).
     B : same kinds as ``A``, optional
         The second source (same samples, same order). ``None`` compares ``A`` with itself.
     measure : str or callable, default="linear_cka"
@@ -407,8 +372,10 @@ def compare_layers(
 
     Raises
     ------
+    UnknownNameError
+        A name in ``layers_a``/``layers_b`` is not a layer of its source.
     RepscopeValueError
-        Different numbers of samples, unknown layers, ragged or constant layers.
+        Different numbers of samples; ragged (unpooled) or constant layers.
 
     Examples
     --------

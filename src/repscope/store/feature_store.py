@@ -47,6 +47,7 @@ from repscope.store._manifest import (
     write_manifest,
 )
 from repscope.store._metadata import normalize_metadata, read_parquet
+from repscope.store._names import unknown_layer_error
 from repscope.store._ragged import PaddedArray, RaggedArray, concat_ranges, pad_ragged
 from repscope.store._safetensors import LayerShard, open_layer_shard, out_dtype, to_user_dtype
 from repscope.store._writer import plan_append, write_chunk
@@ -281,15 +282,9 @@ class FeatureStore:
         try:
             return dict(self._m["layers"][layer])
         except (KeyError, TypeError):
-            known = tuple(self.layers)
-            close = closest_names(str(layer), known)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            listing = ", ".join(known) if known else "(none: nothing appended yet)"
-            raise UnknownNameError(
-                f"unknown layer {layer!r} in the FeatureStore at {self._root}.{hint} Known "
-                f"layers: {listing}.",
-                name=str(layer),
-                known=known,
+            raise unknown_layer_error(
+                layer, self.layers, f"the FeatureStore at {self._root}",
+                empty="(none: nothing appended yet)",
             ) from None
 
     def layer_info(self, layer: str) -> LayerInfo:
