@@ -56,7 +56,7 @@ def _key(**params: Any) -> str:
 
 
 def _load_or_extract(tmp: Path, **params: Any) -> RealFeatures:
-    from repscope.extract import extract
+    from repscope.extract import extract_to_store
     from repscope.store import FeatureStore
     from repscope.zoo import load_dataset, load_model
 
@@ -79,10 +79,9 @@ def _load_or_extract(tmp: Path, **params: Any) -> RealFeatures:
         shutil.rmtree(work, ignore_errors=True)
         model_kwargs = {"resolution": params["resolution"]} if "resolution" in params else {}
         loaded = load_model(params["model"], **model_kwargs)
-        s = extract(
-            loaded, data.inputs, layers=params["layers"], pooling=params["pooling"],
-            batch_size=params["batch_size"],
-            store=work, progress=False, max_length=params.get("max_length"),
+        s = extract_to_store(
+            loaded, data.inputs, work, layers=params["layers"], pooling=params["pooling"],
+            batch_size=params["batch_size"], progress=False, max_length=params.get("max_length"),
             metadata={"label": np.asarray(data.labels).tolist()},
         )
         assert isinstance(s, FeatureStore)

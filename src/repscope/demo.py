@@ -74,7 +74,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
     from repscope._validation import check_scalar
     from repscope.capability import DemoContext, run_demo_steps
     from repscope.db import ResultsDB
-    from repscope.extract import ExtractionResult, extract, make_adapter
+    from repscope.extract import ExtractionResult, extract_to_store, make_adapter
     from repscope.report import render_report
     from repscope.store import FeatureStore
     from repscope.zoo import load_dataset, load_model
@@ -105,12 +105,12 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
             # the stem, every MBConv block and the head, as the zoo lists them
             layers = list(make_adapter(loaded).resolve_layers("blocks"))
             store_dir = out / "stores" / f"{name}-{config.dataset}-{config.n_images}-{config.resolution}px"
-            store = extract(
-                loaded, data.inputs, layers=layers, pooling="avg", batch_size=config.batch_size,
-                store=store_dir, metadata={"label": labels.tolist(), "id": list(data.ids)},
+            store = extract_to_store(
+                loaded, data.inputs, store_dir, layers=layers, pooling="avg",
+                batch_size=config.batch_size,
+                metadata={"label": labels.tolist(), "id": list(data.ids)},
                 progress=config.progress,
             )
-            assert isinstance(store, FeatureStore)  # extract returns the store it was given
             stores[name], layers_of[name] = store, layers
             timings[f"extract {name}"] = time.perf_counter() - t
             summary = ExtractionResult.from_store(store, timings[f"extract {name}"],

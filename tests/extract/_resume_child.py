@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from repscope.extract import extract
+from repscope.extract import extract_to_store
 
 BATCH, CHUNK = 16, 48
 LAYERS = ["0", "1", "4"]
@@ -61,8 +61,8 @@ def main() -> None:
     path, data, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
     torch.set_num_threads(1)
     X, meta = inputs(data)
-    extract(
-        build(seconds), X, LAYERS, POOLING, batch_size=BATCH, chunk_size=CHUNK, store=path,
+    extract_to_store(
+        build(seconds), X, path, LAYERS, POOLING, batch_size=BATCH, chunk_size=CHUNK,
         metadata=meta, progress=False, model_id="mnist-mlp",
     )
 

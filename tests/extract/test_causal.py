@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repscope.extract import extract, list_layers
+from repscope.extract import extract, extract_to_store, list_layers
 from repscope.store import FeatureStore
 
 PROMPTS = ["The capital of France is", "Sparse autoencoders find features in the residual stream."]
@@ -44,8 +44,8 @@ def test_last_token_logits_predict_paris(smollm) -> None:
 def test_residual_stream_tokens_land_ragged_in_store(smollm, tmp_path) -> None:
     texts = [*PROMPTS, "Hi", "One more prompt with several tokens in it, to vary lengths."]
     layers = ["model.embed_tokens", "model.layers.5", "model.layers.12"]
-    store = extract(smollm, texts, layers, "tokens", batch_size=3, store=tmp_path / "lm",
-                    metadata={"text": texts}, progress=False)
+    store = extract_to_store(smollm, texts, tmp_path / "lm", layers, "tokens", batch_size=3,
+                             metadata={"text": texts}, progress=False)
     assert isinstance(store, FeatureStore)
     counts = np.array([len(smollm.tokenizer(t)["input_ids"]) for t in texts])
     for name in layers:

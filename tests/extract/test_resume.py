@@ -82,17 +82,17 @@ def test_sigkilled_extraction_resumes_to_the_uninterrupted_result(tmp_path, mnis
 def test_resume_refuses_other_model_or_shorter_inputs(tmp_path) -> None:
     import torch
 
-    from repscope.extract import extract
+    from repscope.extract import extract_to_store
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
     X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
     path = tmp_path / "s"
-    store = extract(net, X, ["0"], store=path, chunk_size=8, progress=False)
+    store = extract_to_store(net, X, path, ["0"], chunk_size=8, progress=False)
     assert store.n_samples == 20
-    again = extract(net, X, ["0"], store=path, chunk_size=8, progress=False)  # nothing to do
+    again = extract_to_store(net, X, path, ["0"], chunk_size=8, progress=False)  # nothing to do
     assert again.n_chunks == 3
     with pytest.raises(RepscopeValueError, match=r"already holds 20 samples but inputs has 10"):
-        extract(net, X[:10], ["0"], store=path, progress=False)
+        extract_to_store(net, X[:10], path, ["0"], progress=False)
     with pytest.raises(RepscopeValueError, match=r"model_id='Sequential', not 'other'"):
-        extract(net, X, ["0"], store=path, model_id="other", progress=False)
+        extract_to_store(net, X, path, ["0"], model_id="other", progress=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from repscope.exceptions import RepscopeValueError
-from repscope.extract import extract, list_layers
+from repscope.extract import extract, extract_to_store, list_layers
 from repscope.store import FeatureStore
 
 BLOCKS = ["embeddings", *(f"encoder.layer.{i}" for i in range(6))]
@@ -64,8 +64,8 @@ def test_cls_and_last_pooling_match_token_positions(minilm, sentences) -> None:
 def test_austen_paragraphs_into_store_with_metadata(minilm, austen, tmp_path) -> None:
     texts = list(austen.inputs[:12])
     meta = {"label": austen.labels[:12], "id": austen.ids[:12], "text": texts}
-    store = extract(minilm, texts, "blocks", "mean", batch_size=4, chunk_size=8,
-                    store=tmp_path / "s", metadata=meta, progress=False)
+    store = extract_to_store(minilm, texts, tmp_path / "s", "blocks", "mean", batch_size=4,
+                             chunk_size=8, metadata=meta, progress=False)
     assert isinstance(store, FeatureStore)
     assert store.n_samples == 12
     assert store.n_chunks == 2
@@ -92,17 +92,18 @@ def test_ragged_store_resumes_after_interruption(minilm, sentences, tmp_path) ->
     kw = {"batch_size": 2, "chunk_size": 4, "progress": False}
     path = tmp_path / "tok"
     with pytest.raises(RuntimeError, match="interrupted"):
-        extract(minilm, _failing_after(texts, 10), ["encoder.layer.1"], "tokens", store=path, **kw)
+        extract_to_store(minilm, _failing_after(texts, 10), path, ["encoder.layer.1"], "tokens",
+                         **kw)
     assert FeatureStore.open(path).n_samples == 8  # two complete chunks
-    store = extract(minilm, texts, ["encoder.layer.1"], "tokens", store=path, **kw)
-    whole = extract(minilm, texts, ["encoder.layer.1"], "tokens", store=tmp_path / "ref", **kw)
+    store = extract_to_store(minilm, texts, path, ["encoder.layer.1"], "tokens", **kw)
+    whole = extract_to_store(minilm, texts, tmp_path / "ref", ["encoder.layer.1"], "tokens", **kw)
     a, b = store.read_ragged("encoder.layer.1"), whole.read_ragged("encoder.layer.1")
     np.testing.assert_array_equal(a.offsets, b.offsets)
     np.testing.assert_array_equal(a.values, b.values)
     with pytest.raises(RepscopeValueError, match=r"made with pooling=\{'encoder\.layer\.1': 'none'\}"):
-        extract(minilm, texts, ["encoder.layer.1"], "mean", store=path, **kw)
+        extract_to_store(minilm, texts, path, ["encoder.layer.1"], "mean", **kw)
     with pytest.raises(RepscopeValueError, match=r"made with layers=\['encoder\.layer\.1'\]"):
-        extract(minilm, texts, ["encoder.layer.2"], "tokens", store=path, **kw)
+        extract_to_store(minilm, texts, path, ["encoder.layer.2"], "tokens", **kw)
 
 
 def test_forward_stops_after_the_last_requested_layer(minilm) -> None:

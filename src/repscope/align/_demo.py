@@ -96,7 +96,7 @@ def demo_alignment_step(ctx: DemoContext) -> list[Record]:
         layer_b = layer if name == MODEL_B else layer_b
         out = extract(loaded, texts, layers=[layer], pooling="mean",
                       batch_size=32, progress=False, max_length=MAX_LENGTH)
-        feats[name] = np.asarray(out[layer], dtype=np.float64)  # type: ignore[index]
+        feats[name] = np.asarray(out[layer], dtype=np.float64)
     t_extract = time.perf_counter() - t0
     width = min(feats[MODEL_A].shape[1], feats[MODEL_B].shape[1])
     ks = sorted({*(k for k in SWEEP_KS if k < width), width})

@@ -40,9 +40,7 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     import time
 
     from repscope.exceptions import RepscopeValueError
-    from repscope.extract import ExtractionResult
-    from repscope.extract import extract as run_extract
-    from repscope.store import FeatureStore
+    from repscope.extract import ExtractionResult, extract_to_store
     from repscope.zoo import load_dataset, load_model
 
     if (dataset is None) == (inputs_path is None):
@@ -63,12 +61,9 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     loaded = load_model(model, **kwargs)
     t = time.perf_counter()
     extra = {"pooling": pooling} if pooling else {}
-    result = run_extract(loaded, inputs, layers=list(layers) or None,
-                         pooling=pooling or "mean", batch_size=batch_size, store=out,
-                         metadata=metadata, progress=not no_progress)
-    if not isinstance(result, FeatureStore):  # extract returns the store when given one
-        raise RepscopeValueError(f"extraction into {out} did not produce a FeatureStore.")
-    store = result
+    store = extract_to_store(loaded, inputs, out, layers=list(layers) or None,
+                             pooling=pooling or "mean", batch_size=batch_size,
+                             metadata=metadata, progress=not no_progress)
     secs = time.perf_counter() - t
     with s.db() as db, db.run("extract", {"out": out, "layers": store.layers, **extra},
                               model=model, dataset=dataset or str(inputs_path)) as run_id:

@@ -2,8 +2,9 @@
 
 The main entry points:
 
-- :func:`extract` runs a model over inputs and returns ``{layer: array}`` or fills a
-  :class:`~repscope.store.FeatureStore` (resumable after an interruption).
+- :func:`extract` runs a model over inputs and returns ``{layer: array}``.
+- :func:`extract_to_store` does the same into a :class:`~repscope.store.FeatureStore`
+  (resumable after an interruption) and returns the store.
 - :func:`list_layers` gives the names ``extract`` accepts (module paths for torch models,
   tensor names for ONNX graphs).
 - :func:`capture` is the hook context manager underneath, for custom forward loops.
@@ -15,7 +16,7 @@ and any ``torch.nn.Module`` taking tensors, plus the zoo's ``LoadedModel``.
 
 from repscope.extract._base import BLOCKS, OUTPUT, Adapter, Batch, PreparedChunk
 from repscope.extract._dispatch import list_layers, make_adapter
-from repscope.extract._extract import extract
+from repscope.extract._extract import extract, extract_to_store
 from repscope.extract._hooks import StopForward, capture
 from repscope.extract._onnx import OUTPUTS, OnnxAdapter
 from repscope.extract._pooling import POOLINGS, Pooling
@@ -39,6 +40,7 @@ __all__ = [
     "TransformersAdapter",
     "capture",
     "extract",
+    "extract_to_store",
     "list_layers",
     "make_adapter",
     "sentence_transformer_adapter",

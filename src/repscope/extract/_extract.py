@@ -1,12 +1,14 @@
-"""``extract``: batched, ordered, resumable activation extraction into memory or a store."""
+"""``extract`` (into memory) and ``extract_to_store`` (into a resumable FeatureStore): batched,
+ordered activation extraction."""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -20,10 +22,50 @@ from repscope.extract._pooling import TokenRows, resolve_pooling, to_host
 if TYPE_CHECKING:
     from repscope.store import FeatureStore, RaggedArray
 
-__all__ = ["extract"]
+__all__ = ["extract", "extract_to_store"]
 
 #: Key of the extraction settings inside a store's ``attrs``.
 ATTRS_KEY = "extract"
+
+
+@overload
+def extract(
+    model: Any,
+    inputs: Any,
+    layers: str | Sequence[str] | None = ...,
+    pooling: str | Mapping[str, str] = ...,
+    *,
+    batch_size: int = ...,
+    store: None = ...,
+    device: Any = ...,
+    progress: bool = ...,
+    max_length: int | None = ...,
+    metadata: Mapping[str, Sequence[Any]] | None = ...,
+    tokenizer: Any = ...,
+    forward_fn: Callable[..., Any] | None = ...,
+    chunk_size: int | None = ...,
+    model_id: str | None = ...,
+) -> dict[str, np.ndarray | RaggedArray]: ...
+
+
+@overload
+def extract(
+    model: Any,
+    inputs: Any,
+    layers: str | Sequence[str] | None = ...,
+    pooling: str | Mapping[str, str] = ...,
+    *,
+    batch_size: int = ...,
+    store: str | PathLike[str] | FeatureStore,
+    device: Any = ...,
+    progress: bool = ...,
+    max_length: int | None = ...,
+    metadata: Mapping[str, Sequence[Any]] | None = ...,
+    tokenizer: Any = ...,
+    forward_fn: Callable[..., Any] | None = ...,
+    chunk_size: int | None = ...,
+    model_id: str | None = ...,
+) -> FeatureStore: ...
 
 
 def extract(
@@ -43,19 +85,16 @@ def extract(
     chunk_size: int | None = None,
     model_id: str | None = None,
 ) -> dict[str, np.ndarray | RaggedArray] | FeatureStore:
-    """Run ``model`` over ``inputs`` and return (or store) the activations of ``layers``.
+    """Run ``model`` over ``inputs`` and return the activations of ``layers`` in memory.
 
     Every requested layer is captured in **one** forward pass per batch through forward hooks
     that exist only inside :func:`repscope.extract.capture` (removed in ``finally``, also when
     the forward raises). The model runs in eval mode under ``torch.inference_mode()``; its
     training flags are restored afterwards and it is never moved. Results are in input order.
-
     Inputs are processed in chunks of ``chunk_size`` samples; a text chunk is tokenised once
-    and sorted by length into batches (less padding), then restored to input order. With a
-    ``store`` each chunk is appended atomically, so an interrupted run leaves the store at its
-    last complete chunk, and calling ``extract`` again with the same arguments **resumes**: the
-    first ``store.n_samples`` inputs are skipped and the final store holds exactly what an
-    uninterrupted run writes.
+    and sorted by length into batches (less padding), then restored to input order. To write
+    into a resumable :class:`~repscope.store.FeatureStore` instead, use
+    :func:`extract_to_store`.
 
     Parameters
     ----------
@@ -86,10 +125,6 @@ def extract(
         Means accumulate in float32 up to 4096 terms and in float64 beyond.
     batch_size : int, default 32
         Samples per forward pass.
-    store : str, PathLike or FeatureStore, optional
-        Write into this :class:`~repscope.store.FeatureStore` (created when missing, resumed
-        when it holds an earlier partial run of the same model, layers and pooling) and return
-        it. ``None``: return the arrays in memory.
     device : str or torch.device, optional
         Compute device. Torch models run where their parameters are; ``device`` must agree
         (repscope refuses to move your model; move it first). Batches are copied to that
@@ -101,9 +136,6 @@ def extract(
     max_length : int, optional
         Truncate texts to this many tokens; default the tokenizer's (a sentence-transformers
         model's ``max_seq_length``).
-    metadata : mapping of str to sequence, optional
-        Per-sample columns (labels, ids, text) of length ``len(inputs)``, written with each
-        chunk of a store (``store.metadata()``). Ignored without a store.
     tokenizer : optional
         The tokenizer of a bare transformers model or of an ONNX text graph.
     forward_fn : callable, optional
@@ -115,14 +147,20 @@ def extract(
     model_id : str, optional
         Identifier recorded in the store; default from the model (zoo name, Hugging Face
         ``name_or_path``, ONNX file name, class name).
+    store : str, PathLike or FeatureStore, optional
+        Deprecated: use :func:`extract_to_store`. Given, ``extract`` warns
+        (:class:`DeprecationWarning`) and returns ``extract_to_store(model, inputs, store,
+        ...)``, as it did before; this keyword goes in the next release.
+    metadata : mapping of str to sequence, optional
+        Only used with the deprecated ``store`` (see :func:`extract_to_store`); checked and
+        otherwise ignored.
 
     Returns
     -------
-    dict of str to ndarray or RaggedArray, or FeatureStore
-        In memory: ``{layer: array of shape (n_samples, ...)}``, or a
+    dict of str to ndarray or RaggedArray
+        ``{layer: array of shape (n_samples, ...)}``, or a
         :class:`~repscope.store.RaggedArray` ``(values (n_tokens, d), offsets (n_samples + 1,))``
-        for ragged token layers. With ``store``: the store. bfloat16 activations come back as
-        float32.
+        for ragged token layers. bfloat16 activations come back as float32.
 
     Raises
     ------
@@ -131,11 +169,11 @@ def extract(
     RepscopeTypeError
         The model is none of the supported kinds, or inputs have the wrong type.
     RepscopeValueError
-        Bad parameters; a store made with other layers, pooling or model; a device other than
-        the model's.
+        Bad parameters; empty inputs; a device other than the model's.
 
     See Also
     --------
+    extract_to_store : the same extraction written into a resumable FeatureStore.
     list_layers : the names ``layers`` accepts.
     capture : the hook context manager for custom loops.
 
@@ -147,65 +185,178 @@ def extract(
     >>> feats["1"].shape, feats["2"].shape
     ((10, 8), (10, 2))
     """
-    batch_size = check_positive_int(batch_size, "batch_size", caller="extract")
-    if chunk_size is None:
-        chunk_size = batch_size * max(1, round(1024 / batch_size))
-    chunk_size = check_positive_int(chunk_size, "chunk_size", caller="extract")
-    adapter = make_adapter(
-        model,
-        tokenizer=tokenizer,
-        forward_fn=forward_fn,
-        max_length=max_length,
-        device=device,
-        model_id=model_id,
-    )
-    names = adapter.resolve_layers(layers)
-    poolings = resolve_pooling(pooling, names)
-    rows = adapter.rows(inputs)
-    n = rows.n
-    columns = _check_metadata(metadata, n)
-
-    fs: FeatureStore | None = None
-    start = 0
     if store is not None:
-        fs = _open_store(store, adapter, names, poolings, batch_size, chunk_size)
-        start = fs.n_samples
-        if n is not None and start > n:
-            raise RepscopeValueError(
-                f"the store at {fs.path} already holds {start} samples but inputs has {n}; it was "
-                "made from other inputs. Use a new store path."
-            )
-        if start and rows.skip(start) < start:
-            raise RepscopeValueError(
-                f"the store at {fs.path} already holds {start} samples but inputs ran out "
-                "before that; it was made from other inputs. Use a new store path."
-            )
-    elif n == 0:
+        warnings.warn(
+            "extract(..., store=...) is deprecated and will stop working in the next release; "
+            "call repscope.extract.extract_to_store(model, inputs, store, ...) instead, which "
+            "returns the FeatureStore (extract now always returns arrays).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return extract_to_store(
+            model, inputs, store, layers, pooling, batch_size=batch_size, device=device,
+            progress=progress, max_length=max_length, metadata=metadata, tokenizer=tokenizer,
+            forward_fn=forward_fn, chunk_size=chunk_size, model_id=model_id,
+        )
+    job = _Job(model, inputs, layers, pooling, batch_size, chunk_size, device, max_length,
+               tokenizer, forward_fn, model_id, metadata)
+    if job.n == 0:
         raise RepscopeValueError("inputs is empty; pass at least one sample.")
-
     collected: list[dict[str, Any]] = []
-    pos = start
-    with _progress(progress, n, start, adapter.model_id) as advance, adapter.session():
-        while True:
-            items = rows.take(chunk_size)
-            if items is None:
-                break
-            k = int(items.shape[0]) if hasattr(items, "shape") else len(items)
-            prepared = adapter.prepare(items, batch_size)
-            features = _run_chunk(adapter, prepared, poolings, advance)
-            if fs is not None:
-                meta = None
-                if columns is not None:
-                    meta = {c: _slice(v, pos, pos + k, c) for c, v in columns.items()}
-                fs.append(features, meta)
-            else:
-                collected.append(features)
-            pos += k
-    if fs is not None:
-        return fs
+    job.run(progress, 0, lambda features, a, b: collected.append(features))
     if not collected:
         raise RepscopeValueError("inputs is empty; pass at least one sample.")
-    return {name: _concat_chunks([c[name] for c in collected]) for name in names}
+    return {name: _concat_chunks([c[name] for c in collected]) for name in job.names}
+
+
+def extract_to_store(
+    model: Any,
+    inputs: Any,
+    store: str | PathLike[str] | FeatureStore,
+    layers: str | Sequence[str] | None = None,
+    pooling: str | Mapping[str, str] = "mean",
+    *,
+    batch_size: int = 32,
+    device: Any = None,
+    progress: bool = True,
+    max_length: int | None = None,
+    metadata: Mapping[str, Sequence[Any]] | None = None,
+    tokenizer: Any = None,
+    forward_fn: Callable[..., Any] | None = None,
+    chunk_size: int | None = None,
+    model_id: str | None = None,
+) -> FeatureStore:
+    """Run ``model`` over ``inputs`` and write the activations of ``layers`` into a store.
+
+    The extraction is the one :func:`extract` does (same hooks, batching and pooling); each
+    chunk of ``chunk_size`` samples is appended to the :class:`~repscope.store.FeatureStore`
+    atomically, so an interrupted run leaves the store at its last complete chunk, and calling
+    ``extract_to_store`` again with the same arguments **resumes**: the first
+    ``store.n_samples`` inputs are skipped and the final store holds exactly what an
+    uninterrupted run writes.
+
+    Parameters
+    ----------
+    model, inputs
+        As for :func:`extract`.
+    store : str, PathLike or FeatureStore
+        The store: created when missing, resumed when it holds an earlier partial run of the
+        same model, layers and pooling.
+    layers, pooling, batch_size, device, progress, max_length, tokenizer, forward_fn, model_id
+        As for :func:`extract`.
+    metadata : mapping of str to sequence, optional
+        Per-sample columns (labels, ids, text) of length ``len(inputs)``, written with each
+        chunk (``store.metadata()``).
+    chunk_size : int, optional
+        Samples per chunk (one store append; text length-sorting happens within a chunk).
+        Default: the multiple of ``batch_size`` closest to 1024.
+
+    Returns
+    -------
+    FeatureStore
+        The store, holding every input. bfloat16 activations are stored as bfloat16 and read
+        back as float32.
+
+    Raises
+    ------
+    UnknownNameError
+        A layer name is unknown (the message lists the closest names).
+    RepscopeTypeError
+        The model is none of the supported kinds, inputs have the wrong type, or ``store`` is
+        not a path or FeatureStore.
+    RepscopeValueError
+        Bad parameters; a store made with other inputs, layers, pooling or model; a device other
+        than the model's.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> fs = extract_to_store(net, np.ones((10, 4), np.float32), tempfile.mkdtemp() + "/s",
+    ...                       ["2"], progress=False)
+    >>> fs.n_samples, fs.read("2").shape
+    (10, (10, 2))
+    """
+    job = _Job(model, inputs, layers, pooling, batch_size, chunk_size, device, max_length,
+               tokenizer, forward_fn, model_id, metadata)
+    fs = _open_store(store, job.adapter, job.names, job.poolings, job.batch_size,
+                     job.chunk_size)
+    start = fs.n_samples
+    if job.n is not None and start > job.n:
+        raise RepscopeValueError(
+            f"the store at {fs.path} already holds {start} samples but inputs has {job.n}; it "
+            "was made from other inputs. Use a new store path."
+        )
+    if start and job.rows.skip(start) < start:
+        raise RepscopeValueError(
+            f"the store at {fs.path} already holds {start} samples but inputs ran out "
+            "before that; it was made from other inputs. Use a new store path."
+        )
+    columns = job.columns
+
+    def append(features: dict[str, Any], a: int, b: int) -> None:
+        meta = None
+        if columns is not None:
+            meta = {c: _slice(v, a, b, c) for c, v in columns.items()}
+        fs.append(features, meta)
+
+    job.run(progress, start, append)
+    return fs
+
+
+class _Job:
+    """One extraction's settings resolved once: adapter, layer names, pooling, input rows."""
+
+    def __init__(
+        self,
+        model: Any,
+        inputs: Any,
+        layers: str | Sequence[str] | None,
+        pooling: str | Mapping[str, str],
+        batch_size: int,
+        chunk_size: int | None,
+        device: Any,
+        max_length: int | None,
+        tokenizer: Any,
+        forward_fn: Callable[..., Any] | None,
+        model_id: str | None,
+        metadata: Mapping[str, Sequence[Any]] | None,
+    ) -> None:
+        caller = "extract"
+        self.batch_size = check_positive_int(batch_size, "batch_size", caller=caller)
+        if chunk_size is None:
+            chunk_size = self.batch_size * max(1, round(1024 / self.batch_size))
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", caller=caller)
+        self.adapter = make_adapter(
+            model,
+            tokenizer=tokenizer,
+            forward_fn=forward_fn,
+            max_length=max_length,
+            device=device,
+            model_id=model_id,
+        )
+        self.names = self.adapter.resolve_layers(layers)
+        self.poolings = resolve_pooling(pooling, self.names)
+        self.rows = self.adapter.rows(inputs)
+        self.n = self.rows.n
+        self.columns = _check_metadata(metadata, self.n)
+
+    def run(
+        self, progress: bool, start: int, sink: Callable[[dict[str, Any], int, int], None]
+    ) -> None:
+        """Extract chunk after chunk from input ``start`` on; ``sink(features, a, b)`` gets the
+        features of inputs ``a:b``."""
+        pos = start
+        adapter = self.adapter
+        with _progress(progress, self.n, start, adapter.model_id) as advance, adapter.session():
+            while True:
+                items = self.rows.take(self.chunk_size)
+                if items is None:
+                    break
+                k = int(items.shape[0]) if hasattr(items, "shape") else len(items)
+                prepared = adapter.prepare(items, self.batch_size)
+                sink(_run_chunk(adapter, prepared, self.poolings, advance), pos, pos + k)
+                pos += k
 
 
 def _run_chunk(
