@@ -159,6 +159,16 @@ class AffineMapMixin(ABC):
             )
         return r2_score_total(Yn, Yh)
 
+    def __sklearn_tags__(self) -> Any:
+        # fit needs the paired Y; transform maps X into Y's space and keeps float32/float64
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        tags.target_tags.required = True
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64", "float32"])
+        tags.input_tags.allow_nan = False
+        return tags
+
 
 def r2_score_total(Y: np.ndarray, Yh: np.ndarray) -> float:
     """Variance-weighted :math:`R^2` of predictions ``Yh`` for ``Y`` (both float64)."""

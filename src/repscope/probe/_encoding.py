@@ -158,8 +158,7 @@ class EncodingModel(RegressorMixin, ValidatedEstimator):
         self
         """
         alphas = self._check_params()
-        if getattr(Y, "ndim", None) == 1:
-            Y = Y[:, None]
+        Y = _targets_2d(Y)
         X, Y = check_paired(X, Y, names=("X", "Y"), min_samples=2)
         n, t = int(X.shape[0]), int(Y.shape[1])
         Xf, Yf = _f64(X), _f64(Y)
@@ -269,8 +268,7 @@ class EncodingModel(RegressorMixin, ValidatedEstimator):
         target scores 1 if predicted exactly, else 0); ``pearson_r`` is 0 where a target or
         its prediction is constant.
         """
-        if getattr(Y, "ndim", None) == 1:
-            Y = Y[:, None]
+        Y = _targets_2d(Y)
         P = _n(self.predict(X)).astype(np.float64)
         Yn = _n(check_features(Y, name="Y")).astype(np.float64)
         if Yn.shape != P.shape:
@@ -289,6 +287,13 @@ class EncodingModel(RegressorMixin, ValidatedEstimator):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean R^2 over targets (scikit-learn's ``uniform_average``)."""
         return float(self.score_targets(X, y)["r2"].mean())
+
+
+def _targets_2d(Y: Any) -> Any:
+    """A 1-D target vector (array, tensor or list) as one column; anything else unchanged."""
+    if isinstance(Y, (list, tuple)) or (hasattr(Y, "__array__") and not hasattr(Y, "ndim")):
+        Y = np.asarray(Y)
+    return Y[:, None] if getattr(Y, "ndim", None) == 1 else Y
 
 
 def _f64(x: Any) -> Any:

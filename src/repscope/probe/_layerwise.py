@@ -316,14 +316,26 @@ class MultiLevelProbe(ClassifierMixin, ValidatedEstimator):
 
     def predict(self, features: Mapping[str, Any]) -> np.ndarray:
         """Predicted classes."""
-        return np.asarray(self.probe_.predict(self.transform(features)))
+        Z = self.transform(features)  # raises NotFittedError before probe_ is touched
+        return np.asarray(self.probe_.predict(Z))
 
     def predict_proba(self, features: Mapping[str, Any]) -> np.ndarray:
         """Class probabilities (when the probe has ``predict_proba``)."""
-        return np.asarray(to_numpy(self.probe_.predict_proba(self.transform(features))))
+        Z = self.transform(features)
+        return np.asarray(to_numpy(self.probe_.predict_proba(Z)))
 
     def score(self, features: Mapping[str, Any], y: Any, sample_weight: Any = None) -> float:
         """Accuracy."""
         labels = check_labels(y, name="y")
         hit = (self.predict(features) == labels).astype(np.float64)
         return float(np.average(hit, weights=sample_weight))
+
+    def __sklearn_tags__(self) -> Any:
+        # a classifier that also exposes the features it sees through transform(): declare
+        # both, as scikit-learn's checks expect of any estimator with a transform method
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])
+        tags.input_tags.allow_nan = False
+        return tags

@@ -151,6 +151,12 @@ class SAETransformer(TransformerMixin, ValidatedEstimator):
         with torch.inference_mode():
             return np.asarray(self.sae_.decode(z, None).float().cpu().numpy())
 
+    def __sklearn_tags__(self) -> Any:
+        # the SAE runs in float32: codes and reconstructions come back float32 whatever X was
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
     def score(self, X: Any, y: Any = None) -> float:
         """Explained variance ``1 - FVU`` of the reconstruction."""
         out = self._run(X)
