@@ -258,3 +258,25 @@ def test_bad_parameter_is_a_repscope_error_in_sklearn_wording(estimator):
     assert isinstance(err.value, RepscopeError)
     assert isinstance(err.value, InvalidParameterError)
     assert isinstance(err.value, ValueError) and isinstance(err.value, TypeError)
+
+
+@pytest.mark.parametrize(("estimator", "match"), [
+    (RidgeProbe(alphas=[1.0, float("inf")]),
+     r"The 'alphas' parameter of RidgeProbe must be a non-empty sequence of finite"),
+    (LDAProbe(shrinkage="path", shrinkages=()),
+     r"The 'shrinkages' parameter of LDAProbe must be a non-empty sequence of floats in"),
+    (LinearProbe(lambdas=[1.0, -1.0]),
+     r"The 'lambdas' parameter of LinearProbe must be a positive finite number"),
+    (LinearProbe(C=1.0, lambdas=[1.0]), r"either C .* or lambdas, not both"),
+    (KNNProbe(k=[3, 0]), r"The 'k' parameter of KNNProbe must be a positive int or a non-empty"),
+    (EncodingModel(alphas=[float("nan")]),
+     r"The 'alphas' parameter of EncodingModel must be a non-empty sequence"),
+    (LinearMap(alphas=[]), r"The 'alphas' parameter of LinearMap must be a non-negative float"),
+])
+def test_grid_checks_beyond_the_constraints(rng, estimator, match):
+    # what _parameter_constraints cannot say (a grid's length and values) raises the same
+    # ParameterError, in the same wording
+    X = rng.standard_normal((30, 4))
+    y = X if isinstance(estimator, (EncodingModel, LinearMap)) else (X[:, 0] > 0).astype(int)
+    with pytest.raises(ParameterError, match=match):
+        estimator.fit(X, y)
