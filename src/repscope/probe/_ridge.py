@@ -74,8 +74,11 @@ class _Source:
 
     def batches(self) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
         if self.store is not None:
+            from repscope.store import open_layers
+
             start = 0
-            for Xb in self.store.iter_batches(self.layer, self.batch_size):
+            layer = str(self.layer)
+            for Xb in open_layers(self.store, [layer]).iter_batches(layer, self.batch_size):
                 rows = np.arange(start, start + len(Xb))
                 start += len(Xb)
                 yield check_features(Xb, name="X"), self.targets[rows], rows
