@@ -228,3 +228,21 @@ def test_class_cov_none_keeps_class_sums_only(rng):
     assert _close(lean.class_means, full.class_means)
     with pytest.raises(RepscopeValueError, match="class_cov='none'"):
         lean.class_variances()
+
+
+@pytest.mark.parametrize("n_labels", [1000, 299, 0])
+def test_from_store_refuses_labels_of_another_length(tmp_path, n_labels):
+    from repscope.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    store = FeatureStore.create(tmp_path / "s", "m")
+    store.append({"layer": rng.standard_normal((300, 4)).astype(np.float32)})
+    labels = rng.integers(0, 3, n_labels)
+    with pytest.raises(RepscopeValueError, match=rf"'labels'.*300.*got {n_labels}") as err:
+        Moments.from_store(store, "layer", labels=labels, batch_size=64)
+    assert "\n" not in str(err.value)
+    # the right length still streams, and equals the in-memory pass
+    y = rng.integers(0, 3, 300)
+    m = Moments.from_store(store, "layer", labels=y, batch_size=64)
+    assert m.n == 300
+    assert np.array_equal(m.classes, np.unique(y))

@@ -795,10 +795,21 @@ class Moments:
         ``labels`` is a metadata column name or an array with one label per sample.
         Token (ragged) layers contribute every token as a sample; labels are then repeated
         per token.
+
+        Raises
+        ------
+        RepscopeValueError
+            ``labels`` is an array whose length is not the store's ``n_samples``.
         """
         if isinstance(labels, str):
             labels = store.metadata([labels])[labels]
         lab = None if labels is None else np.asarray(labels)
+        if lab is not None and (lab.ndim != 1 or len(lab) != store.n_samples):
+            got = len(lab) if lab.ndim == 1 else f"shape {lab.shape}"
+            raise RepscopeValueError(
+                f"The 'labels' parameter of Moments.from_store must have one entry per sample "
+                f"of the store ({store.n_samples}); got {got}. Pass one label per stored sample."
+            )
         m = cls(class_cov=class_cov)
         start = 0
         for batch in store.iter_batches(layer, batch_size):
