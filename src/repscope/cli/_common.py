@@ -129,6 +129,31 @@ def layers_option(help: str = "Layer to analyse (repeatable; default: all).",
     return click.option(flag, dest, multiple=True, help=help)
 
 
+def pair_by_option(f: F) -> F:
+    """``--pair-by id|position``: how the samples of two feature sets are lined up."""
+    return click.option(
+        "--pair-by", "pair_by", type=click.Choice(["id", "position"]), default="id",
+        show_default=True,
+        help="Pair the two sides' samples by id (stores' id column; same ids in another order "
+        "are reordered, different ids refused) or by row position.")(f)
+
+
+def paired_features(
+    path_a: Path, path_b: Path, layers_a: Sequence[str] | None, layers_b: Sequence[str] | None,
+    pair_by: str, caller: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both sides' layers in memory, their samples lined up by ``pair_by``
+    (:func:`repscope.store.pair_sources`); what was done is said on stderr."""
+    from repscope.store import open_layers, pair_sources
+
+    a = open_layers(path_a, layers_a or None, name=f"FEATURES_A ({path_a})")
+    b = open_layers(path_b, layers_b or None, name=f"FEATURES_B ({path_b})")
+    a, b, note = pair_sources(a, b, by=pair_by, caller=caller)  # type: ignore[arg-type]
+    if note:
+        click.echo(f"{caller}: {note}", err=True)
+    return a.read_all(), b.read_all()
+
+
 def check_exists(path: str | Path, what: str) -> Path:
     """A path that must exist: a missing one is a one-line error with exit code 1."""
     from repscope.exceptions import DataNotFoundError

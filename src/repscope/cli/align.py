@@ -11,6 +11,8 @@ from repscope.cli._common import (
     features_argument,
     json_option,
     model_name,
+    pair_by_option,
+    paired_features,
     print_table,
     settings,
 )
@@ -48,30 +50,25 @@ def _parse_ints(text: str, option: str) -> list[int]:
 @click.option("--top", "tops", default="1,5,10", show_default=True,
               help="Retrieval cut-offs, comma-separated.")
 @dataset_option
+@pair_by_option
 @json_option
 def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | None,
           map_kind: str, n_train: int | None, scale: bool, n_components: int, method: str,
-          sweep: str, tops: str, dataset: str, as_json: bool) -> None:
-    """Map FEATURES_A onto FEATURES_B (same inputs, same order) and score it held out.
+          sweep: str, tops: str, dataset: str, pair_by: str, as_json: bool) -> None:
+    """Map FEATURES_A onto FEATURES_B (samples paired by id when both have ids, see
+    --pair-by) and score it held out.
 
     Reports top-k retrieval of each input's partner (mapped vs unmapped), paired cosine,
     R^2, matching accuracy, kernel agreement and the orthogonality gap (orthogonal vs general
     linear residual); optionally a sweep over subspace sizes. Records an ``alignment`` result.
     """
     from repscope.align import evaluate_alignment
-    from repscope.exceptions import RepscopeValueError
-    from repscope.store import load_features
 
     pa_, pb_ = check_exists(features_a, "features"), check_exists(features_b, "features")
-    fa = load_features(pa_, [layer_a] if layer_a else None)
-    fb = load_features(pb_, [layer_b] if layer_b else None)
+    fa, fb = paired_features(pa_, pb_, [layer_a] if layer_a else None,
+                             [layer_b] if layer_b else None, pair_by, "repscope align")
     la, lb = layer_a or list(fa)[-1], layer_b or list(fb)[-1]
     X, Y = fa[la], fb[lb]
-    if X.shape[0] != Y.shape[0]:
-        raise RepscopeValueError(
-            f"FEATURES_A and FEATURES_B must hold the same inputs; got {X.shape[0]} and "
-            f"{Y.shape[0]} samples."
-        )
     sweep_ks: list[int] | None = [] if not sweep else (
         None if sweep == "auto" else _parse_ints(sweep, "--sweep"))
     seed = settings().seed

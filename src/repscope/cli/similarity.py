@@ -19,6 +19,8 @@ from repscope.cli._common import (
     json_option,
     layers_option,
     model_name,
+    pair_by_option,
+    paired_features,
     print_table,
     settings,
 )
@@ -66,20 +68,20 @@ def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, b
 @click.option("--bootstrap", type=int, default=0, show_default=True,
               help="Bootstrap resamples for a 95% interval of each best-matching pair (0: none).")
 @dataset_option
+@pair_by_option
 @click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True,
               callback=_list_measures, help="List the registered measures and exit.")
 @json_option
 def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...],
                layers_a: tuple[str, ...], layers_b: tuple[str, ...], permutations: int,
-               bootstrap: int, dataset: str, as_json: bool) -> None:
-    """Similarity of every layer of FEATURES_A with every layer of FEATURES_B (same inputs,
-    same order; .npy, .safetensors or a FeatureStore). Without FEATURES_B, A's layers are
-    compared with each other."""
+               bootstrap: int, dataset: str, pair_by: str, as_json: bool) -> None:
+    """Similarity of every layer of FEATURES_A with every layer of FEATURES_B (.npy,
+    .safetensors or a FeatureStore; samples paired by id when both have ids, see --pair-by).
+    Without FEATURES_B, A's layers are compared with each other."""
     from repscope._validation import check_scalar
-    from repscope.exceptions import RepscopeValueError
-    from repscope.store import load_features
     from repscope.similarity import get_measure
     from repscope.similarity._layers import compare_layers
+    from repscope.store import load_features
 
     check_scalar(permutations, "--permutations", caller="repscope similarity", kind=int, min_value=0)
     check_scalar(bootstrap, "--bootstrap", caller="repscope similarity", kind=int, min_value=0)
@@ -95,24 +97,19 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
             fb = {k: v for k, v in load_features(pa_, layers_b).items()}
     else:
         pb_ = check_exists(features_b, "features")
-        fb = load_features(pb_, layers_b or None)
+        fa, fb = paired_features(pa_, pb_, layers_a, layers_b, pair_by, "repscope similarity")
         mb = model_name(pb_)
-    na = next(iter(fa.values())).shape[0]
-    if fb is not None and next(iter(fb.values())).shape[0] != na:
-        raise RepscopeValueError(
-            f"FEATURES_A and FEATURES_B must hold the same inputs; got {na} and "
-            f"{next(iter(fb.values())).shape[0]} samples."
-        )
     seed = settings().seed
     model = ma if features_b is None else f"{ma} vs {mb}"
     out: list[dict[str, Any]] = []
     with settings().db() as db, db.run(
         "similarity", {"a": str(pa_), "b": str(pb_) if pb_ else "", "measures": list(measures),
-                       "permutations": permutations, "bootstrap": bootstrap},
+                       "permutations": permutations, "bootstrap": bootstrap,
+                       "pair_by": pair_by},
         model=model, dataset=dataset,
     ) as run_id:
         for measure in measures:
-            lm = compare_layers(fa, fb, measure)
+            lm = compare_layers(fa, fb, measure, pair_by="position")  # paired above
             src_b = fa if fb is None else fb
             stats = []
             if permutations or bootstrap:

@@ -9,26 +9,32 @@ reads its features that way.
 
 from repscope.store._labels import load_labels
 from repscope.store._layers import (
+    PAIR_BY,
     TOKEN_POOLINGS,
     LayerSource,
+    PairBy,
     TokenPooling,
     load_features,
     open_layers,
+    pair_sources,
 )
 from repscope.store._ragged import PaddedArray, RaggedArray, pad_ragged
 from repscope.store.feature_store import SCHEMA_VERSION, FeatureStore, LayerInfo
 
 __all__ = [
+    "PAIR_BY",
     "SCHEMA_VERSION",
     "TOKEN_POOLINGS",
     "FeatureStore",
     "LayerInfo",
     "LayerSource",
     "PaddedArray",
+    "PairBy",
     "RaggedArray",
     "TokenPooling",
     "load_features",
     "load_labels",
     "open_layers",
     "pad_ragged",
+    "pair_sources",
 ]

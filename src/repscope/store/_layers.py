@@ -694,6 +694,79 @@ def layer_source(
     return _open(source, layers, pooling, name, False, caller)
 
 
+#: How two sources of a paired analysis are lined up.
+PairBy = Literal["id", "position"]
+PAIR_BY: tuple[str, ...] = ("id", "position")
+
+
+def pair_sources(
+    a: LayerSource, b: LayerSource, *, by: PairBy = "id", caller: str = "a paired analysis"
+) -> tuple[LayerSource, LayerSource, str]:
+    """Line up the samples of two sources of a paired analysis (row ``i`` of both = input ``i``).
+
+    With ``by="id"`` (the default) and sample ids on both sides (a store's ``id`` column):
+
+    * the same ids in the same order: the sources are returned as they are;
+    * the same ids in another order: ``b`` is reordered to ``a``'s order (read into memory,
+      pooled as ``b`` reads), and the returned note says so;
+    * different sets of ids: an error saying how many are shared. Pass ``by="position"`` to
+      pair rows by position anyway.
+
+    A side without ids (arrays, files) can only be paired by position, which needs the same
+    number of samples on both sides.
+
+    Returns
+    -------
+    a, b : LayerSource
+    note : str
+        What was done: "" unless ``b`` was reordered.
+
+    Raises
+    ------
+    RepscopeValueError
+        Different sample counts (by position), different or duplicated ids (by id).
+    """
+    by = check_choice(by, "pair_by", PAIR_BY, caller=caller)  # type: ignore[assignment]
+    ids_a, ids_b = (a.ids, b.ids) if by == "id" else (None, None)
+    if ids_a is None or ids_b is None:
+        if a.n_samples != b.n_samples:
+            raise RepscopeValueError(
+                f"{caller} needs the same samples on both sides, paired row by row; "
+                f"{a.description} holds {a.n_samples} samples and {b.description} "
+                f"{b.n_samples}. Pass features of the same inputs.")
+        return a, b, ""
+    la, lb = [str(v) for v in ids_a.tolist()], [str(v) for v in ids_b.tolist()]
+    if la == lb:
+        return a, b, ""
+    for side, ids in ((a, la), (b, lb)):
+        if len(set(ids)) != len(ids):
+            raise RepscopeValueError(
+                f"{caller} cannot pair by id: {side.description} has duplicated sample ids "
+                f"({len(ids) - len(set(ids))} repeats). Pass pair_by='position' (CLI: "
+                "--pair-by position) to pair rows by position.")
+    sa, sb = set(la), set(lb)
+    if sa != sb:
+        raise RepscopeValueError(
+            f"{caller}: the two sides hold different samples: {len(sa & sb)} of the "
+            f"{len(la)} sample ids of {a.description} are among the {len(lb)} of "
+            f"{b.description}. Extract both from the same inputs, or pass pair_by='position' "
+            "(CLI: --pair-by position) to pair rows by position anyway.")
+    where = {v: i for i, v in enumerate(lb)}
+    perm = np.fromiter((where[v] for v in la), dtype=np.int64, count=len(la))
+    reordered = open_layers({name: _take_rows(b.read(name), perm) for name in b.layers},
+                            name=b.description)
+    return a, reordered, (f"the samples of {b.description} were reordered by id to match "
+                          f"{a.description} (the same {len(la)} ids in another order)")
+
+
+def _take_rows(arr: Any, rows: np.ndarray) -> Any:
+    if hasattr(arr, "detach"):  # torch
+        import torch
+
+        return arr[torch.as_tensor(rows, device=arr.device)]
+    return np.asarray(arr)[rows]
+
+
 def load_features(
     path: str | os.PathLike[str] | Any, layers: str | Sequence[str] | None = None
 ) -> dict[str, Any]:
