@@ -31,7 +31,12 @@ import numpy as np
 
 from repscope._validation import check_paired
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._measures._common import PairStats, centered_gram
+from repscope.similarity._measures._common import (
+    PairStats,
+    centered_gram,
+    pow2_exponent,
+    pow2_rescaled,
+)
 from repscope.stats import Moments
 
 __all__ = [
@@ -63,6 +68,18 @@ def _ratio(hxy: float, hxx: float, hyy: float, *, clip: bool) -> float:
         )
     v = hxy / np.sqrt(den)
     return float(np.clip(v, 0.0, 1.0)) if clip else float(min(v, 1.0))
+
+
+def _scatter_exponent(s: np.ndarray) -> int:
+    """The ``e`` with which ``2^-e`` rescales the data behind the scatter ``s`` into a safe
+    range (0 when it already is): ``pow2_exponent`` of ``sqrt(max diag s)``."""
+    d = np.diag(s)
+    return pow2_exponent(np.sqrt(max(float(d.max()), 0.0))) if d.size else 0
+
+
+def _ldexp(a: np.ndarray, e: int) -> np.ndarray:
+    """``a * 2^e`` (exact), ``a`` itself when ``e == 0``."""
+    return a if e == 0 else np.ldexp(a, e)
 
 
 def cka_from_moments(m: Moments) -> float:
@@ -137,6 +154,9 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False) -> float:
     Feature-space form (``O(n (d_x + d_y)^2)`` time, ``d x d`` float64 memory) when
     ``d_x + d_y <= n``, otherwise the Gram form (``O(n^2 (d_x + d_y))``, ``n x n`` memory);
     both give the same value. The ``n x n`` centring matrix is never built.
+    An input whose largest absolute entry is outside ``[2^-33, 2^32)`` is first multiplied by
+    a power of two (exact), so inputs scaled by 1e-100 or 1e76 give the unscaled value
+    instead of underflowing to "constant" or overflowing to 0 or NaN.
 
     Examples
     --------
@@ -146,6 +166,7 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False) -> float:
     1.0
     """
     X, Y = check_paired(X, Y, min_samples=4 if debiased else 3, reject_constant=True)
+    X, Y = pow2_rescaled(X), pow2_rescaled(Y)
     n, dx, dy = int(X.shape[0]), int(X.shape[1]), int(Y.shape[1])
     if use_feature_space(n, dx, dy):
         return cka_from_stats(PairStats.from_arrays(X, Y, row_norms=debiased), debiased=debiased)
@@ -186,20 +207,28 @@ def linear_cka_matrix(
             raise RepscopeValueError("pass blocks_y, the second model's per-layer features.")
         if len(blocks_x) == 0 or len(blocks_y) == 0:
             raise RepscopeValueError("blocks_x and blocks_y must each hold at least one layer.")
-        X = np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks_x], axis=1)
-        Y = np.concatenate([np.asarray(b, dtype=np.float64) for b in blocks_y], axis=1)
+        # each layer rescaled on its own (exact powers of two; CKA is per-layer scale invariant)
+        X = np.concatenate([pow2_rescaled(np.asarray(b, dtype=np.float64)) for b in blocks_x],
+                           axis=1)
+        Y = np.concatenate([pow2_rescaled(np.asarray(b, dtype=np.float64)) for b in blocks_y],
+                           axis=1)
         X, Y = check_paired(X, Y, min_samples=2)
         m = Moments().update(X, Y)
         wx = [int(np.shape(b)[1]) for b in blocks_x]
         wy = [int(np.shape(b)[1]) for b in blocks_y]
     sxx, syy, sxy = m.scatter(), m.scatter_y(), m.cross_scatter()
     ox, oy = np.cumsum([0, *wx]), np.cumsum([0, *wy])
-    nx = np.array([np.sqrt(_fro2(sxx[ox[i]:ox[i + 1], ox[i]:ox[i + 1]])) for i in range(len(wx))])
-    ny = np.array([np.sqrt(_fro2(syy[oy[j]:oy[j + 1], oy[j]:oy[j + 1]])) for j in range(len(wy))])
+    bx = [sxx[ox[i]:ox[i + 1], ox[i]:ox[i + 1]] for i in range(len(wx))]
+    by = [syy[oy[j]:oy[j + 1], oy[j]:oy[j + 1]] for j in range(len(wy))]
+    # A layer whose scatter is far from 1 is rescaled by an exact power of two per layer (its
+    # data times 2^-e), so the squared norms below neither overflow nor underflow.
+    ex, ey = [_scatter_exponent(b) for b in bx], [_scatter_exponent(b) for b in by]
+    nx = np.array([np.sqrt(_fro2(_ldexp(b, -2 * e))) for b, e in zip(bx, ex, strict=True)])
+    ny = np.array([np.sqrt(_fro2(_ldexp(b, -2 * e))) for b, e in zip(by, ey, strict=True)])
     out = np.empty((len(wx), len(wy)))
     for i in range(len(wx)):
         for j in range(len(wy)):
-            num = _fro2(sxy[ox[i]:ox[i + 1], oy[j]:oy[j + 1]])
+            num = _fro2(_ldexp(sxy[ox[i]:ox[i + 1], oy[j]:oy[j + 1]], -ex[i] - ey[j]))
             den = nx[i] * ny[j]
             out[i, j] = np.clip(num / den, 0.0, 1.0) if den > 0 else np.nan
     if np.isnan(out).any():

@@ -31,6 +31,7 @@ from repscope._array import as_float64_numpy, to_numpy
 from repscope._validation import check_choice, check_features, check_positive_int
 from repscope.exceptions import RepscopeValueError
 from repscope.results import RecordedResult, make_record
+from repscope.similarity._measures._common import pow2_exponent
 
 if TYPE_CHECKING:
     from repscope.db import Record
@@ -168,6 +169,21 @@ def _fro2(a: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", a, a))
 
 
+def _rescaled_batches(src: _Source, layers: Sequence[str],
+                      batch_size: int) -> Iterator[list[np.ndarray]]:
+    """``src.batches`` with each layer times an exact power of two fixed by its first batch.
+
+    Linear CKA is invariant to a per-layer scale; the power brings a layer of extreme magnitude
+    (1e-100, 1e76) near 1, so its products neither underflow nor overflow (a no-op otherwise).
+    Every pass over the source sees the same first batch, hence the same powers.
+    """
+    exps: list[int] | None = None
+    for parts in src.batches(layers, batch_size):
+        if exps is None:
+            exps = [pow2_exponent(p) for p in parts]
+        yield [p if e == 0 else np.ldexp(p, -e) for p, e in zip(parts, exps, strict=True)]
+
+
 def _cka_matrix(
     sa: _Source, sb: _Source | None, batch_size: int, max_memory: int, products: str
 ) -> np.ndarray:
@@ -203,8 +219,8 @@ def _cka_matrix(
         selfb_acc = [np.zeros((int(w), int(w))) for w in wb] if (not same and gi == 0) else None
         selfa_acc = None if same else [np.zeros((int(wa[i]), int(wa[i]))) for i in g]
         a_layers = [sa.names[i] for i in g] if not same else list(sa.names)
-        it_a = sa.batches(a_layers, batch_size)
-        it_b = None if same else sy.batches(sy.names, batch_size)
+        it_a = _rescaled_batches(sa, a_layers, batch_size)
+        it_b = None if same else _rescaled_batches(sy, sy.names, batch_size)
         for parts_a in it_a:
             if shift_a is None:
                 shift_a = [p.mean(axis=0) for p in parts_a]
@@ -332,9 +348,15 @@ def compare_layers(
     batch_size: int = 4096,
     max_memory: int = 1 << 30,
     products: Literal["float64", "float32"] = "float64",
+    pair_by: Literal["id", "position"] = "id",
     **opts: Any,
 ) -> LayerMatrixResult:
     """Similarity of every layer of ``A`` with every layer of ``B`` (or of ``A`` itself).
+
+    ``A`` and ``B`` are paired by sample id when both have ids (stores with an ``id`` column):
+    the same ids in another order are reordered to ``A``'s order, different sets are an error
+    (``pair_by="position"`` pairs rows by position instead); see
+    :func:`repscope.store.pair_sources`. What was done is in ``details["pairing"]``.
 
     Parameters
     ----------
@@ -396,10 +418,13 @@ def compare_layers(
     same = B is None or B is A
     sa = _Source(A, layers_a, "A")
     sb = None if same and layers_b is None else _Source(A if B is None else B, layers_b, "B")
-    if sb is not None and sb.n != sa.n:
-        raise RepscopeValueError(
-            f"A and B must hold the same samples; got {sa.n} samples in A and {sb.n} in B."
-        )
+    pairing = ""
+    if sb is not None and not same:
+        from repscope.store import pair_sources
+
+        _, paired, pairing = pair_sources(sa.src, sb.src, by=pair_by, caller=caller)
+        if paired is not sb.src:
+            sb = _Source(paired, None, "B")
     name, fn, hib = _resolve(measure, caller)
     builtin = isinstance(measure, str) and name in _FAST
     if symmetric is None:
@@ -431,5 +456,5 @@ def compare_layers(
     return LayerMatrixResult(
         values=values, rows=rows, cols=cols, measure=name, higher_is_better=hib,
         symmetric=use_sym, n_samples=sa.n, best_matches=tuple(best),
-        details={"options": dict(opts)},
+        details={"options": dict(opts), "pairing": pairing},
     )

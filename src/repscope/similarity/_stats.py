@@ -29,6 +29,7 @@ from repscope._array import as_float64_numpy
 from repscope._validation import check_choice, check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result, Score
+from repscope.similarity._measures._common import pow2_exponent
 
 __all__ = [
     "BootstrapResult",
@@ -89,8 +90,12 @@ def _reduce(Xc: np.ndarray) -> np.ndarray:
 
 
 def _centred(X: Any) -> np.ndarray:
+    """Column-centred float64 copy, times an exact power of two when its magnitude is extreme
+    (linear CKA is scale invariant; this keeps its products finite and non-zero)."""
     A = as_float64_numpy(X)
-    return A - A.mean(axis=0)
+    Ac = A - A.mean(axis=0)
+    e = pow2_exponent(Ac)
+    return Ac if e == 0 else np.ldexp(Ac, -e, out=Ac)
 
 
 def _fro2(a: np.ndarray) -> float:

@@ -9,6 +9,7 @@ functions build it from arrays and call the same ``_compute`` helper that
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,11 +24,66 @@ __all__ = [
     "centered_f64",
     "centered_gram",
     "gram_row_space",
+    "pow2_exponent",
+    "pow2_rescaled",
     "row_space",
 ]
 
 #: columns converted to float64 at a time when forming a Gram matrix of a wide input.
 GRAM_BLOCK = 2048
+
+
+#: inputs whose largest absolute entry ``a`` has ``a = m 2^e`` (``0.5 <= m < 1``) with
+#: ``|e| > SAFE_EXPONENT`` are rescaled before products are formed; inside this range the
+#: eighth powers that a CKA ratio forms stay far from float64 overflow and underflow.
+SAFE_EXPONENT = 32
+
+
+def pow2_exponent(A: Any) -> int:
+    """Power of two that brings ``max |A|`` into ``[0.5, 1)``, or 0 when no rescale is needed.
+
+    Returns the ``e`` of ``max |A| = m 2^e`` when ``|e| > SAFE_EXPONENT`` (the magnitude is
+    outside ``[2^-33, 2^32)``), and 0 otherwise, for an all-zero or a non-finite ``A``.
+    """
+    if is_torch(A):
+        a = A.detach()
+        if a.numel() == 0:
+            return 0
+        amax = max(abs(float(a.max())), abs(float(a.min())))
+    else:
+        arr = np.asarray(A)
+        if arr.size == 0:
+            return 0
+        amax = max(abs(float(arr.max())), abs(float(arr.min())))
+    if not (amax > 0 and math.isfinite(amax)):
+        return 0
+    e = math.frexp(amax)[1]
+    return e if abs(e) > SAFE_EXPONENT else 0
+
+
+def pow2_rescaled(A: Any, *, exponent: int | None = None) -> Any:
+    """``A * 2^-e`` with ``e = pow2_exponent(A)`` (or ``exponent``); ``A`` itself when ``e == 0``.
+
+    Multiplying by a power of two is exact, so every product formed from the result is the
+    product of ``A`` times a power of two, bit for bit, unless it overflowed or underflowed;
+    a scale-invariant measure is unchanged, and extreme scales (1e-100, 1e76) stay finite.
+    A numpy input gives a new array (integers become float64); a torch tensor keeps its
+    dtype and device.
+    """
+    e = pow2_exponent(A) if exponent is None else exponent
+    if e == 0:
+        return A
+    if is_torch(A):
+        out = A.detach()
+        while e:  # steps of at most 2^64 stay exact in float32 and bfloat16
+            step = max(-64, min(64, e))
+            out = out * 2.0 ** -step
+            e -= step
+        return out
+    arr = np.asarray(A)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return np.ldexp(arr, -e)
 
 
 def centered_f64(A: Any, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from repscope._kernels.hsic import DEFAULT_BLOCK, hsic
 from repscope._validation import check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.similarity._cka import _debiased_terms, _fro2, linear_cka, use_feature_space
-from repscope.similarity._measures._common import PairStats, centered_f64
+from repscope.similarity._measures._common import PairStats, centered_f64, pow2_rescaled
 from repscope.similarity._registry import register_measure
 
 __all__ = ["MinibatchCKA", "linear_cka_debiased", "minibatch_cka", "rbf_cka"]
@@ -223,6 +223,7 @@ def minibatch_cka(X: Any, Y: Any, *, batch_size: int = 256, seed: int | None = N
     Invariant to orthogonal transforms, isotropic scaling, translation and permutation.
     """
     X, Y = check_paired(X, Y, min_samples=4, reject_constant=True)
+    X, Y = pow2_rescaled(X), pow2_rescaled(Y)  # one exact power of two for every batch
     bs = check_positive_int(batch_size, "batch_size", caller="minibatch_cka")
     n = int(X.shape[0])
     if seed is not None:
