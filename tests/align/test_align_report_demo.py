@@ -100,6 +100,8 @@ def test_demo_step_records_alignment_with_fallback_sentences(tmp_path, monkeypat
     assert len(recs) == 1
     r = recs[0]
     assert r.dataset == "fixed sentences" and "not installed" in r.values["note"]
+    # the note names the package, never a shell command (it is shown in the report)
+    assert "r-cran-janeaustenr" in r.values["note"] and "apt-get" not in r.values["note"]
     assert r.values["retrieval"]["1"] > 0.95 > r.values["retrieval_unmapped"]["1"]
     assert r.values["sweep"]["ks"] == [4, 8, 16]  # k above the width (16) is dropped
     assert any("fixed template sentences" in m for m in logs)

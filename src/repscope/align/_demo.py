@@ -50,9 +50,9 @@ def _texts(seed: int, log: Callable[[str], None]) -> tuple[list[str], str, str]:
     try:
         data = load_dataset("austen", n=N_TEXTS, seed=seed)
         return list(data.inputs), "austen", ""
-    except DataNotFoundError as err:
-        note = (f"The Austen novels are not installed ({err}); the alignment ran on "
-                f"{N_TEXTS} fixed template sentences instead.")
+    except DataNotFoundError:
+        note = (f"The Austen novels (Debian package r-cran-janeaustenr) are not installed; the "
+                f"alignment ran on {N_TEXTS} fixed template sentences instead.")
         log(f"[demo] {note}")
         return fixed_sentences(N_TEXTS), "fixed sentences", note
 
