@@ -35,7 +35,7 @@ class DemoConfig:
     out : Path
         Output folder: ``stores/`` and ``report.html``.
     db : str or None
-        Results database (default: ``$REPSCOPE_HOME/results.db``).
+        Results database (default: ``$REPSCOPE_DB``, else ``$REPSCOPE_HOME/results.db``).
     batch_size, folds, seed : int
     progress : bool
         Show progress bars.

@@ -21,6 +21,7 @@ def db(tmp_path):
 
 
 def test_default_path_follows_repscope_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("REPSCOPE_DB", raising=False)
     monkeypatch.setenv("REPSCOPE_HOME", str(tmp_path / "home"))
     assert default_db_path() == tmp_path / "home" / "results.db"
     with ResultsDB() as database:
@@ -118,6 +119,20 @@ def test_tampered_array_file_is_detected(db):
     db.arrays.path(rec.raw_values["m"]["$array"]).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="does not match its sha256"):
         _ = rec.values
+
+
+def test_repscope_db_env_wins_over_home_and_an_explicit_path_over_both(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPSCOPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REPSCOPE_DB", str(tmp_path / "env" / "mine.db"))
+    assert default_db_path() == tmp_path / "env" / "mine.db"
+    with ResultsDB() as database:
+        assert database.path == tmp_path / "env" / "mine.db"
+        assert database.path.exists()
+    with ResultsDB(tmp_path / "explicit.db") as database:
+        assert database.path == tmp_path / "explicit.db"
+    assert not (tmp_path / "home" / "results.db").exists()
+    monkeypatch.setenv("REPSCOPE_DB", "  ")  # blank: as if unset
+    assert default_db_path() == tmp_path / "home" / "results.db"
 
 
 def _fill(db):

@@ -246,3 +246,14 @@ def test_from_store_refuses_labels_of_another_length(tmp_path, n_labels):
     m = Moments.from_store(store, "layer", labels=y, batch_size=64)
     assert m.n == 300
     assert np.array_equal(m.classes, np.unique(y))
+
+
+def test_pca_spectrum_of_no_samples_is_refused():
+    from repscope.stats import pca_spectrum
+
+    with pytest.raises(RepscopeValueError, match=r"no samples.*0 rows") as err:
+        pca_spectrum(np.zeros((0, 5)))
+    assert "\n" not in str(err.value)
+    with pytest.raises(RepscopeValueError, match="no samples"):
+        pca_spectrum(Moments())
+    assert pca_spectrum(np.random.default_rng(0).standard_normal((5, 3))).effective_rank > 0

@@ -52,7 +52,7 @@ def db_option(f: F) -> F:
         "db_path",
         type=click.Path(dir_okay=False),
         default=None,
-        help="Results database (default: $REPSCOPE_HOME/results.db).",
+        help="Results database (default: $REPSCOPE_DB, else $REPSCOPE_HOME/results.db).",
     )
     @functools.wraps(f)
     def wrapper(*args: Any, db_path: str | None = None, **kwargs: Any) -> Any:
@@ -114,7 +114,8 @@ def labels_option(f: F) -> F:
     """``--labels``: a .npy or text file, or a metadata column of the store (required)."""
     return click.option(
         "--labels", required=True,
-        help="Labels: a .npy or text file (one per line), or a metadata column of the store.",
+        help="Labels: a .npy or text file (one per line), or a metadata column of the store "
+        "(./NAME: the file, column:NAME: the column, when a name could be both).",
     )(f)
 
 

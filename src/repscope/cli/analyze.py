@@ -53,11 +53,20 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
     path = check_exists(features, "features")
     feats = load_features(path, layers or None)
     model = model_name(path)
+    empty = [layer for layer, X in feats.items() if X.shape[0] == 0]
+    if empty:
+        from repscope.exceptions import RepscopeValueError
+
+        raise RepscopeValueError(
+            f"features in {path} have no samples (0 rows) in layer(s) {', '.join(empty)}; a "
+            "spectrum needs at least one input. Check that the file holds the features."
+        )
+    # every layer is analysed before the run opens, so bad input records nothing
+    spectra = {layer: pca_spectrum(X) for layer, X in feats.items()}
     out = []
     with settings().db() as db, db.run("analyze spectrum", {"features": str(path)}, model=model,
                                        dataset=dataset) as run_id:
-        for layer, X in feats.items():
-            s = pca_spectrum(X)
+        for layer, s in spectra.items():
             db.add_many(s.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id))
             out.append({"layer": layer, "effective_rank": s.effective_rank,
                         "participation_ratio": s.participation_ratio,

@@ -16,7 +16,7 @@ from repscope.cli._common import db_option, settings
 @db_option
 def report(out: str, run_id: str | None, latest: bool, title: str) -> None:
     """Render the results database (or one run) into a self-contained HTML report."""
-    from repscope.exceptions import RepscopeValueError
+    from repscope.exceptions import RepscopeValueError, UnknownNameError
     from repscope.report import render_report
 
     with settings().db() as db:
@@ -25,6 +25,15 @@ def report(out: str, run_id: str | None, latest: bool, title: str) -> None:
             if last is None:
                 raise RepscopeValueError("the results database has no runs yet; run an analysis first.")
             run_id = last.id
+        elif run_id is not None:
+            try:
+                db.get_run(run_id)
+            except UnknownNameError:
+                newest = tuple(r.id for r in db.runs(limit=5))
+                hint = (f"newest runs: {', '.join(newest)} (all: repscope results runs)"
+                        if newest else "the database has no runs yet")
+                raise UnknownNameError(f"unknown run {run_id!r} in {db.path}; {hint}.",
+                                       name=run_id, known=newest) from None
         path = render_report(db, out, title=title, run_id=run_id)
     click.echo(str(path))
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
+import numpy as np
 
 from repscope.cli._common import db_option, echo_json, json_option, print_table, settings
 from repscope.results import to_jsonable
@@ -21,6 +21,25 @@ def _short(values: dict, width: int = 60) -> str:
             parts.append(f"{k}=<array {tuple(shape)}>" if shape is not None else f"{k}=<{type(v).__name__}>")
     text = ", ".join(parts)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(v: Any) -> str:
+    """One value for a table cell: numbers to 4 significant digits, arrays and lists as a
+    summary, a dict as ``name=value`` pairs, a missing value as ``-``."""
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, str, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_cell(x)}" for k, x in v.items()) or "-"
+    shape = getattr(v, "shape", None)
+    if shape is not None:
+        return f"<array {'x'.join(str(int(s)) for s in shape) or 'scalar'}>"
+    if isinstance(v, (list, tuple)):
+        return f"[{len(v)} items]"
+    return f"<{type(v).__name__}>"
 
 
 filters = [
@@ -52,7 +71,7 @@ def list_(analysis, model, dataset, layer, run_id, limit: int, as_json: bool) ->
     """List records, newest first."""
     with settings().db() as db:
         recs = db.query(analysis=analysis, model=model, dataset=dataset, layer=layer,
-                        run_id=run_id, limit=limit)
+                        run_id=run_id, limit=limit, newest_first=True)
         if as_json:
             echo_json([r.to_dict() for r in recs])
             return
@@ -100,23 +119,26 @@ def runs(limit: int, as_json: bool) -> None:
 @click.argument("analysis")
 @click.option("--runs", "run_ids", multiple=True, required=True,
               help="Run ids to compare (repeat: --runs A --runs B).")
-@click.option("--key", default="layer", show_default=True, help="Field to align records on.")
+@click.option("--key", "keys", multiple=True, default=("model", "dataset", "layer"),
+              show_default=True,
+              help="Field(s) to align records on: model, dataset, layer or params.NAME (repeat).")
+@click.option("--value", default=None,
+              help="One entry of the values to compare (default: every scalar entry).")
 @db_option
 @json_option
-def compare(analysis: str, run_ids: tuple[str, ...], key: str, as_json: bool) -> None:
-    """Compare ANALYSIS across runs, side by side by KEY."""
+def compare(analysis: str, run_ids: tuple[str, ...], keys: tuple[str, ...], value: str | None,
+            as_json: bool) -> None:
+    """Compare ANALYSIS across runs, side by side by KEY (model, dataset and layer)."""
     with settings().db() as db:
-        rows = db.compare(analysis, key=key, runs=list(run_ids))
-    if as_json:
-        echo_json(rows)
-        return
-    data = [to_jsonable(r) for r in rows]
-    if not data:
-        click.echo("no records to compare")
-        return
-    headers = list(data[0].keys())
-    print_table([[json.dumps(r[h]) if isinstance(r[h], (dict, list)) else r[h] for h in headers]
-                 for r in data], headers)
+        rows = db.compare(analysis, key=list(keys), runs=list(run_ids), value=value)
+        if as_json:
+            echo_json(rows)
+            return
+        if not rows:
+            click.echo("no records to compare")
+            return
+        headers = list(rows[0].keys())
+        print_table([[_cell(r[h]) for h in headers] for r in rows], headers)
 
 
 @results.command()

@@ -4,7 +4,7 @@
 
     from repscope.db import Record, ResultsDB
 
-    db = ResultsDB()  # $REPSCOPE_HOME/results.db
+    db = ResultsDB()  # $REPSCOPE_DB, else $REPSCOPE_HOME/results.db
     with db.run("probe", {"C": 1.0}, model="m") as run_id:
         db.add(Record("separability", {"accuracy": 0.91}, model="m", layer="l3", run_id=run_id))
     db.query(analysis="separability", model="m")
@@ -14,11 +14,12 @@ The database is the source of truth that the CLI lists and compares and that
 """
 
 from repscope.db._arrays import ArrayStore
-from repscope.db._database import HOME_ENV, ResultsDB, default_db_path
+from repscope.db._database import DB_ENV, HOME_ENV, ResultsDB, default_db_path
 from repscope.db._records import Record, RecordLike, RunInfo, StoredRecord
 from repscope.db.migrations import MIGRATIONS, migrate
 
 __all__ = [
+    "DB_ENV",
     "HOME_ENV",
     "MIGRATIONS",
     "ArrayStore",

@@ -22,10 +22,12 @@ from repscope.db._records import Record, RunInfo, StoredRecord, now_iso, to_iso
 from repscope.db.migrations import MIGRATIONS, applied_migrations, migrate
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 
-__all__ = ["HOME_ENV", "ResultsDB", "default_db_path"]
+__all__ = ["DB_ENV", "HOME_ENV", "ResultsDB", "default_db_path"]
 
 #: Environment variable naming repscope's home folder (default ``~/.repscope``).
 HOME_ENV = "REPSCOPE_HOME"
+#: Environment variable naming the results database file (wins over ``$REPSCOPE_HOME``).
+DB_ENV = "REPSCOPE_DB"
 
 Filter = str | Sequence[str] | None
 Since = _dt.datetime | _dt.date | _dt.timedelta | str | None
@@ -38,7 +40,10 @@ _RECORD_COLUMNS = "id, analysis, model, dataset, layer, params, vals, run_id, cr
 
 
 def default_db_path() -> Path:
-    """``$REPSCOPE_HOME/results.db``, with ``REPSCOPE_HOME`` defaulting to ``~/.repscope``."""
+    """``$REPSCOPE_DB`` when set, else ``$REPSCOPE_HOME/results.db`` (home ``~/.repscope``)."""
+    env_db = os.environ.get(DB_ENV, "").strip()
+    if env_db:
+        return Path(env_db).expanduser()
     home = os.environ.get(HOME_ENV, "").strip() or "~/.repscope"
     return Path(home).expanduser() / "results.db"
 
@@ -60,7 +65,8 @@ class ResultsDB:
     ----------
     path : path-like, optional
         The database file (a directory means ``<dir>/results.db``). Default:
-        :func:`default_db_path` (``$REPSCOPE_HOME/results.db``).
+        :func:`default_db_path`: ``$REPSCOPE_DB`` when set, else ``$REPSCOPE_HOME/results.db``
+        (an explicit ``path`` wins over both).
     timeout : float, default=60.0
         Seconds a writer waits for another writer's lock before failing.
     inline_array_max : int, default=64

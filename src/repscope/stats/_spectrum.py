@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from repscope.exceptions import RepscopeValueError
 from repscope.results import RecordedResult, make_record
 from repscope.stats._moments import Moments
 
@@ -87,8 +88,18 @@ def pca_spectrum(X_or_moments: Any) -> PCASpectrumResult:
 
     Uses the ``d x d`` covariance accumulated in float64 and ``numpy.linalg.eigvalsh``; never
     an ``n x n`` matrix.
+
+    Raises
+    ------
+    RepscopeValueError
+        The features (or the Moments) hold no samples: a spectrum of nothing is not rank 0.
     """
     m = X_or_moments if isinstance(X_or_moments, Moments) else Moments().update(X_or_moments)
+    if m.n == 0:
+        shape = "" if isinstance(X_or_moments, Moments) else f" (shape {tuple(np.shape(X_or_moments))})"
+        raise RepscopeValueError(
+            f"pca_spectrum got no samples: 0 rows{shape}. Pass features of at least one input."
+        )
     cov = m.covariance() if m.n > 1 else np.zeros((m.n_features or 0,) * 2)
     lam = np.clip(np.linalg.eigvalsh(cov)[::-1], 0.0, None)
     total = lam.sum()
