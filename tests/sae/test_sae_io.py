@@ -14,9 +14,12 @@ import dataclasses
 import json
 import os
 import pickle
+import resource
 import shutil
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -741,3 +744,133 @@ def test_importing_repscope_sae_imports_neither_torch_nor_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- hostile files
+def _edit_cfg(d: Path, edit: Any) -> None:
+    cfg = json.loads((d / SAE_CFG_FILENAME).read_text())
+    edit(cfg)
+    (d / SAE_CFG_FILENAME).write_text(json.dumps(cfg))
+
+
+def _small_repscope_save(path: Path, name: str = "relu") -> Path:
+    sae, _ = _trained_like(name, "none")
+    save_sae(sae, path)
+    return path
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("d_sae", [10**8, 10**12])
+@pytest.mark.parametrize("layout", ["repscope", "saelens"])
+def test_a_config_width_the_weights_lack_fails_fast_without_allocating(tmp_path, layout, d_sae):
+    """cfg.json's d_sae is compared with the safetensors header before anything is built: a
+    1 KB file claiming 10**8 latents cost 59 s and 6.9 GB, and 10**12 died in the allocator."""
+    if layout == "repscope":
+        d = _small_repscope_save(tmp_path / "s")
+
+        def edit(cfg: dict[str, Any]) -> None:
+            cfg["d_sae"] = d_sae
+            cfg["metadata"]["repscope"]["config"]["d_sae"] = d_sae
+
+    else:
+        cfg0, w = random_saelens("standard", d_in=8, d_sae=32)
+        d = write_saelens(tmp_path / "s", cfg0, w)
+
+        def edit(cfg: dict[str, Any]) -> None:
+            cfg["d_sae"] = d_sae
+
+    _edit_cfg(d, edit)
+    before, start = _peak_rss_mib(), time.perf_counter()
+    with pytest.raises(RepscopeValueError) as err:
+        load_sae(d)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0
+    assert _peak_rss_mib() - before < 256
+    msg = str(err.value)
+    assert "'W_enc'" in msg and "(8, 32)" in msg and f"(8, {d_sae})" in msg
+    assert SAE_WEIGHTS_FILENAME in msg
+
+
+def test_a_header_declaring_more_bytes_than_the_file_holds_is_refused(tmp_path):
+    cfg0, w = random_saelens("standard", d_in=8, d_sae=32)
+    d = write_saelens(tmp_path / "s", cfg0, w)
+    _edit_cfg(d, lambda cfg: cfg.update(d_sae=10**12))
+    header = {
+        name: {"dtype": "F32", "shape": shape, "data_offsets": [0, 4 * 8 * 10**12]}
+        for name, shape in [("W_enc", [8, 10**12])]
+    }
+    raw = json.dumps(header).encode()
+    (d / SAE_WEIGHTS_FILENAME).write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+    start = time.perf_counter()
+    with pytest.raises(RepscopeValueError, match="not a readable safetensors file"):
+        load_sae(d)
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("d_sae", 64), ("d_in", 16), ("k", 7), ("dtype", "float64"), ("architecture", "standard")],
+)
+def test_top_level_fields_contradicting_the_repscope_metadata_are_refused(tmp_path, field, value):
+    d = _small_repscope_save(tmp_path / "s", "topk")
+    cfg = json.loads((d / SAE_CFG_FILENAME).read_text())
+    was = cfg[field]
+    _edit_cfg(d, lambda c: c.update({field: value}))
+    with pytest.raises(RepscopeValueError) as err:
+        load_sae(d)
+    msg = str(err.value)
+    assert f"field {field!r} is {value!r}" in msg
+    where = "architecture" if field == "architecture" else f"config.{field}"
+    assert f"metadata.repscope.{where}" in msg and repr(was) in msg
+
+
+def test_tensor_dtypes_must_match_the_config(tmp_path):
+    d = _small_repscope_save(tmp_path / "s")
+    w = load_file(str(d / SAE_WEIGHTS_FILENAME))
+    save_file({**w, "W_dec": w["W_dec"].double()}, str(d / SAE_WEIGHTS_FILENAME))
+    with pytest.raises(RepscopeValueError) as err:
+        load_sae(d)
+    msg = str(err.value)
+    assert "'W_dec'" in msg and "F64" in msg and "F32" in msg and "float32" in msg
+    # a SAELens file: any floating dtype (cast to cfg.json's dtype, as SAELens does), no ints
+    cfg0, w0 = random_saelens("standard", d_in=8, d_sae=32)
+    d = write_saelens(tmp_path / "l", cfg0, {**w0, "W_dec": w0["W_dec"].double()})
+    assert load_sae(d).W_dec.dtype == torch.float32
+    write_saelens(d, cfg0, {**w0, "b_dec": w0["b_dec"].round().to(torch.int32)})
+    with pytest.raises(RepscopeValueError, match=r"'b_dec'.*I32"):
+        load_sae(d)
+
+
+def _with_nan(w: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    t = w[name].clone()
+    t.view(-1)[3] = float("nan")
+    t.view(-1)[5] = float("inf")
+    return {**w, name: t}
+
+
+@pytest.mark.parametrize("source", ["repscope", "saelens", "sparsify", "dictionary_learning"])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, source):
+    if source == "repscope":
+        d = _small_repscope_save(tmp_path / "s")
+        w = load_file(str(d / SAE_WEIGHTS_FILENAME))
+        save_file(_with_nan(w, "W_dec"), str(d / SAE_WEIGHTS_FILENAME))
+        name, load = "W_dec", load_sae
+    elif source == "saelens":
+        cfg0, w0 = random_saelens("jumprelu")
+        d = write_saelens(tmp_path / "l", cfg0, _with_nan(w0, "threshold"))
+        name, load = "threshold", load_sae
+    elif source == "sparsify":
+        cfg1, w1 = sparsify_checkpoint()
+        d = write_sparsify(tmp_path / "sp", cfg1, _with_nan(w1, "encoder.weight"))
+        name, load = "encoder.weight", load_sparsify
+    else:
+        state, cfg2 = dl_relu_checkpoint()
+        d = write_dictionary_learning(tmp_path / "dl", _with_nan(state, "decoder.weight"), cfg2)
+        name, load = "decoder.weight", load_dictionary_learning
+    with pytest.raises(RepscopeValueError) as err:
+        load(d)
+    msg = str(err.value)
+    assert repr(name) in msg and "2 non-finite" in msg

@@ -35,9 +35,12 @@ from repscope.sae.archs._base import SparseAutoencoder
 from repscope.sae.io._saelens import (
     build_sae,
     check_expected_d_in,
+    check_finite,
+    check_float_dtypes,
     check_tensor_shapes,
     read_json,
     read_safetensors,
+    read_safetensors_header,
 )
 
 __all__ = ["load_dictionary_learning", "load_sparsify"]
@@ -186,17 +189,18 @@ def load_sparsify(
             f"sparsify config {str(cfg_file)!r}: {', '.join(unsupported)} not supported; only "
             f"TopK sparse autoencoders load as repscope SAEs."
         )
-    tensors = read_safetensors(weights_file)
+    # the header is checked against cfg.json before a tensor is read
+    header = read_safetensors_header(weights_file)
     needed = ("encoder.weight", "encoder.bias", "W_dec", "b_dec")
-    missing = [n for n in needed if n not in tensors]
-    extra = sorted(set(tensors) - set(needed))
+    missing = [n for n in needed if n not in header]
+    extra = sorted(set(header) - set(needed))
     if missing or extra:
         raise RepscopeValueError(
             f"sparsify weights {str(weights_file)!r}: missing tensors {missing}, unexpected "
             f"tensors {extra} (a TopK sparse coder holds {list(needed)})."
         )
     check_tensor_shapes(
-        tensors,
+        header,
         {
             "encoder.weight": (d_sae, d_in),
             "encoder.bias": (d_sae,),
@@ -206,6 +210,9 @@ def load_sparsify(
         file=weights_file,
         source=f"cfg.json's d_in={d_in} and num_latents={d_sae}",
     )
+    check_float_dtypes(header, file=weights_file)
+    tensors = read_safetensors(weights_file)
+    check_finite(tensors, file=weights_file)
     state = {
         "W_enc": tensors["encoder.weight"].T.contiguous(),
         "b_enc": tensors["encoder.bias"],
@@ -251,6 +258,10 @@ _DL_TENSORS: dict[str, tuple[str, ...]] = {
         "r_mag",
     ),
 }
+
+
+#: dictionary_learning buffers that hold integers (TopK's ``k``, Matryoshka's ``group_sizes``).
+_DL_INTEGER_BUFFERS = frozenset({"k", "group_sizes"})
 
 
 def _dl_files(path: Path) -> tuple[Path, Path | None]:
@@ -353,6 +364,14 @@ def load_dictionary_learning(
     trainer: Mapping[str, Any] = raw_trainer if isinstance(raw_trainer, Mapping) else {}
     state = _read_state(weights)
     cls = _dl_class(state, trainer, weights)
+    for name, t in state.items():
+        integer = name in _DL_INTEGER_BUFFERS and not t.is_complex() and t.dtype != torch.bool
+        if not (t.is_floating_point() or integer):
+            raise RepscopeValueError(
+                f"SAE file {str(weights)!r}: tensor {name!r} is stored as {t.dtype}, but SAE "
+                f"weights must be floating point."
+            )
+    check_finite(state, file=weights)
     needed = _DL_TENSORS[cls]
     missing = [n for n in needed if n not in state]
     extra = sorted(set(state) - set(needed))

@@ -41,6 +41,11 @@ SAELens ``architecture``             repscope SAE
 
 The loaded SAE's :meth:`~repscope.sae.SparseAutoencoder.forward` equals SAELens's forward for
 the same file. Only JSON and safetensors are read: nothing is unpickled.
+
+Loading checks before it allocates: the safetensors header (names, dtypes, shapes; the file
+must hold every byte it declares) is compared with ``cfg.json`` before any tensor is read or
+any module is built, so a config that claims more latents than the file holds fails at once.
+Top-level fields that contradict ``metadata["repscope"]`` and non-finite weights are refused.
 """
 
 from __future__ import annotations
@@ -53,10 +58,10 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -118,15 +123,37 @@ _DTYPE_NAMES = {
 }
 
 
+#: safetensors dtype code -> torch dtype, for the codes an SAE file may hold.
+_CODES: dict[str, torch.dtype] = {
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "BOOL": torch.bool,
+}
+_CODE_OF = {dtype: code for code, dtype in _CODES.items()}
+#: The floating-point codes: weights are cast to the config's dtype on load, as SAELens does.
+FLOAT_CODES = frozenset({"F16", "BF16", "F32", "F64"})
+
+
+class TensorInfo(NamedTuple):
+    """One tensor as a safetensors header describes it: dtype code (``"F32"``) and shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
-def _shape(t: Tensor) -> tuple[int, ...]:
+def _shape(t: Tensor | TensorInfo) -> tuple[int, ...]:
     return tuple(int(s) for s in t.shape)
 
 
 def check_tensor_shapes(
-    tensors: Mapping[str, Tensor],
+    tensors: Mapping[str, Tensor] | Mapping[str, TensorInfo],
     expected: Mapping[str, tuple[int, ...]],
     *,
     file: Path | str,
@@ -227,14 +254,114 @@ def read_json(file: Path) -> dict[str, Any]:
     return data
 
 
+def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
+    """Name -> :class:`TensorInfo` of every tensor in a safetensors file, from its header alone.
+
+    Nothing is allocated: the file is memory-mapped and only its header is parsed. safetensors
+    checks that the header is well formed and that the file holds exactly the bytes it declares,
+    so the shapes returned are bounded by the file's size.
+    """
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            out: dict[str, TensorInfo] = {}
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                view = f.get_slice(name)
+                out[str(name)] = TensorInfo(str(view.get_dtype()), tuple(view.get_shape()))
+            return out
+    except (SafetensorError, OSError) as err:
+        raise RepscopeValueError(
+            f"SAE weights {str(file)!r} are not a readable safetensors file: {err}."
+        ) from None
+
+
+def check_float_dtypes(
+    header: Mapping[str, TensorInfo], *, file: Path | str, allowed: Mapping[str, str] | None = None
+) -> None:
+    """Every tensor of ``header`` must be floating point (``allowed`` maps the names of
+    non-floating tensors to the one code each may have); a :class:`RepscopeValueError` names
+    the file, the tensor and its dtype."""
+    for name, info in header.items():
+        ok = info.dtype in FLOAT_CODES or (allowed or {}).get(name) == info.dtype
+        if not ok:
+            raise RepscopeValueError(
+                f"SAE file {str(file)!r}: tensor {name!r} is stored as {info.dtype}, but SAE "
+                f"weights must be floating point (one of {sorted(FLOAT_CODES)})."
+            )
+
+
+def check_header(
+    header: Mapping[str, TensorInfo],
+    expected: Mapping[str, TensorInfo],
+    *,
+    file: Path | str,
+    source: str,
+) -> None:
+    """``header`` must hold exactly the tensors of ``expected``, with the same shapes and dtypes
+    (``source`` says where the expectation comes from)."""
+    missing = [n for n in expected if n not in header]
+    extra = sorted(set(header) - set(expected))
+    if missing or extra:
+        raise RepscopeValueError(
+            f"SAE file {str(file)!r} does not hold the tensors {source} make: missing "
+            f"{missing}, unexpected {extra} (expected {list(expected)})."
+        )
+    check_tensor_shapes(header, {n: e.shape for n, e in expected.items()}, file=file, source=source)
+    for name, want in expected.items():
+        got = header[name].dtype
+        if got != want.dtype:
+            raise RepscopeValueError(
+                f"SAE file {str(file)!r}: tensor {name!r} is stored as {got}, but {source} make "
+                f"it {want.dtype}. The weights do not belong to this config."
+            )
+
+
 def read_safetensors(file: Path) -> dict[str, Tensor]:
-    """All tensors of a safetensors file, on the CPU."""
+    """All tensors of a safetensors file, on the CPU (check its header first)."""
     try:
         return dict(load_file(str(file), device="cpu"))
     except (SafetensorError, OSError) as err:
         raise RepscopeValueError(
             f"SAE weights {str(file)!r} are not a readable safetensors file: {err}."
         ) from None
+
+
+def check_finite(tensors: Mapping[str, Tensor], *, file: Path | str) -> None:
+    """Refuse a checkpoint with NaN or infinite weights, naming the first such tensor."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        bad = int(t.numel() - torch.isfinite(t).sum())
+        if bad:
+            raise RepscopeValueError(
+                f"SAE file {str(file)!r}: tensor {name!r} holds {bad} non-finite value(s) "
+                f"(NaN or inf) of {t.numel()}; the checkpoint is corrupt or its training "
+                f"diverged, so it is not loaded."
+            )
+
+
+def _make_config(
+    architecture: str, config: Mapping[str, Any]
+) -> tuple[type[SparseAutoencoder], Any]:
+    cls = architectures.get(architecture)
+    cfg_cls = cls.config_class
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    return cls, cfg_cls(**{k: v for k, v in config.items() if k in names})
+
+
+def expected_tensors(architecture: str, config: Mapping[str, Any]) -> dict[str, TensorInfo] | None:
+    """Name -> :class:`TensorInfo` of what :func:`save_sae` writes for ``architecture`` with
+    ``config`` (``normalize_activations="none"``), without allocating: the SAE is built on
+    PyTorch's ``meta`` device. None when the architecture cannot be built there."""
+    cls, cfg = _make_config(architecture, config)
+    try:
+        with torch.device("meta"):
+            state = cls(cfg).folded_state_dict()
+    except (RuntimeError, NotImplementedError):
+        return None
+    return {
+        name: TensorInfo(_CODE_OF.get(t.dtype, str(t.dtype)), _shape(t))
+        for name, t in state.items()
+    }
 
 
 def build_sae(
@@ -251,18 +378,16 @@ def build_sae(
     stay at "none") and every tensor of ``state`` must be used; otherwise a
     :class:`RepscopeValueError` names ``file`` and the tensors.
     """
-    cls = architectures.get(architecture)
-    cfg_cls = cls.config_class
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    cfg = cfg_cls(**{k: v for k, v in config.items() if k in names})
-    sae = cls(cfg)
+    cls, cfg = _make_config(architecture, config)
     expected = {
         "W_enc": (cfg.d_in, cfg.d_sae),
         "b_enc": (cfg.d_sae,),
         "W_dec": (cfg.d_sae, cfg.d_in),
         "b_dec": (cfg.d_in,),
     }
+    # before the SAE is built: its parameters then take no more memory than the weights
     check_tensor_shapes(state, expected, file=file, source=f"d_in={cfg.d_in}, d_sae={cfg.d_sae}")
+    sae = cls(cfg)
     own = dict(sae.state_dict())
     for name, t in state.items():
         ref = own.get(name)
@@ -489,9 +614,24 @@ def _fold_decoder_norms(state: dict[str, Tensor], *, biases: tuple[str, ...]) ->
         state[b] = (state[b].to(torch.float64) * norms).to(state[b].dtype)
 
 
-def _from_saelens(
-    raw_cfg: Mapping[str, Any], tensors: dict[str, Tensor], *, cfg_file: Path, weights_file: Path
-) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
+class _SaelensLayout(NamedTuple):
+    """A SAELens ``cfg.json`` checked against its weights' header."""
+
+    cfg: dict[str, Any]
+    arch: str
+    d_in: int
+    d_sae: int
+
+
+def _check_saelens(
+    raw_cfg: Mapping[str, Any],
+    header: Mapping[str, TensorInfo],
+    *,
+    cfg_file: Path,
+    weights_file: Path,
+) -> _SaelensLayout:
+    """Validate a SAELens config and compare the header's tensors with it (names, shapes,
+    floating dtypes) before any tensor is read."""
     cfg = upgrade_saelens_config(raw_cfg, file=cfg_file)
     arch = cfg.get("architecture")
     if arch not in SAELENS_ARCHITECTURES:
@@ -520,45 +660,57 @@ def _from_saelens(
         raise RepscopeValueError(
             f"SAE config {str(cfg_file)!r}: unknown normalize_activations {norm!r}."
         )
-    state = dict(tensors)
-    # Pre-6.0 finetuning scaling factor: codes were multiplied by it before decoding.
-    for key in ("scaling_factor", "finetuning_scaling_factor"):
-        if key in state:
-            sf = state.pop(key)
-            if _shape(sf) != (d_sae,):
-                raise RepscopeValueError(
-                    f"SAE file {str(weights_file)!r}: tensor {key!r} has shape {_shape(sf)}, "
-                    f"but cfg.json's d_sae={d_sae} makes it ({d_sae},)."
-                )
-            if not torch.all(sf == 1):
-                w = state["W_dec"]
-                state["W_dec"] = (w.to(torch.float64) * sf.to(torch.float64)[:, None]).to(w.dtype)
-    if arch == "jumprelu" and "log_threshold" in state and "threshold" not in state:
-        state["threshold"] = torch.exp(state.pop("log_threshold"))
+    # Pre-6.0 files: a finetuning scaling factor, and JumpReLU's log_threshold.
+    optional = [k for k in ("scaling_factor", "finetuning_scaling_factor") if k in header]
+    names = set(header) - set(optional)
+    if arch == "jumprelu" and "log_threshold" in names and "threshold" not in names:
+        names = (names - {"log_threshold"}) | {"threshold"}
     needed = _SAELENS_TENSORS[arch]
-    missing = [n for n in needed if n not in state]
-    extra = sorted(set(state) - set(needed))
+    missing = [n for n in needed if n not in names]
+    extra = sorted(names - set(needed))
     if missing or extra:
         raise RepscopeValueError(
             f"SAE file {str(weights_file)!r} does not hold the tensors of a SAELens {arch!r} "
             f"SAE: missing {missing}, unexpected {extra} (expected {list(needed)})."
         )
+    source = f"cfg.json's d_in={d_in}, d_sae={d_sae}"
     check_tensor_shapes(
-        state,
+        header,
         {
             "W_enc": (d_in, d_sae),
             "b_enc": (d_sae,),
             "W_dec": (d_sae, d_in),
             "b_dec": (d_in,),
             "threshold": (d_sae,),
+            "log_threshold": (d_sae,),
             "b_gate": (d_sae,),
             "r_mag": (d_sae,),
             "b_mag": (d_sae,),
             "topk_threshold": (),
+            **{k: (d_sae,) for k in optional},
         },
         file=weights_file,
-        source=f"cfg.json's d_in={d_in}, d_sae={d_sae}",
+        source=source,
     )
+    check_float_dtypes(header, file=weights_file)
+    return _SaelensLayout(cfg, str(arch), d_in, d_sae)
+
+
+def _from_saelens(
+    layout: _SaelensLayout, tensors: dict[str, Tensor], *, cfg_file: Path
+) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
+    """The repscope architecture, config and state of a checked SAELens file."""
+    cfg, arch, d_in, d_sae = layout
+    state = dict(tensors)
+    # Pre-6.0 finetuning scaling factor: codes were multiplied by it before decoding.
+    for key in ("scaling_factor", "finetuning_scaling_factor"):
+        if key in state:
+            sf = state.pop(key)
+            if not torch.all(sf == 1):
+                w = state["W_dec"]
+                state["W_dec"] = (w.to(torch.float64) * sf.to(torch.float64)[:, None]).to(w.dtype)
+    if arch == "jumprelu" and "log_threshold" in state and "threshold" not in state:
+        state["threshold"] = torch.exp(state.pop("log_threshold"))
     ours = SAELENS_ARCHITECTURES[arch]
     config: dict[str, Any] = {
         "d_in": d_in,
@@ -584,6 +736,40 @@ def _from_saelens(
             _fold_decoder_norms(state, biases=("b_enc",))
         state["threshold"] = thr.clamp_min(0).expand(d_sae).to(state["b_enc"].dtype).clone()
     return ours, config, state
+
+
+def _check_repscope_config(
+    raw: Mapping[str, Any], ours: Mapping[str, Any], *, file: Path
+) -> tuple[str, dict[str, Any]]:
+    """The architecture and config of ``metadata["repscope"]``, after checking that the
+    top-level fields repeating them agree (a :class:`RepscopeValueError` names both)."""
+    arch = str(ours["architecture"])
+    if not isinstance(ours["config"], Mapping):
+        raise RepscopeValueError(
+            f"SAE config {str(file)!r}: metadata.repscope.config must be a JSON object. Got "
+            f"{type(ours['config']).__name__} instead."
+        )
+    config = dict(ours["config"])
+    written = _TO_SAELENS.get(arch, arch)
+    if "architecture" in raw and raw["architecture"] != written:
+        raise RepscopeValueError(
+            f"SAE config {str(file)!r}: field 'architecture' is {raw['architecture']!r} but "
+            f"metadata.repscope.architecture is {arch!r} (written as {written!r}); the file was "
+            f"edited inconsistently."
+        )
+    for key, value in config.items():
+        if key in _SHADOWED_FIELDS or key not in raw:
+            continue
+        if raw[key] != _json_safe(value):
+            raise RepscopeValueError(
+                f"SAE config {str(file)!r}: field {key!r} is {raw[key]!r} but "
+                f"metadata.repscope.config.{key} is {value!r}; the file was edited "
+                f"inconsistently."
+            )
+    _as_int(config.get("d_in"), field="metadata.repscope.config.d_in", file=file)
+    _as_int(config.get("d_sae"), field="metadata.repscope.config.d_sae", file=file)
+    config["normalize_activations"] = "none"
+    return arch, config
 
 
 def load_sae(
@@ -616,31 +802,37 @@ def load_sae(
     DataNotFoundError
         The directory or one of its two files is missing.
     RepscopeValueError
-        Unreadable files, an unsupported architecture or normaliser, tensors whose shapes do
-        not match ``d_in``/``d_sae``, or ``d_in != expected_d_in`` (the message names the file,
-        the field, what was expected and what was found).
+        Unreadable files, an unsupported architecture or normaliser, tensors whose shapes or
+        dtypes do not match the config (checked on the safetensors header, before anything is
+        allocated), top-level fields that contradict ``metadata["repscope"]``, NaN or infinite
+        weights, or ``d_in != expected_d_in`` (the message names the file, the field or
+        tensor, what was expected and what was found).
     """
     root = _sae_dir(path)
     cfg_file = _require(root / SAE_CFG_FILENAME, "SAE config")
     weights_file = _require(root / SAE_WEIGHTS_FILENAME, "SAE weights")
     raw = read_json(cfg_file)
-    tensors = read_safetensors(weights_file)
+    # Everything is checked against the header before a tensor is read or a module is built.
+    header = read_safetensors_header(weights_file)
     meta = raw.get("metadata")
     ours = meta.get("repscope") if isinstance(meta, Mapping) else None
     if isinstance(ours, Mapping) and "architecture" in ours and "config" in ours:
-        config = dict(ours["config"])
-        d_in = _as_int(config.get("d_in"), field="metadata.repscope.config.d_in", file=cfg_file)
-        file_d_in = raw.get("d_in", d_in)
-        if file_d_in != d_in:
-            raise RepscopeValueError(
-                f"SAE config {str(cfg_file)!r}: field 'd_in' is {file_d_in!r} but "
-                f"metadata.repscope.config.d_in is {d_in}; the file was edited inconsistently."
-            )
+        arch, config = _check_repscope_config(raw, ours, file=cfg_file)
+        d_in, d_sae = int(config["d_in"]), int(config["d_sae"])
+        source = f"cfg.json's d_in={d_in}, d_sae={d_sae}, dtype={config.get('dtype')!r}"
+        # the shapes that scale with the config first, then (allocation-free) everything
+        core = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
+        check_tensor_shapes(header, core, file=weights_file, source=source)
         check_expected_d_in(d_in, expected_d_in, file=cfg_file)
-        config["normalize_activations"] = "none"
-        return build_sae(
-            str(ours["architecture"]), config, tensors, file=weights_file, device=device
-        )
-    arch, config, state = _from_saelens(raw, tensors, cfg_file=cfg_file, weights_file=weights_file)
-    check_expected_d_in(int(config["d_in"]), expected_d_in, file=cfg_file)
+        expected = expected_tensors(arch, config)
+        if expected is not None:
+            check_header(header, expected, file=weights_file, source=f"{arch!r} with {source}")
+        tensors = read_safetensors(weights_file)
+        check_finite(tensors, file=weights_file)
+        return build_sae(arch, config, tensors, file=weights_file, device=device)
+    layout = _check_saelens(raw, header, cfg_file=cfg_file, weights_file=weights_file)
+    check_expected_d_in(layout.d_in, expected_d_in, file=cfg_file)
+    tensors = read_safetensors(weights_file)
+    check_finite(tensors, file=weights_file)
+    arch, config, state = _from_saelens(layout, tensors, cfg_file=cfg_file)
     return build_sae(arch, config, state, file=weights_file, device=device)
