@@ -63,6 +63,29 @@ def test_small_demo_records_every_layer(demo_run):
     assert len(layer_map.values["rows"]) + len(layer_map.values["cols"]) == count["pca_spectrum"]
 
 
+def test_readme_screenshot_shows_the_demo_of_today(demo_run):
+    """The screenshot's sidecar (written by scripts/update_screenshot.py from the full demo)
+    lists the sections a freshly rendered demo report has: a stale screenshot fails here."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import repscope
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("update_screenshot",
+                                                  root / "scripts" / "update_screenshot.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    sidecar = json.loads((root / "docs" / "report-screenshot.json").read_text())
+    html = (demo_run[0] / "report.html").read_text()
+    assert sidecar["sections"] == script.section_titles(html), (
+        "docs/report-screenshot.png is stale: run scripts/update_screenshot.py")
+    assert sidecar["version"] == repscope.__version__
+    assert (root / "docs" / "report-screenshot.png").stat().st_size > 50_000
+
+
 def _section(html: str, section_id: str) -> str:
     start = html.index(f'<section id="{section_id}"')
     return html[start:html.index("</section>", start)]
