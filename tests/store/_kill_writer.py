@@ -3,7 +3,8 @@
 ``python _kill_writer.py ROOT MODE SIGNAL_FILE`` appends the dataset of :func:`make_dataset` to
 the store at ROOT in chunks of :data:`CHUNK` samples, continuing from ``store.n_samples``:
 
-* ``loop``: sleeps a little after each chunk so that the test can SIGKILL it between chunks.
+* ``loop``: after :data:`PAUSE_CHUNK` complete chunks, between two appends, it touches
+  SIGNAL_FILE and sleeps (to be killed between chunks; no race with the test's polling).
 * ``pause-commit``: on chunk :data:`PAUSE_CHUNK`, every shard is in place but the manifest is
   not yet updated; it touches SIGNAL_FILE and sleeps (to be killed there).
 * ``pause-shard``: while writing the second layer's shard of chunk :data:`PAUSE_CHUNK`, it
@@ -41,8 +42,9 @@ def make_dataset(n: int = N_SAMPLES, seed: int = 1234) -> dict[str, Any]:
     }
 
 
-def append_rest(store: Any, data: dict[str, Any], sleep: float = 0.0) -> None:
-    """Append samples ``store.n_samples:`` of ``data`` in chunks of CHUNK."""
+def append_rest(store: Any, data: dict[str, Any], pause: Path | None = None) -> None:
+    """Append samples ``store.n_samples:`` of ``data`` in chunks of CHUNK; with ``pause``,
+    stop for the kill (see :func:`_pause`) once PAUSE_CHUNK chunks are complete."""
     n = len(data["label"])
     while store.n_samples < n:
         a = store.n_samples
@@ -51,8 +53,8 @@ def append_rest(store: Any, data: dict[str, Any], sleep: float = 0.0) -> None:
             {DENSE: data[DENSE][a:b], RAGGED: data[RAGGED][a:b]},
             metadata={k: data[k][a:b] for k in ("label", "text", "score")},
         )
-        if sleep:
-            time.sleep(sleep)
+        if pause is not None and store.n_samples == PAUSE_CHUNK * CHUNK:
+            _pause(pause)
 
 
 def _pause(signal_file: Path) -> None:
@@ -93,7 +95,7 @@ def main(root: str, mode: str, signal_file: str) -> None:
 
         st_mod.atomic_write = write  # type: ignore[assignment]
     store = FeatureStore.create(root, MODEL_ID, attrs={"seed": 1234}, exist_ok=True)
-    append_rest(store, make_dataset(), sleep=0.1 if mode == "loop" else 0.0)
+    append_rest(store, make_dataset(), pause=sig if mode == "loop" else None)
 
 
 if __name__ == "__main__":
