@@ -21,10 +21,10 @@ CHUNK = 48  # _resume_child.CHUNK
 LAYERS = ["0", "1", "4"]
 
 
-def _child(store: Path, data: Path, seconds: float) -> subprocess.Popen[bytes]:
+def _child(store: Path, data: Path, signal: Path | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, str(CHILD), str(store), str(data), str(seconds)],
+        [sys.executable, str(CHILD), str(store), str(data), *([str(signal)] if signal else [])],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -36,22 +36,17 @@ def _finish(proc: subprocess.Popen[bytes]) -> None:
     assert proc.returncode == 0, err.decode()
 
 
-def _n_samples(path: Path) -> int:
-    try:
-        return FeatureStore.open(path).n_samples
-    except (OSError, ValueError):  # not created yet
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkilled_extraction_resumes_to_the_uninterrupted_result(tmp_path, mnist) -> None:
     ref_path, path, data = tmp_path / "ref", tmp_path / "killed", tmp_path / "mnist.npz"
     np.savez(data, X=mnist[0][:N], y=mnist[1][:N])
-    ref = _child(ref_path, data, 0.0)
-    victim = _child(path, data, 0.05)  # 30 batches x 50 ms: long enough to be caught mid-run
+    ref = _child(ref_path, data)
+    paused = tmp_path / "paused"
+    victim = _child(path, data, paused)  # stops after its first chunk, waiting to be killed
     try:
-        deadline = time.monotonic() + 60
-        while _n_samples(path) < CHUNK and victim.poll() is None:
+        deadline = time.monotonic() + 120  # a hang guard, not a timing assumption
+        while not paused.exists():
+            assert victim.poll() is None, victim.communicate()[1].decode()
             assert time.monotonic() < deadline, "the child never wrote a chunk"
             time.sleep(0.01)
         victim.send_signal(signal.SIGKILL)
@@ -62,10 +57,9 @@ def test_sigkilled_extraction_resumes_to_the_uninterrupted_result(tmp_path, mnis
     _finish(ref)
     killed_at = FeatureStore.open(path).n_samples
     assert victim.returncode == -signal.SIGKILL
-    assert 0 < killed_at < N
-    assert killed_at % CHUNK == 0
+    assert killed_at == CHUNK  # killed mid-run, right after its first complete chunk
 
-    _finish(_child(path, data, 0.0))  # resume
+    _finish(_child(path, data))  # resume
     a, b = FeatureStore.open(path, verify="full"), FeatureStore.open(ref_path, verify="full")
     assert a.n_samples == b.n_samples == N
     assert a.layers == b.layers == LAYERS
