@@ -98,7 +98,9 @@ def run_distributed(
     fn : callable
         A module-level function (it is pickled by reference and imported again in each rank,
         so not a lambda, a local function or a function of ``__main__``), called as
-        ``fn(rank, world_size, *args)``. Its return value must be picklable.
+        ``fn(rank, world_size, *args)``. Its return value must be picklable. With
+        ``world_size > 1`` the ranks leave without interpreter finalization (gloo's threads
+        can abort it), so ``fn`` closes the files it writes.
     *args
         Picklable arguments (arrays, tensors, paths), sent to every rank.
     world_size : int, default=2
@@ -198,6 +200,9 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], errs: list[Any], timeout: fl
 
 def _rank_main(argv: list[str]) -> None:
     """One rank of :func:`run_distributed` (runs in the child interpreter)."""
+    import faulthandler
+
+    faulthandler.enable()  # a hard crash (abort, segfault) still leaves a Python traceback
     payload_file, rank_arg, result_file = argv
     rank = int(rank_arg)
     with open(payload_file, "rb") as f:
@@ -212,14 +217,21 @@ def _rank_main(argv: list[str]) -> None:
 
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{payload['port']}",
                                 rank=rank, world_size=world_size)
-    try:
-        result = fn(rank, world_size, *args)
-    finally:
-        if dist is not None and dist.is_initialized():
-            dist.destroy_process_group()
+    result = fn(rank, world_size, *args)
+    if dist is not None:
+        # every rank is done before any tears down: gloo aborts a rank whose peer closed the
+        # connection under it ("terminate called without an active exception")
+        dist.barrier()
+        dist.destroy_process_group()
     part = Path(result_file + ".part")
     part.write_bytes(pickle.dumps(result))
     part.replace(result_file)
+    if dist is not None:
+        # gloo's worker threads can still abort the interpreter while it finalizes, after the
+        # work is done and written: leave without finalizing
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def demo_context(
