@@ -2,7 +2,8 @@
 
 Every error repscope raises for bad input or a bad state is a :class:`RepscopeError`, and each
 subclass is also the built-in exception a user would naturally catch (``ValueError``,
-``KeyError``, ``TypeError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
+``KeyError``, ``TypeError``, ``FileNotFoundError``, ``MemoryError``), so ``except ValueError``
+keeps working.
 Messages name the argument, what was expected, what came, and how to fix it.
 """
 
@@ -12,6 +13,7 @@ __all__ = [
     "BackendMismatchError",
     "CorruptStoreError",
     "DataNotFoundError",
+    "InsufficientMemoryError",
     "NotFittedError",  # noqa: F822 - provided lazily by __getattr__
     "RepscopeError",
     "RepscopeTypeError",
@@ -71,3 +73,8 @@ class DataNotFoundError(RepscopeError, FileNotFoundError):
 
 class CorruptStoreError(RepscopeError, ValueError):
     """A stored file is truncated, tampered with or unreadable; the message names the file."""
+
+
+class InsufficientMemoryError(RepscopeError, MemoryError):
+    """A computation would need more memory than the machine has available; raised before
+    allocating, with the estimate and a way to shrink the problem (a subset, PCA first)."""

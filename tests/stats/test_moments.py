@@ -257,3 +257,23 @@ def test_pca_spectrum_of_no_samples_is_refused():
     with pytest.raises(RepscopeValueError, match="no samples"):
         pca_spectrum(Moments())
     assert pca_spectrum(np.random.default_rng(0).standard_normal((5, 3))).effective_rank > 0
+
+
+def test_second_moments_that_cannot_fit_are_refused_before_allocating(monkeypatch):
+    """d = 200,000 needs ~600 GiB of d x d float64 matrices: refused with the estimate and a
+    way out, instead of a MemoryError (or the OOM killer) from inside numpy."""
+    from repscope.exceptions import InsufficientMemoryError
+
+    with pytest.raises(InsufficientMemoryError, match=r"200000 x 200000\).*GiB.*PCA") as err:
+        Moments().update(np.zeros((3, 200_000), dtype=np.float32))
+    assert isinstance(err.value, MemoryError) and isinstance(err.value, RepscopeError)
+    monkeypatch.setattr("repscope._memory.available_memory", lambda: 10**6)
+    with pytest.raises(InsufficientMemoryError, match=r"1000 x 1000\) need 15\.3 MiB.*976\.6 KiB"):
+        Moments().update(np.zeros((3, 1000)))
+    with pytest.raises(InsufficientMemoryError, match=r"300 x 40 with the targets"):
+        Moments().update(np.zeros((3, 300)), np.zeros((3, 40)))
+    assert Moments().update(np.zeros((3, 100))).n == 3  # 160 KB fits
+    with pytest.raises(InsufficientMemoryError, match=r"per-class.*20 float64 matrices"):
+        Moments(class_cov="full").update(np.zeros((40, 100)), labels=np.arange(40) % 20)
+    monkeypatch.setattr("repscope._memory.available_memory", lambda: None)  # unknown: no check
+    assert Moments().update(np.zeros((3, 1000))).n_features == 1000

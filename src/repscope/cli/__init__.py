@@ -1,13 +1,18 @@
 """The ``repscope`` command line: one module per command group, thin over the library.
 
-Library errors (:class:`~repscope.exceptions.RepscopeError`) become one line on stderr and exit
-code 1; ``--debug`` shows the traceback instead.
+Every failure is one line on stderr and exit code 1: library errors
+(:class:`~repscope.exceptions.RepscopeError`) and those from the machine (a folder that
+refuses a write, a locked database, memory running out, an object ``.npy``; see
+:mod:`repscope.cli._errors`). ``--debug``, anywhere on the command line, shows the traceback
+instead.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,8 +30,9 @@ class RepscopeGroup(click.Group):
     package declares its commands beside its code, and third-party packages add theirs through
     the ``repscope.capabilities`` entry-point group, so no central file lists them. Command
     modules are imported when the commands are listed or run; they import the library lazily.
-    Library errors (:class:`~repscope.exceptions.RepscopeError`) become one line on stderr and
-    exit code 1.
+    Library errors (:class:`~repscope.exceptions.RepscopeError`), file-system, database and
+    memory failures become one line on stderr and exit code 1; ``--debug`` is accepted
+    anywhere on the command line and keeps the traceback.
     """
 
     def _capability_commands(self) -> dict[str, click.Command]:
@@ -60,17 +66,38 @@ class RepscopeGroup(click.Group):
             return self.commands[cmd_name]
         return self._capability_commands().get(cmd_name)
 
-    def invoke(self, ctx: click.Context) -> Any:
-        from repscope.exceptions import RepscopeError
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        """Run the command line, with every ``--debug`` moved to the root group's option."""
+        from repscope.cli._errors import hoist_debug
 
+        argv = sys.argv[1:] if args is None else args
+        return super().main(hoist_debug(argv), *rest, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RepscopeError as err:
+        except Exception as err:
             obj = ctx.find_object(Settings)
             if (obj is not None and obj.debug) or os.environ.get("REPSCOPE_DEBUG") == "1":
                 raise
-            message = " ".join(str(err).split())
+            from repscope.cli._errors import one_line
+
+            message = one_line(err, db=_database(obj))
+            if message is None:
+                raise
             raise click.ClickException(message) from None
+
+
+def _database(obj: Settings | None) -> Path | None:
+    """The results database a command uses (for messages; None when it cannot be told)."""
+    try:
+        from repscope.db import default_db_path
+
+        path = Path(obj.db_path).expanduser() if obj and obj.db_path else default_db_path()
+        path = path.absolute()
+        return path / "results.db" if path.is_dir() else path
+    except Exception:  # a message helper must never replace the error being reported
+        return None
 
 
 @click.group(cls=RepscopeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,5 +126,5 @@ def cli(ctx: click.Context, debug: bool, db_path: str | None, seed: int, device:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``--debug`` may come anywhere in ``argv``)."""
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="repscope")

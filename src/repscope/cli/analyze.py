@@ -86,6 +86,7 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
 @click.option("--labels", default=None, help="Labels (.npy or text file) stored as metadata 'label'.")
 def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None) -> None:
     """Copy .npy/.safetensors ARRAYS (one layer each, or one per tensor) into a FeatureStore."""
+    from repscope.cli._errors import check_labels_file
     from repscope.store import load_features, load_labels
     from repscope.store import FeatureStore
 
@@ -99,6 +100,7 @@ def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None
         raise RepscopeValueError(f"all arrays must have the same number of rows; got {n}.")
     meta = None
     if labels is not None:
+        check_labels_file(labels)
         meta = {"label": load_labels(labels, n_samples=next(iter(n.values()))).tolist()}
     store = FeatureStore.create(out, model_id=model_id or "imported")
     store.append(feats, meta)

@@ -73,6 +73,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
           few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
+    from repscope.cli._errors import check_labels_file
     from repscope.store import load_features, load_labels
     from repscope.probe._kinds import make_probe
     from repscope.probe._layerwise import probe_layers
@@ -86,6 +87,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
         from repscope.store import FeatureStore
 
         store = FeatureStore.open(path)
+    check_labels_file(labels)
     y_raw = load_labels(labels, store=store, n_samples=n)
     shots = _parse_shots(few_shot_spec) if few_shot_spec else None
     seed = settings().seed

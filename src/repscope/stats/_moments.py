@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from repscope._array import as_float64_numpy, is_torch
+from repscope._memory import check_memory
 from repscope._validation import check_features, check_labels, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
@@ -52,6 +53,28 @@ def _sum0(x: Any) -> np.ndarray:
 
 def _gram(a: Any, b: Any) -> np.ndarray:
     return _np(a.T @ b)
+
+
+def _check_room(d: int, dy: int | None = None, *, classes: int = 0) -> None:
+    """Refuse (before allocating) second moments that cannot fit in the available memory.
+
+    Each ``d x d`` float64 matrix costs ``8 d^2`` bytes. An update keeps ``S2`` and makes one
+    batch Gram matrix of the same size (with Y also ``Sxy``, ``Syy`` and their batch
+    products); growing ``classes`` full per-class matrices allocates all of them anew.
+    """
+    if classes:
+        need = 8 * classes * d * d
+        what = f"The full per-class second moments ({classes} float64 matrices of {d} x {d})"
+    else:
+        need = 8 * (2 * d * d + (2 * (d * dy + dy * dy) if dy else 0))
+        what = f"The second moments of {d} features (float64 matrices of {d} x {d}"
+        what += f", and {d} x {dy} with the targets)" if dy else ")"
+    check_memory(
+        need,
+        what=what,
+        fix="Reduce the width first (e.g. PCA to a few thousand components) or analyse fewer "
+        "or narrower layers (on the command line: --layer).",
+    )
 
 
 class Moments:
@@ -200,6 +223,7 @@ class Moments:
         if self.shift is None:
             self.shift = _sum0(Xf) / n_b
         if self._s1 is None:
+            _check_room(d, int(Y.shape[1]) if has_y else None)
             self.n_features = d
             self._s1 = np.zeros(d)
             self._s2 = np.zeros((d, d))
@@ -256,6 +280,8 @@ class Moments:
                 f"{self.classes.dtype}, now {new.dtype}."
             )
         allc = np.union1d(self.classes, missing)
+        if self.class_cov == "full":
+            _check_room(d, classes=int(allc.size))
         idx = np.searchsorted(allc, self.classes)
         nk = np.zeros(allc.size)
         s1k = np.zeros((allc.size, d))
@@ -464,6 +490,7 @@ class Moments:
         shift = np.asarray(ref["shift"], dtype=np.float64)
         shift_y = None if ref["shift_y"] is None else np.asarray(ref["shift_y"], dtype=np.float64)
         if self.n == 0:
+            _check_room(d, dy)
             self.n_features, self.n_targets = d, dy
             self._s1, self._s2 = np.zeros(d), np.zeros((d, d))
             if dy is not None:
