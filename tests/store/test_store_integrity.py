@@ -26,6 +26,7 @@ def store(tmp_path: Path) -> FeatureStore:
             },
             metadata={"label": rng.integers(0, 2, size=4)},
         )
+    s.close()  # done writing: release the writer lock (the store stays readable)
     return s
 
 

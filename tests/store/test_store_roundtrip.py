@@ -243,16 +243,21 @@ def test_layer_names_map_to_distinct_safe_directories(tmp_path: Path) -> None:
 
 
 def test_reopening_with_exist_ok_appends_and_other_writers_chunks_are_seen(tmp_path: Path) -> None:
-    first = FeatureStore.create(tmp_path / "s", "m", attrs={"a": 1})
-    second = FeatureStore.create(tmp_path / "s", "m", exist_ok=True)
-    first.append({"h": np.zeros((2, 3))})
-    assert second.append({"h": np.ones((3, 3))}) == 5  # sees first's chunk before writing
-    assert first.append({"h": np.full((1, 3), 2.0)}) == 6
+    # Writers take turns (one at a time, see test_store_writer_lock.py); each resumes from the
+    # n_samples the previous one left, and readers see new chunks after refresh().
+    FeatureStore.create(tmp_path / "s", "m", attrs={"a": 1}).close()
     reader = FeatureStore.open(tmp_path / "s")
+    with FeatureStore.create(tmp_path / "s", "m", exist_ok=True) as first:
+        assert first.append({"h": np.zeros((2, 3))}) == 2
+    with FeatureStore.create(tmp_path / "s", "m", exist_ok=True) as second:
+        assert second.n_samples == 2
+        assert second.append({"h": np.ones((3, 3))}) == 5  # continues after first's chunk
+    assert first.append({"h": np.full((1, 3), 2.0)}) == 6  # takes the lock again, re-reads
+    first.close()
+    assert reader.n_samples == 0
+    reader.refresh()
+    assert reader.n_samples == 6
     np.testing.assert_array_equal(reader.read("h")[:, 0], [0, 0, 1, 1, 1, 2])
-    assert second.n_samples == 5
-    second.refresh()
-    assert second.n_samples == 6
 
 
 def test_store_pickles_for_dataloader_workers(filled: tuple[Path, dict]) -> None:

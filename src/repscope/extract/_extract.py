@@ -235,6 +235,12 @@ def extract_to_store(
     ``store.n_samples`` inputs are skipped and the final store holds exactly what an
     uninterrupted run writes.
 
+    The run is the store's one writer: it takes the store's writer lock before reading
+    ``n_samples`` and holds it until it returns (or fails), so a second extraction into the
+    same store while this one runs stops at once with "another process (pid N) is writing to
+    this store; wait for it or write elsewhere" instead of writing every sample twice. A
+    FeatureStore object passed in that already holds the lock keeps it afterwards.
+
     Parameters
     ----------
     model, inputs
@@ -266,7 +272,7 @@ def extract_to_store(
         not a path or FeatureStore.
     RepscopeValueError
         Bad parameters; a store made with other inputs, layers, pooling or model; a device other
-        than the model's.
+        than the model's; another writer holds the store.
 
     Examples
     --------
@@ -279,28 +285,32 @@ def extract_to_store(
     """
     job = _Job(model, inputs, layers, pooling, batch_size, chunk_size, device, max_length,
                tokenizer, forward_fn, model_id, metadata)
-    fs = _open_store(store, job.adapter, job.names, job.poolings, job.batch_size,
-                     job.chunk_size)
-    start = fs.n_samples
-    if job.n is not None and start > job.n:
-        raise RepscopeValueError(
-            f"the store at {fs.path} already holds {start} samples but inputs has {job.n}; it "
-            "was made from other inputs. Use a new store path."
-        )
-    if start and job.rows.skip(start) < start:
-        raise RepscopeValueError(
-            f"the store at {fs.path} already holds {start} samples but inputs ran out "
-            "before that; it was made from other inputs. Use a new store path."
-        )
-    columns = job.columns
+    fs, locked_here = _open_store(store, job.adapter, job.names, job.poolings, job.batch_size,
+                                  job.chunk_size)
+    try:
+        start = fs.n_samples  # read under the writer lock
+        if job.n is not None and start > job.n:
+            raise RepscopeValueError(
+                f"the store at {fs.path} already holds {start} samples but inputs has {job.n}; "
+                "it was made from other inputs. Use a new store path."
+            )
+        if start and job.rows.skip(start) < start:
+            raise RepscopeValueError(
+                f"the store at {fs.path} already holds {start} samples but inputs ran out "
+                "before that; it was made from other inputs. Use a new store path."
+            )
+        columns = job.columns
 
-    def append(features: dict[str, Any], a: int, b: int) -> None:
-        meta = None
-        if columns is not None:
-            meta = {c: _slice(v, a, b, c) for c, v in columns.items()}
-        fs.append(features, meta)
+        def append(features: dict[str, Any], a: int, b: int) -> None:
+            meta = None
+            if columns is not None:
+                meta = {c: _slice(v, a, b, c) for c, v in columns.items()}
+            fs.append(features, meta)
 
-    job.run(progress, start, append)
+        job.run(progress, start, append)
+    finally:
+        if locked_here:
+            fs.close()  # the run is over: release the writer lock (the store stays readable)
     return fs
 
 
@@ -463,8 +473,10 @@ def _open_store(
     poolings: Mapping[str, str],
     batch_size: int,
     chunk_size: int,
-) -> FeatureStore:
-    """Create the store, or reopen it for resuming after checking it was made the same way."""
+) -> tuple[FeatureStore, bool]:
+    """The store opened as its one writer: created, or reopened for resuming after checking
+    (under the lock) that it was made the same way. Returns it and whether the writer lock was
+    taken here (to be released when the run ends)."""
     from repscope.store import FeatureStore
 
     settings = {
@@ -475,24 +487,26 @@ def _open_store(
         **adapter.describe(),
     }
     if isinstance(store, FeatureStore):
-        fs = store
-        fs.refresh()
-    elif isinstance(store, (str, PathLike)):
-        path = Path(store)
-        if not (path / "manifest.json").exists():
-            return FeatureStore.create(path, adapter.model_id, attrs={ATTRS_KEY: settings})
-        fs = FeatureStore.open(path)
-    else:
+        # A store given as an object was chosen by the caller, whatever model_id it has.
+        locked_here = store._begin_writing()  # re-reads the manifest under the lock
+        try:
+            _check_resumable(store, store.model_id, names, poolings)
+        except BaseException:
+            if locked_here:
+                store.close()
+            raise
+        return store, locked_here
+    if not isinstance(store, (str, PathLike)):
         raise RepscopeTypeError(
             f"The 'store' parameter of extract must be a path or a FeatureStore. Got "
             f"{type(store).__name__} instead."
         )
-    # A store given as an object was chosen by the caller, whatever model_id it was created with.
-    model_id = fs.model_id if isinstance(store, FeatureStore) else adapter.model_id
-    _check_resumable(fs, model_id, names, poolings)
-    if isinstance(store, FeatureStore):
-        return fs
-    return FeatureStore.create(fs.path, model_id, exist_ok=True)
+    model_id = adapter.model_id
+    fs = FeatureStore._open_writer(
+        Path(store), model_id, {ATTRS_KEY: settings}, exist_ok=True, match_attrs=False,
+        check=lambda s: _check_resumable(s, model_id, names, poolings),
+    )
+    return fs, True
 
 
 def _check_resumable(

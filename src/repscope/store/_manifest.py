@@ -1,9 +1,16 @@
 """``manifest.json``: creation, atomic replacement, validation on load, and the clean-up of
-files that no manifest entry lists (left by a writer that died mid-chunk)."""
+files that no manifest entry lists (left by a writer that died mid-chunk).
+
+Every path a manifest names is confined to the store: a layer's ``dir`` is one plain name
+under ``layers/``, a shard's ``file`` is ``layers/<that dir>/<name>``, a metadata ``file`` is
+``meta/<name>``, and none of them may pass through a symbolic link. Anything else is refused
+on load with a CorruptStoreError naming the entry, before any file it names is touched."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +24,7 @@ from repscope.exceptions import (
     RepscopeValueError,
 )
 from repscope.results import to_jsonable
-from repscope.store._fs import TMP_PREFIX, atomic_write
+from repscope.store._fs import TMP_PREFIX, atomic_write, is_plain_name, is_real_dir, store_path
 
 __all__ = [
     "MANIFEST",
@@ -130,7 +137,40 @@ def read_manifest(root: Path) -> dict[str, Any]:
             f"corrupt manifest {path}: chunks cover {pos} samples but n_samples is "
             f"{m['n_samples']}."
         )
+    _check_paths(root, path, m)
     return m
+
+
+def _check_paths(root: Path, path: Path, m: Mapping[str, Any]) -> None:
+    """Refuse any path in the manifest that could lead outside the store (see the module doc).
+
+    Layer directories (a handful) are also checked for symbolic links here; listed files are
+    checked for links when they are opened (:func:`repscope.store._fs.store_path`).
+    """
+    dirs: dict[str, str] = {}
+    for name, spec in m["layers"].items():
+        d = spec.get("dir") if isinstance(spec, dict) else None
+        if not is_plain_name(d):
+            raise CorruptStoreError(
+                f"corrupt manifest {path}: layer {name!r} has dir {d!r:.200}; a layer's dir must "
+                "be one plain name inside layers/ (no '/', '..' or absolute path)."
+            )
+        store_path(root, f"layers/{d}", f"layer {name!r} has dir {d!r}; its directory")
+        dirs[name] = f"layers/{d}/"
+    for i, c in enumerate(m["chunks"]):
+        for name, entry in c["shards"].items():
+            _check_file_entry(path, entry, dirs[name], f"chunk {i} shard of layer {name!r}")
+        if c.get("metadata"):
+            _check_file_entry(path, c["metadata"], "meta/", f"chunk {i} metadata")
+
+
+def _check_file_entry(path: Path, entry: Any, prefix: str, what: str) -> None:
+    rel = entry.get("file") if isinstance(entry, dict) else None
+    if not (isinstance(rel, str) and rel.startswith(prefix) and is_plain_name(rel[len(prefix):])):
+        raise CorruptStoreError(
+            f"corrupt manifest {path}: {what} has file {rel!r:.200}; it must be a file directly "
+            f"in {prefix} inside the store (no '..', '.', '//' or absolute path)."
+        )
 
 
 def listed_files(manifest: Mapping[str, Any]) -> set[str]:
@@ -147,23 +187,34 @@ def cleanup_unlisted(root: Path, manifest: Mapping[str, Any]) -> None:
     """Remove temp files and chunk files the manifest does not list.
 
     Only a writer holding the store lock may call this: then every such file is debris of a
-    writer that died before its manifest update. Files with other names are left alone.
+    writer that died before its manifest update. Files with other names are left alone, and so
+    is every symbolic link and whatever it points at: only regular files inside the store's own
+    (non-link) ``layers/*`` and ``meta`` directories are ever deleted.
     """
     listed = listed_files(manifest)
     for tmp in root.glob(f"{TMP_PREFIX}*"):
-        tmp.unlink(missing_ok=True)
+        _unlink_regular(tmp)
     layer_dirs = {s["dir"] for s in manifest["layers"].values()}
     for sub, suffix in (("layers", ".safetensors"), ("meta", ".parquet")):
         base = root / sub
-        if not base.is_dir():
+        if not is_real_dir(base):
             continue
-        dirs = [base] if sub == "meta" else [d for d in base.iterdir() if d.is_dir()]
+        dirs = [base] if sub == "meta" else [d for d in base.iterdir() if is_real_dir(d)]
         for d in dirs:
             for f in d.iterdir():
                 rel = f.relative_to(root).as_posix()
                 stale_tmp = f.name.startswith(TMP_PREFIX)
                 orphan = f.name.startswith("chunk-") and f.suffix == suffix
                 if stale_tmp or (orphan and rel not in listed):
-                    f.unlink(missing_ok=True)
+                    _unlink_regular(f)
             if sub == "layers" and d.name not in layer_dirs and not any(d.iterdir()):
                 d.rmdir()
+
+
+def _unlink_regular(path: Path) -> None:
+    """Delete ``path`` if it is a regular file (never a link, a directory or what a link names)."""
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from repscope.exceptions import RepscopeValueError
-from repscope.store._fs import fsync_dir, layer_dir_name
+from repscope.store._fs import fsync_dir, layer_dir_name, store_path
 from repscope.store._inputs import LayerBatch
 from repscope.store._metadata import conform_metadata, write_parquet
 from repscope.store._safetensors import write_safetensors
@@ -106,6 +106,7 @@ def write_chunk(
 
     Each file goes through a temp file + fsync + rename; the touched directories are fsynced
     once at the end. Files of an earlier, uncommitted attempt at this chunk are overwritten.
+    No file is written through a symbolic link (CorruptStoreError naming the link).
     """
     index = len(manifest["chunks"])
     start = int(manifest["n_samples"])
@@ -114,7 +115,7 @@ def write_chunk(
     for name, spec in manifest["layers"].items():
         b = batches[name]
         rel = f"layers/{spec['dir']}/chunk-{index:06d}.safetensors"
-        target = root / rel
+        target = store_path(root, rel, f"chunk {index} shard of layer {name!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"values": (b.dtype, b.values)}
         if b.offsets is not None:
@@ -128,7 +129,7 @@ def write_chunk(
     meta = None
     if table is not None:
         rel = f"meta/chunk-{index:06d}.parquet"
-        target = root / rel
+        target = store_path(root, rel, f"chunk {index} metadata")
         target.parent.mkdir(parents=True, exist_ok=True)
         sha, nbytes = write_parquet(target, table, sync_dir=False)
         dirs.add(target.parent)

@@ -5,28 +5,42 @@ Layout::
     <root>/manifest.json                           # the source of truth (see below)
     <root>/layers/<layer dir>/chunk-000000.safetensors
     <root>/meta/chunk-000000.parquet               # per-sample metadata of chunk 0
-    <root>/.lock                                   # advisory lock held while a writer appends
+    <root>/.lock                                   # the writer's lock; holds its pid
 
 A chunk exists only once the manifest lists it: every file of a chunk is written to a temp file,
 fsynced and renamed into place, the directories are fsynced, and only then is the manifest
 replaced the same way. A writer killed at any moment leaves the store at its last complete
 chunk; the next writer removes temp files and unlisted shards.
+
+A store has **one writer at a time**. A writer (a store from :meth:`FeatureStore.create`, or any
+store once it appends) holds an exclusive OS lock (``flock`` on ``.lock``) from the moment it
+opens the store for writing until :meth:`FeatureStore.close`, the end of its ``with`` block, its
+garbage collection or its process's death (the kernel drops the lock, so a killed writer never
+leaves the store locked). It reads ``n_samples`` under that lock. Another writer, in another
+process or in the same one, fails at once naming the holder's pid, or waits ``lock_timeout``
+seconds. Readers take no lock and are never blocked.
+
+Every path the manifest names is confined to the store (relative, normalised, no ``..``, no
+symbolic links); a manifest or tree that says otherwise is refused with a CorruptStoreError and
+nothing outside the store is ever read, written or deleted.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from repscope._validation import check_choice, check_positive_int
+from repscope._validation import check_choice, check_positive_int, check_scalar
 from repscope.exceptions import (
     CorruptStoreError,
     RepscopeTypeError,
@@ -34,7 +48,14 @@ from repscope.exceptions import (
     UnknownNameError,
 )
 from repscope.registry import closest_names
-from repscope.store._fs import TMP_PREFIX, check_listed_file, writer_lock
+from repscope.store._fs import (
+    LOCK_FILE,
+    TMP_PREFIX,
+    StoreLock,
+    acquire_store_lock,
+    check_listed_file,
+    store_path,
+)
 from repscope.store._index import check_indices, chunks_in, group_by_chunk
 from repscope.store._inputs import normalize_features
 from repscope.store._manifest import (
@@ -89,8 +110,12 @@ class FeatureStore:
     """Extracted features of one model: per-layer safetensors shards, Parquet metadata, manifest.
 
     Create one with :meth:`create`, fill it with :meth:`append` (one chunk per call), and open
-    it with :meth:`open`. Reads memory-map the shards; a dense layer reads as an array of shape
-    (n_samples, *shape_tail), a ragged token layer as a :class:`RaggedArray` (values of shape
+    it with :meth:`open`. One writer at a time: a store opened for writing holds the store's lock
+    until :meth:`close` (or the end of a ``with`` block, or garbage collection); another writer
+    fails at once naming the holder's pid. Readers are never blocked.
+
+    Reads memory-map the shards; a dense layer reads as an array of shape (n_samples,
+    *shape_tail), a ragged token layer as a :class:`RaggedArray` (values of shape
     (n_tokens, *shape_tail) plus int64 offsets of shape (n_samples + 1,)).
 
     Stored dtypes: float16, bfloat16, float32, float64 (and integer/bool). numpy has no
@@ -101,8 +126,8 @@ class FeatureStore:
     --------
     >>> import numpy as np, tempfile
     >>> root = tempfile.mkdtemp() + "/feats"
-    >>> store = FeatureStore.create(root, model_id="toy")
-    >>> store.append({"h": np.ones((4, 3), np.float32)}, metadata={"label": [0, 1, 0, 1]})
+    >>> with FeatureStore.create(root, model_id="toy") as store:
+    ...     store.append({"h": np.ones((4, 3), np.float32)}, metadata={"label": [0, 1, 0, 1]})
     4
     >>> FeatureStore.open(root).read("h", [3, 0]).shape
     (2, 3)
@@ -113,7 +138,8 @@ class FeatureStore:
         self._verify_mode: VerifyMode = verify
         self._verified: set[str] = set()
         self._cache: OrderedDict[tuple[str, int], LayerShard] = OrderedDict()
-        self._cleaned = False
+        self._lock: StoreLock | None = None  # set while this object is the store's writer
+        self._append_lock = threading.Lock()  # threads sharing this object append in turn
         self._set_manifest(manifest)
 
     # ------------------------------------------------------------------ construction
@@ -125,8 +151,13 @@ class FeatureStore:
         *,
         attrs: Mapping[str, Any] | None = None,
         exist_ok: bool = False,
+        lock_timeout: float | None = 0.0,
     ) -> FeatureStore:
-        """Create an empty store at ``path`` (or reopen one for appending).
+        """Create an empty store at ``path`` (or reopen one for appending), as its one writer.
+
+        The returned store holds the store's writer lock until :meth:`close`, the end of a
+        ``with`` block or garbage collection (or the process's death). Readers
+        (:meth:`open`) are never blocked.
 
         Parameters
         ----------
@@ -138,13 +169,21 @@ class FeatureStore:
             Free-form JSON-serialisable attributes (pooling, dataset id, ...).
         exist_ok : bool, default False
             When ``path`` already holds a store, open it for appending if its ``model_id``
-            (and ``attrs``, when given) match; resuming writers continue from ``n_samples``.
+            (and ``attrs``, when given) match; resuming writers continue from ``n_samples``,
+            read under the lock.
+        lock_timeout : float or None, default 0.0
+            Seconds to wait while another writer holds the store: 0 fails at once, None waits
+            as long as it takes.
 
         Raises
         ------
         RepscopeValueError
             ``path`` holds a store and ``exist_ok`` is False, or the existing store was made
-            for another model or attrs, or ``path`` is a non-empty directory of other files.
+            for another model or attrs, or ``path`` is a non-empty directory of other files;
+            or another writer holds the store (the message names its pid):
+            "another process (pid N) is writing to this store; wait for it or write elsewhere".
+        CorruptStoreError
+            The existing manifest is unreadable or names paths outside the store.
         """
         if not isinstance(model_id, str) or not model_id:
             raise RepscopeTypeError(
@@ -152,11 +191,62 @@ class FeatureStore:
                 f"{model_id!r} instead."
             )
         attrs_json = jsonable_attrs(attrs)
-        root = Path(path)
+        if lock_timeout is not None:
+            lock_timeout = float(
+                check_scalar(lock_timeout, "lock_timeout", caller="FeatureStore.create",
+                             min_value=0)
+            )
+        return cls._open_writer(
+            Path(path), model_id, attrs_json, exist_ok=exist_ok,
+            match_attrs=attrs is not None, lock_timeout=lock_timeout,
+        )
+
+    @classmethod
+    def _open_writer(
+        cls,
+        root: Path,
+        model_id: str,
+        attrs: dict[str, Any],
+        *,
+        exist_ok: bool,
+        match_attrs: bool,
+        lock_timeout: float | None = 0.0,
+        check: Callable[[FeatureStore], None] | None = None,
+    ) -> FeatureStore:
+        """The store at ``root`` opened as its writer (created with ``attrs`` when missing).
+
+        ``check(store)`` and the model_id (and, with ``match_attrs``, attrs) comparison run on
+        an existing store before the lock is taken (they concern what never changes once
+        written, so a busy store still reports them) and again under the lock.
+        """
         if root.exists() and not root.is_dir():
             raise RepscopeValueError(f"path {root} exists and is not a directory.")
-        if not (root / MANIFEST).exists() and root.is_dir():
-            others = [p.name for p in root.iterdir() if p.name != ".lock"]
+
+        def reopen() -> FeatureStore:
+            if not exist_ok:
+                raise RepscopeValueError(
+                    f"path {root} already holds a FeatureStore. Pass exist_ok=True to append "
+                    "to it, or choose a new path."
+                )
+            store = cls(root, read_manifest(root), verify="lazy")
+            if check is not None:
+                check(store)
+            if store.model_id != model_id:
+                raise RepscopeValueError(
+                    f"the FeatureStore at {root} holds features of model_id="
+                    f"{store.model_id!r}; got model_id={model_id!r}. Use another path."
+                )
+            if match_attrs and attrs != store.attrs:
+                raise RepscopeValueError(
+                    f"the FeatureStore at {root} was created with attrs={store.attrs!r}; got "
+                    f"attrs={attrs!r}. Resume with the same attrs (or attrs=None)."
+                )
+            return store
+
+        if (root / MANIFEST).exists():
+            reopen()
+        elif root.is_dir():
+            others = [p.name for p in root.iterdir() if p.name != LOCK_FILE]
             others = [n for n in others if not n.startswith(TMP_PREFIX)]
             if others:
                 raise RepscopeValueError(
@@ -164,29 +254,20 @@ class FeatureStore:
                     f"{sorted(others)[:3]}). Pass a new or empty directory."
                 )
         root.mkdir(parents=True, exist_ok=True)
-        with writer_lock(root):
-            if (root / MANIFEST).exists():
-                if not exist_ok:
-                    raise RepscopeValueError(
-                        f"path {root} already holds a FeatureStore. Pass exist_ok=True to append "
-                        "to it, or choose a new path."
-                    )
-                store = cls(root, read_manifest(root), verify="lazy")
-                if store.model_id != model_id:
-                    raise RepscopeValueError(
-                        f"the FeatureStore at {root} holds features of model_id="
-                        f"{store.model_id!r}; got model_id={model_id!r}. Use another path."
-                    )
-                if attrs is not None and attrs_json != store.attrs:
-                    raise RepscopeValueError(
-                        f"the FeatureStore at {root} was created with attrs={store.attrs!r}; got "
-                        f"attrs={attrs_json!r}. Resume with the same attrs (or attrs=None)."
-                    )
+        lock = acquire_store_lock(root, timeout=lock_timeout)
+        try:
+            if (root / MANIFEST).exists():  # read again: another writer may have appended
+                store = reopen()
                 store._cleanup()
-                return store
-            manifest = new_manifest(model_id, attrs_json)
-            write_manifest(root, manifest)
-            return cls(root, manifest, verify="lazy")
+            else:
+                manifest = new_manifest(model_id, attrs)
+                write_manifest(root, manifest)
+                store = cls(root, manifest, verify="lazy")
+        except BaseException:
+            lock.release()
+            raise
+        store._lock = lock
+        return store
 
     @classmethod
     def open(cls, path: str | PathLike[str], *, verify: VerifyMode = "lazy") -> FeatureStore:
@@ -276,7 +357,24 @@ class FeatureStore:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()  # memory maps are reopened in the new process
+        state["_lock"] = None  # a copy only reads; its first append would take the lock itself
+        del state["_append_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._append_lock = threading.Lock()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _layer(self, layer: str) -> dict[str, Any]:
         try:
@@ -302,8 +400,30 @@ class FeatureStore:
         self._set_manifest(read_manifest(self._root))
 
     def close(self) -> None:
-        """Drop the cached memory maps (they also go when the store is garbage-collected)."""
+        """Release the writer lock, if this store holds it, and drop the cached memory maps.
+
+        Both also go when the store is garbage-collected. The store stays readable, and a later
+        :meth:`append` takes the lock again.
+        """
         self._cache.clear()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _begin_writing(self, timeout: float | None = 0.0) -> bool:
+        """Become the store's writer unless already it: take the lock, re-read the manifest
+        under it and remove a dead writer's debris. Returns whether the lock was taken now."""
+        if self._lock is not None and self._lock.held:
+            return False
+        lock = acquire_store_lock(self._root, timeout=timeout)
+        try:
+            self._set_manifest(read_manifest(self._root))
+            self._cleanup()
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        return True
 
     # ------------------------------------------------------------------ writing
     def append(
@@ -336,7 +456,8 @@ class FeatureStore:
         ------
         RepscopeValueError
             Layers, shapes, dtypes or metadata columns differ from the store's, or row counts
-            disagree.
+            disagree; or another writer holds the store (a store from :meth:`open` takes the
+            writer lock on its first append and keeps it until :meth:`close`).
         RepscopeTypeError
             An input is not an array (or has an unsupported dtype).
         """
@@ -345,12 +466,9 @@ class FeatureStore:
         table = normalize_metadata(metadata, rows) if metadata is not None else None
         if table is not None and table.num_columns == 0:
             table = None
-        with writer_lock(self._root):
-            manifest = read_manifest(self._root)  # another writer may have appended
-            self._set_manifest(manifest)
-            if not self._cleaned:
-                self._cleanup()
-            manifest, table = plan_append(manifest, batches, table)
+        with self._append_lock:
+            self._begin_writing()  # from here on no other writer can change the store
+            manifest, table = plan_append(self._m, batches, table)
             chunk = write_chunk(self._root, manifest, batches, table, rows)
             manifest["chunks"].append(chunk)
             manifest["n_samples"] = chunk["stop"]
@@ -361,11 +479,10 @@ class FeatureStore:
     def _cleanup(self) -> None:
         """Remove temp files and unlisted shards (call with the lock held)."""
         cleanup_unlisted(self._root, self._m)
-        self._cleaned = True
 
     # ------------------------------------------------------------------ integrity
-    def _check_file(self, entry: Mapping[str, Any], *, checksum: bool) -> Path:
-        path = self._root / entry["file"]
+    def _check_file(self, entry: Mapping[str, Any], what: str, *, checksum: bool) -> Path:
+        path = store_path(self._root, entry["file"], what)
         check_listed_file(path, entry, checksum=checksum and entry["file"] not in self._verified)
         if checksum:
             self._verified.add(entry["file"])
@@ -380,9 +497,13 @@ class FeatureStore:
             On the first missing, truncated or modified file, naming it.
         """
         for c in self._m["chunks"]:
-            entries = list(c["shards"].values()) + ([c["metadata"]] if c.get("metadata") else [])
-            for entry in entries:  # re-hash even files a lazy read already checked
-                check_listed_file(self._root / entry["file"], entry, checksum=True)
+            i = c["index"]
+            entries = [(f"chunk {i} shard of layer {n!r}", e) for n, e in c["shards"].items()]
+            if c.get("metadata"):
+                entries.append((f"chunk {i} metadata", c["metadata"]))
+            for what, entry in entries:  # re-hash even files a lazy read already checked
+                path = store_path(self._root, entry["file"], what)
+                check_listed_file(path, entry, checksum=True)
                 self._verified.add(entry["file"])
 
     def _shard(self, layer: str, ci: int) -> LayerShard:
@@ -393,7 +514,9 @@ class FeatureStore:
             return hit
         spec = self._m["layers"][layer]
         entry = self._m["chunks"][ci]["shards"][layer]
-        path = self._check_file(entry, checksum=self._verify_mode == "lazy")
+        path = self._check_file(
+            entry, f"chunk {ci} shard of layer {layer!r}", checksum=self._verify_mode == "lazy"
+        )
         shard = open_layer_shard(
             path,
             dtype=spec["dtype"],
@@ -588,7 +711,9 @@ class FeatureStore:
         for c in self._m["chunks"]:
             if not c.get("metadata"):
                 continue
-            path = self._check_file(c["metadata"], checksum=self._verify_mode == "lazy")
+            path = self._check_file(
+                c["metadata"], f"chunk {c['index']} metadata", checksum=self._verify_mode == "lazy"
+            )
             t = read_parquet(path, names)
             if t.num_rows != c["stop"] - c["start"]:
                 raise CorruptStoreError(
