@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     )
     from repscope.sae.io import load_dictionary_learning, load_sae, load_sparsify, save_sae
     from repscope.sae.training import (
+        LayerVectors,
         SAETrainingError,
         TrainResult,
         TrainSettings,
@@ -83,6 +84,7 @@ __all__ = [
     "GroupSparseSAE",
     "JumpReLUConfig",
     "JumpReLUSAE",
+    "LayerVectors",
     "LossRecovered",
     "LossRecoveredResult",
     "MPConfig",

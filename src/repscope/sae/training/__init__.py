@@ -2,9 +2,12 @@
 
 :class:`TrainSettings` (:mod:`._settings`) holds the data-independent settings, validated once;
 :mod:`._trainer` holds the loop (DDP, finiteness checks, snapshots); :mod:`._data` turns
-tensors, memmaps, FeatureStore layers and iterators into shuffled batches.
+tensors, memmaps, FeatureStore layers and iterators into shuffled batches; :mod:`._inputs` turns
+a layer of features into the vectors of a range of samples (held out by sample, tokens without
+their first one if asked) and describes one of them for a record.
 """
 
+from repscope.sae.training._inputs import LayerVectors
 from repscope.sae.training._settings import TrainSettings
 from repscope.sae.training._trainer import (
     SAETrainingError,
@@ -14,4 +17,12 @@ from repscope.sae.training._trainer import (
     sweep,
 )
 
-__all__ = ["SAETrainingError", "TrainResult", "TrainSettings", "default_lr", "fit", "sweep"]
+__all__ = [
+    "LayerVectors",
+    "SAETrainingError",
+    "TrainResult",
+    "TrainSettings",
+    "default_lr",
+    "fit",
+    "sweep",
+]
