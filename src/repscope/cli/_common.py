@@ -94,10 +94,12 @@ def _fmt(v: Any) -> str:
 
 
 def model_name(path: str | Path) -> str:
-    """The model a features path came from: a store's ``model_id`` (else its folder name), or a
-    file's stem."""
+    """The model a features path came from: a store's ``model_id`` (else its folder name), a
+    file's stem, or the name of a directory of files."""
+    from repscope.store._manifest import MANIFEST
+
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and (p / MANIFEST).exists():
         from repscope.store import FeatureStore
 
         return FeatureStore.open(p, verify="none").model_id or p.name
@@ -125,9 +127,11 @@ def features_argument(name: str = "features", *, required: bool = True) -> Calla
 
 
 def layers_option(help: str = "Layer to analyse (repeatable; default: all).",
-                  *, flag: str = "--layer", dest: str = "layers") -> Callable[[F], F]:
-    """A repeatable layer option (``--layer``, or ``--layer-a``/``--layer-b`` for pairs)."""
-    return click.option(flag, dest, multiple=True, help=help)
+                  *, flag: str = "--layer", dest: str = "layers",
+                  multiple: bool = True) -> Callable[[F], F]:
+    """A layer option (``--layer``, or ``--layer-a``/``--layer-b`` for pairs): repeatable, or
+    with ``multiple=False`` one layer (None when not given)."""
+    return click.option(flag, dest, multiple=multiple, default=None, help=help)
 
 
 def pair_by_option(f: F) -> F:
@@ -153,6 +157,22 @@ def paired_features(
     if note:
         click.echo(f"{caller}: {note}", err=True)
     return a.read_all(), b.read_all()
+
+
+def parse_ints(text: str, option: str, *, example: str = "8,16,32") -> list[int]:
+    """The comma-separated integers of ``option`` (at least one); anything else is a one-line
+    error showing ``example``."""
+    from repscope.exceptions import RepscopeValueError
+
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise RepscopeValueError(
+            f"{option} must be comma-separated integers (e.g. {example}); got {text!r}."
+        ) from None
+    if not out:
+        raise RepscopeValueError(f"{option} must list at least one integer; got {text!r}.")
+    return out
 
 
 def check_exists(path: str | Path, what: str) -> Path:
