@@ -47,8 +47,8 @@ def _retired(name: str, replacement: str) -> click.Command:
 @json_option
 def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool) -> None:
     """PCA spectrum and effective rank of each layer of FEATURES."""
-    from repscope.store import load_features
     from repscope.stats import pca_spectrum
+    from repscope.store import load_features
 
     path = check_exists(features, "features")
     feats = load_features(path, layers or None)
@@ -87,8 +87,7 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
 def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None) -> None:
     """Copy .npy/.safetensors ARRAYS (one layer each, or one per tensor) into a FeatureStore."""
     from repscope.cli._errors import check_labels_file
-    from repscope.store import load_features, load_labels
-    from repscope.store import FeatureStore
+    from repscope.store import FeatureStore, load_features, load_labels
 
     feats: dict[str, np.ndarray] = {}
     for a in arrays:

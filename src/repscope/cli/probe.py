@@ -74,10 +74,10 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
     from repscope.cli._errors import check_labels_file
-    from repscope.store import load_features, load_labels
     from repscope.probe._kinds import make_probe
     from repscope.probe._layerwise import probe_layers
     from repscope.probe._protocols import KFold, few_shot, learning_curve
+    from repscope.store import load_features, load_labels
 
     path = check_exists(features, "features")
     feats = load_features(path, layers or None)
