@@ -874,3 +874,27 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, source):
         load(d)
     msg = str(err.value)
     assert repr(name) in msg and "2 non-finite" in msg
+
+
+@pytest.mark.parametrize("arch", sorted(architectures.names()))
+def test_every_saved_tensor_is_checked_against_the_config_before_loading(arch, tmp_path):
+    """The header check covers every tensor a save writes (built on the meta device), not only
+    the encoder and decoder: a stray tensor or a wrongly shaped bias is refused."""
+    from repscope.sae.io._saelens import expected_tensors
+
+    fields = {f.name for f in dataclasses.fields(architectures.get(arch).config_class)}
+    params: dict[str, Any] = {"d_in": 8, "d_sae": 16}
+    if "k" in fields:
+        params["k"] = 2
+    sae = architectures.get(arch)(architectures.get(arch).config_class(**params))
+    target = save_sae(sae, tmp_path / "sae")
+    weights = target / "sae_weights.safetensors"
+    saved = load_file(str(weights))
+    cfg = json.loads((target / "cfg.json").read_text())["metadata"]["repscope"]
+    assert set(expected_tensors(arch, cfg["config"])) == set(saved)
+    save_file({**saved, "junk": torch.zeros(3)}, str(weights))
+    with pytest.raises(RepscopeValueError, match="unexpected \\['junk'\\]"):
+        load_sae(target)
+    save_file({**saved, "b_dec": torch.zeros(7)}, str(weights))
+    with pytest.raises(RepscopeValueError, match="b_dec"):
+        load_sae(target)

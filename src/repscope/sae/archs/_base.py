@@ -601,6 +601,17 @@ class SparseAutoencoder(nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ folding / saving
     @torch.no_grad()
+    def saved_tensors(self) -> dict[str, Tensor]:
+        """Copies of the tensors a save writes, before folding: every parameter and the
+        ``extra_tensors``. Folding changes values only, so these have the saved names, shapes
+        and dtypes (on the ``meta`` device, without allocating anything)."""
+        state = {k: v.detach().clone() for k, v in self.named_parameters()}
+        for name in self.extra_tensors:
+            if name not in state:
+                state[name] = getattr(self, name).detach().clone()
+        return state
+
+    @torch.no_grad()
     def folded_state_dict(self) -> dict[str, Tensor]:
         """Weights with the input normaliser folded in (the SAE then works on raw inputs).
 
@@ -608,10 +619,7 @@ class SparseAutoencoder(nn.Module, abc.ABC):
         ``W_dec' = W_dec @ P^-1``, ``b_dec' = b_dec @ P^-1 + mu``; codes and reconstructions
         are unchanged.
         """
-        state = {k: v.detach().clone() for k, v in self.named_parameters()}
-        for name in self.extra_tensors:
-            if name not in state:
-                state[name] = getattr(self, name).detach().clone()
+        state = self.saved_tensors()
         if self.cfg.normalize_activations == "none" and not self.whitened:
             return state
         if self.whitened:

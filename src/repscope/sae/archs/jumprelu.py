@@ -238,10 +238,10 @@ class JumpReLUSAE(SparseAutoencoder):
         return SAELoss(mse + penalty, {"mse": mse.detach(), "l0_penalty": penalty.detach()})
 
     @torch.no_grad()
-    def folded_state_dict(self) -> dict[str, Tensor]:
-        """Folded weights in SAELens's JumpReLU layout: ``threshold`` instead of
-        ``log_threshold`` (thresholds act on pre-activations, which folding leaves unchanged)."""
-        state = super().folded_state_dict()
+    def saved_tensors(self) -> dict[str, Tensor]:
+        """SAELens's JumpReLU layout: ``threshold`` instead of ``log_threshold`` (thresholds
+        act on pre-activations, which folding leaves unchanged)."""
+        state = super().saved_tensors()
         state.pop("log_threshold", None)
         return state
 

@@ -348,16 +348,13 @@ def _make_config(
     return cls, cfg_cls(**{k: v for k, v in config.items() if k in names})
 
 
-def expected_tensors(architecture: str, config: Mapping[str, Any]) -> dict[str, TensorInfo] | None:
+def expected_tensors(architecture: str, config: Mapping[str, Any]) -> dict[str, TensorInfo]:
     """Name -> :class:`TensorInfo` of what :func:`save_sae` writes for ``architecture`` with
-    ``config`` (``normalize_activations="none"``), without allocating: the SAE is built on
-    PyTorch's ``meta`` device. None when the architecture cannot be built there."""
+    ``config``, without allocating: the SAE is built on PyTorch's ``meta`` device and its
+    :meth:`~repscope.sae.SparseAutoencoder.saved_tensors` read (folding changes values only)."""
     cls, cfg = _make_config(architecture, config)
-    try:
-        with torch.device("meta"):
-            state = cls(cfg).folded_state_dict()
-    except (RuntimeError, NotImplementedError):
-        return None
+    with torch.device("meta"):
+        state = cls(cfg).saved_tensors()
     return {
         name: TensorInfo(_CODE_OF.get(t.dtype, str(t.dtype)), _shape(t))
         for name, t in state.items()
@@ -824,9 +821,8 @@ def load_sae(
         core = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in)}
         check_tensor_shapes(header, core, file=weights_file, source=source)
         check_expected_d_in(d_in, expected_d_in, file=cfg_file)
-        expected = expected_tensors(arch, config)
-        if expected is not None:
-            check_header(header, expected, file=weights_file, source=f"{arch!r} with {source}")
+        check_header(header, expected_tensors(arch, config), file=weights_file,
+                     source=f"{arch!r} with {source}")
         tensors = read_safetensors(weights_file)
         check_finite(tensors, file=weights_file)
         return build_sae(arch, config, tensors, file=weights_file, device=device)
