@@ -19,6 +19,7 @@ layer must hold the same samples. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,7 +51,7 @@ _SUFFIXES = (".npy", ".safetensors")
 
 
 # --------------------------------------------------------------------------- backends
-class _Layers:
+class _Layers(abc.ABC):
     """What a kind of source provides; :class:`LayerSource` adds selection and pooling."""
 
     description = ""
@@ -59,26 +60,31 @@ class _Layers:
     in_memory = False
     names: list[str]
 
+    @abc.abstractmethod
     def n(self, name: str) -> int:
-        raise NotImplementedError
+        """Samples in layer ``name``."""
 
     def ragged(self, name: str) -> bool:
         return False
 
+    @abc.abstractmethod
     def shape(self, name: str) -> tuple[int, ...]:
-        raise NotImplementedError
+        """Per-sample (per-token, for a ragged layer) shape of layer ``name``."""
 
-    def check(self, name: str) -> None:
+    def check(self, name: str) -> None:  # noqa: B027  (most sources have nothing to check)
         """Raise if ``name`` cannot be read as features (checked when a source is opened)."""
 
+    @abc.abstractmethod
     def read(self, name: str) -> Any:
-        raise NotImplementedError
+        """All of layer ``name``: an array, or a RaggedArray for a ragged layer."""
 
+    @abc.abstractmethod
     def batches(self, name: str, size: int, start: int, stop: int) -> Iterator[Any]:
-        raise NotImplementedError
+        """Samples ``start:stop`` of layer ``name``, ``size`` at a time."""
 
     def token_counts(self, name: str) -> np.ndarray:
-        raise NotImplementedError
+        """Tokens per sample: one each unless a source with ragged layers says otherwise."""
+        return np.ones(self.n(name), dtype=np.int64)
 
     def n_samples(self) -> int | None:
         """Samples of the source as a whole (None: known from its layers only)."""
