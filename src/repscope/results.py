@@ -125,14 +125,17 @@ class RecordedResult(Result, abc.ABC):
     """A result that is stored in the results database.
 
     Subclasses set ``analysis`` (the record's analysis name, which picks its report section)
-    and implement :meth:`to_records`. The context arguments say what the values describe; a
-    result that knows its own layers or models (a layer-wise probe, a layer x layer map) fills
-    those itself.
+    and implement :meth:`record_rows`: the values of each record, written once. The CLI and the
+    demo call :meth:`to_records`, which adds the caller's context. A result that needs more
+    context than the keywords below (the two models of a layer map) extends ``to_records``.
     """
 
     analysis: ClassVar[str] = ""
 
     @abc.abstractmethod
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(layer, values)`` of each record; a layer of ``""`` takes the caller's ``layer``."""
+
     def to_records(
         self,
         *,
@@ -149,8 +152,8 @@ class RecordedResult(Result, abc.ABC):
         model, dataset : str
             What the values describe (the model name, or ``"A vs B"`` for paired results).
         layer : str
-            The layer the values describe, for results computed on one layer (ignored by
-            results that carry their own layers).
+            The layer the values describe, for results computed on one layer (results that
+            carry their own layers fill them in).
         run_id : str or None
             The run the records belong to.
         params : mapping or None
@@ -160,3 +163,6 @@ class RecordedResult(Result, abc.ABC):
         -------
         list of Record
         """
+        return [make_record(self.analysis, values, model=model, dataset=dataset,
+                            layer=row_layer or layer, run_id=run_id, params=params)
+                for row_layer, values in self.record_rows()]

@@ -84,6 +84,10 @@ class AlignmentResult(RecordedResult):
         d.pop("params", None)
         return d
 
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """One ``alignment`` record: every held-out metric."""
+        return [("", self.record_values())]
+
     def to_records(
         self,
         *,
@@ -98,15 +102,16 @@ class AlignmentResult(RecordedResult):
         layer_b: str = "",
         extra: Mapping[str, Any] | None = None,
     ) -> list[Record]:
-        """One ``alignment`` record: every held-out metric, the two sources, and ``extra``
-        values (notes, timings). ``model`` defaults to ``"A vs B"``, ``layer`` to
-        ``"layer_a -> layer_b"``; ``params`` are added to the evaluation's own."""
-        values = {**self.record_values(), "model_a": model_a, "model_b": model_b,
-                  "layer_a": layer_a, "layer_b": layer_b, **dict(extra or {})}
-        return [make_record(self.analysis, values,
+        """The ``alignment`` record with the two sources and ``extra`` values (notes, timings).
+        ``model`` defaults to ``"A vs B"``, ``layer`` to ``"layer_a -> layer_b"``; ``params``
+        are added to the evaluation's own."""
+        context = {"model_a": model_a, "model_b": model_b, "layer_a": layer_a,
+                   "layer_b": layer_b, **dict(extra or {})}
+        return [make_record(self.analysis, {**values, **context},
                             model=model or f"{model_a} vs {model_b}", dataset=dataset,
                             layer=layer or f"{layer_a} -> {layer_b}", run_id=run_id,
-                            params={**self.params, **dict(params or {})})]
+                            params={**self.params, **dict(params or {})})
+                for _, values in self.record_rows()]
 
 
 #: The former name of :class:`AlignmentResult` (kept for one release).

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from repscope.results import RecordedResult, make_record
+from repscope.results import RecordedResult
 
 if TYPE_CHECKING:
-    from repscope.db import Record
     from repscope.store import FeatureStore
 
 __all__ = ["ExtractionResult"]
@@ -47,17 +46,8 @@ class ExtractionResult(RecordedResult):
                    seconds=float(seconds), store=str(Path(store.path).resolve()),
                    details=dict(details))
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``extraction`` record: samples, layers, seconds, the store's path, details."""
-        return [make_record(self.analysis, {
+        return [("", {
             "n_samples": self.n_samples, "layers": list(self.layers), "seconds": self.seconds,
-            "store": self.store, **dict(self.details)},
-            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+            "store": self.store, **dict(self.details)})]

@@ -10,7 +10,6 @@ dataclasses; all sums are float64.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,10 +18,10 @@ import numpy as np
 from repscope._array import from_numpy_like, is_torch, to_numpy
 from repscope._validation import check_features, check_labels, check_scalar
 from repscope.exceptions import RepscopeValueError
-from repscope.results import RecordedResult, Result, make_record
+from repscope.results import RecordedResult, Result
 
 if TYPE_CHECKING:
-    from repscope.db import Record
+    pass
 
 __all__ = [
     "CalibrationResult",
@@ -284,17 +283,9 @@ class CalibrationResult(RecordedResult):
     diagram_before: ReliabilityDiagramResult
     diagram_after: ReliabilityDiagramResult
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``probe_calibration`` record: T, ECE/NLL before and after, both diagrams."""
-        return [make_record(self.analysis, {
+        return [("", {
             "temperature": self.temperature, "ece_before": self.ece_before,
             "ece_after": self.ece_after, "nll_before": self.nll_before,
             "nll_after": self.nll_after, "accuracy": self.accuracy,
@@ -303,8 +294,7 @@ class CalibrationResult(RecordedResult):
             "accuracy_before": list(self.diagram_before.accuracy),
             "confidence_after": list(self.diagram_after.confidence),
             "accuracy_after": list(self.diagram_after.accuracy),
-            "counts_before": list(self.diagram_before.counts)},
-            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+            "counts_before": list(self.diagram_before.counts)})]
 
 
 #: The former name of :class:`CalibrationResult` (kept for one release).

@@ -21,10 +21,10 @@ from repscope.probe._protocols import (
     evaluate,
     make_estimator,
 )
-from repscope.results import RecordedResult, make_record
+from repscope.results import RecordedResult
 
 if TYPE_CHECKING:
-    from repscope.db import Record
+    pass
 
 __all__ = ["LayerwiseResult", "MultiLevelProbe", "default_probe", "probe_layers"]
 
@@ -73,22 +73,13 @@ class LayerwiseResult(RecordedResult):
     protocol: str
     probe: str
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``probe`` record per layer: accuracy, its 95% interval, spread, chance, width."""
-        return [make_record(self.analysis, {
+        return [(name, {
             "accuracy": self.accuracy[i], "ci_low": self.ci_low[i], "ci_high": self.ci_high[i],
             "accuracy_std": self.std[i], "chance": self.chance,
-            "n_features": self.n_features[i]},
-            model=model, dataset=dataset, layer=name, run_id=run_id, params=params)
-            for i, name in enumerate(self.layers)]
+            "n_features": self.n_features[i]})
+                for i, name in enumerate(self.layers)]
 
     @property
     def best_layer(self) -> str:

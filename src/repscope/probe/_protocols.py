@@ -9,7 +9,7 @@ built-in selection) happens within them — nothing leaks from the test rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -18,10 +18,10 @@ import numpy as np
 from repscope._array import is_torch
 from repscope._validation import check_choice, check_labels, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.results import RecordedResult, Result, make_record
+from repscope.results import RecordedResult, Result
 
 if TYPE_CHECKING:
-    from repscope.db import Record
+    pass
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -330,21 +330,12 @@ class FewShotResult(RecordedResult):
     test_indices: tuple[int, ...]
     chance: float
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``probe_few_shot`` record: accuracy per shot count with its interval."""
-        return [make_record(self.analysis, {
+        return [("", {
             "shots": list(self.shots), "mean": list(self.mean), "std": list(self.std),
             "ci_low": list(self.ci_low), "ci_high": list(self.ci_high), "chance": self.chance,
-            "n_test": self.n_test},
-            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+            "n_test": self.n_test})]
 
 
 def few_shot(
@@ -466,21 +457,12 @@ class LearningCurveResult(RecordedResult):
     tol: float
     n_test: int
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``probe_learning_curve`` record: accuracy by training size, where it flattens."""
-        return [make_record(self.analysis, {
+        return [("", {
             "sizes": list(self.sizes), "mean": list(self.mean), "ci_low": list(self.ci_low),
             "ci_high": list(self.ci_high), "reached_at": self.reached_at,
-            "asymptote_error": self.asymptote_error, "tol": self.tol},
-            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+            "asymptote_error": self.asymptote_error, "tol": self.tol})]
 
 
 def _fit_power_law(sizes: np.ndarray, err: np.ndarray) -> float:

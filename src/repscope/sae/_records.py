@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from repscope.results import RecordedResult, make_record
+from repscope.results import RecordedResult
 
 if TYPE_CHECKING:
-    from repscope.db import Record
+    pass
 
 __all__ = ["SAERunResult"]
 
@@ -48,15 +48,6 @@ class SAERunResult(RecordedResult):
         return sae_record_values(self.sae, self.evaluation, history=self.history,
                                  top_latents=self.top_latents, **dict(self.extra))
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``sae`` record."""
-        return [make_record(self.analysis, self.record_values(), model=model, dataset=dataset,
-                            layer=layer, run_id=run_id, params=params)]
+        return [("", self.record_values())]

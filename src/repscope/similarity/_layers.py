@@ -74,6 +74,14 @@ class LayerMatrixResult(RecordedResult):
     best_matches: tuple[tuple[str, str, float], ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
 
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """One ``similarity_matrix`` record: the matrix, its row/column layers, the measure's
+        direction and the best matches."""
+        return [("", {"matrix": self.values, "rows": list(self.rows), "cols": list(self.cols),
+                      "measure": self.measure, "higher_is_better": self.higher_is_better,
+                      "symmetric": self.symmetric, "n_samples": self.n_samples,
+                      "best_matches": [list(b) for b in self.best_matches]})]
+
     def to_records(
         self,
         *,
@@ -86,22 +94,18 @@ class LayerMatrixResult(RecordedResult):
         model_b: str = "",
         stats: Sequence[Mapping[str, Any]] = (),
     ) -> list[Record]:
-        """One ``similarity_matrix`` record: the matrix, its row/column layers, the measure's
-        direction and the best matches (plus ``stats``: permutation/bootstrap figures of the
-        best-matching pairs, one mapping per pair with its ``row`` and ``col``).
-
-        ``model_a``/``model_b`` name the two sources (``model`` defaults to ``"A vs B"``, or
-        ``A`` when a source was compared with itself)."""
+        """The ``similarity_matrix`` record with the two sources' names and ``stats``
+        (permutation/bootstrap figures of the best-matching pairs, one mapping per pair with
+        its ``row`` and ``col``). ``model`` defaults to ``"A vs B"``, or ``A`` when a source
+        was compared with itself."""
         if not model:
             model = model_a if model_a == model_b or not model_b else f"{model_a} vs {model_b}"
-        values = {"matrix": self.values, "rows": list(self.rows), "cols": list(self.cols),
-                  "model_a": model_a, "model_b": model_b, "measure": self.measure,
-                  "higher_is_better": self.higher_is_better, "symmetric": self.symmetric,
-                  "n_samples": self.n_samples,
-                  "best_matches": [list(b) for b in self.best_matches],
-                  "stats": [dict(x) for x in stats]}
-        return [make_record(self.analysis, values, model=model, dataset=dataset, layer=layer,
-                            run_id=run_id, params={"measure": self.measure, **dict(params or {})})]
+        return [make_record(self.analysis,
+                            {**values, "model_a": model_a, "model_b": model_b,
+                             "stats": [dict(x) for x in stats]},
+                            model=model, dataset=dataset, layer=layer, run_id=run_id,
+                            params={"measure": self.measure, **dict(params or {})})
+                for _, values in self.record_rows()]
 
     def top_pairs(self, n: int = 5) -> list[tuple[str, str, float]]:
         """The ``n`` best (row, col, value) pairs overall (upper triangle when symmetric)."""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from repscope.exceptions import RepscopeValueError
-from repscope.results import RecordedResult, make_record
+from repscope.results import RecordedResult
 from repscope.stats._moments import Moments
 
 if TYPE_CHECKING:
-    from repscope.db import Record
+    pass
 
 __all__ = ["PCASpectrum", "PCASpectrumResult", "effective_rank", "pca_spectrum"]
 
@@ -46,22 +45,13 @@ class PCASpectrumResult(RecordedResult):
     n_components_90: int
     n_samples: int
 
-    def to_records(
-        self,
-        *,
-        model: str = "",
-        dataset: str = "",
-        layer: str = "",
-        run_id: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> list[Record]:
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``pca_spectrum`` record: the explained-variance ratios and the rank summaries."""
-        return [make_record(self.analysis, {
+        return [("", {
             "explained_variance_ratio": self.explained_variance_ratio,
             "effective_rank": self.effective_rank,
             "participation_ratio": self.participation_ratio,
-            "n_components_90": self.n_components_90},
-            model=model, dataset=dataset, layer=layer, run_id=run_id, params=params)]
+            "n_components_90": self.n_components_90})]
 
 
 #: The former name of :class:`PCASpectrumResult` (kept for one release).
