@@ -103,6 +103,8 @@ def _database(obj: Settings | None) -> Path | None:
 @click.group(cls=RepscopeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="repscope")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--no-progress", "no_progress", is_flag=True,
+              help="Hide progress bars on every command (env REPSCOPE_NO_PROGRESS=1).")
 @click.option(
     "--db",
     "db_path",
@@ -116,13 +118,26 @@ def _database(obj: Settings | None) -> Path | None:
 @click.option("--device", envvar="REPSCOPE_DEVICE", default="cpu", show_default=True,
               help="Compute device for models (cpu, cuda, cuda:1; env REPSCOPE_DEVICE).")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, db_path: str | None, seed: int, device: str) -> None:
+def cli(ctx: click.Context, debug: bool, no_progress: bool, db_path: str | None, seed: int,
+        device: str) -> None:
     """repscope: the linear structure of learned representations and weights.
 
     Extract features from a model (or bring your own arrays), analyse them, and render
     everything recorded into one self-contained HTML report.
     """
-    ctx.obj = Settings(debug=debug, db_path=db_path, seed=seed, device=device)
+    from repscope._progress import progress_disabled
+
+    quiet_transformers_env()
+    ctx.obj = Settings(debug=debug, db_path=db_path, seed=seed, device=device,
+                       progress=not (no_progress or progress_disabled()))
+
+
+def quiet_transformers_env() -> None:
+    """transformers' and the hub's loading bars off for every command (without importing them:
+    the environment variables are read when they load)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def main(argv: list[str] | None = None) -> None:

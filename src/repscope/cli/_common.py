@@ -26,6 +26,7 @@ class Settings:
     db_path: str | None = None
     seed: int = 0
     device: str = "cpu"
+    progress: bool = True
 
     def db(self) -> Any:
         from repscope.db import ResultsDB
@@ -37,6 +38,30 @@ def settings() -> Settings:
     ctx = click.get_current_context()
     obj = ctx.find_object(Settings)
     return obj if obj is not None else Settings()
+
+
+def progress_option(f: F) -> F:
+    """``--no-progress`` on a long-running command (the root group takes it too).
+
+    The command reads :func:`show_progress`; ``REPSCOPE_NO_PROGRESS=1`` also hides every bar.
+    """
+
+    @click.option("--no-progress", "no_progress", is_flag=True,
+                  help="Hide progress bars (env REPSCOPE_NO_PROGRESS=1).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, no_progress: bool = False, **kwargs: Any) -> Any:
+        if no_progress:
+            settings().progress = False
+        return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def show_progress() -> bool:
+    """Whether this command shows progress bars (not ``--no-progress``, not the env switch)."""
+    from repscope._progress import progress_disabled
+
+    return settings().progress and not progress_disabled()
 
 
 def json_option(f: F) -> F:

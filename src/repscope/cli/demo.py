@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from repscope.cli._common import db_option, settings
+from repscope.cli._common import db_option, progress_option, settings, show_progress
 
 
 @click.command()
@@ -14,9 +14,9 @@ from repscope.cli._common import db_option, settings
               help="Folder for the feature stores and report.html.")
 @click.option("--batch-size", default=50, show_default=True)
 @click.option("--folds", default=5, show_default=True, help="Cross-validation folds.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@progress_option
 @db_option
-def demo(n_images: int, resolution: int, out: str, batch_size: int, folds: int, no_progress: bool) -> None:
+def demo(n_images: int, resolution: int, out: str, batch_size: int, folds: int) -> None:
     """Run the demo offline: extract EfficientNet-Lite0/Lite1 features on MNIST, analyse every
     layer, and write report.html (prints its path)."""
     from pathlib import Path
@@ -25,7 +25,7 @@ def demo(n_images: int, resolution: int, out: str, batch_size: int, folds: int, 
 
     s = settings()
     cfg = DemoConfig(n_images=n_images, resolution=resolution, out=Path(out), db=s.db_path,
-                     batch_size=batch_size, folds=folds, seed=s.seed, progress=not no_progress)
+                     batch_size=batch_size, folds=folds, seed=s.seed, progress=show_progress())
     res = run_demo(cfg, log=lambda m: click.echo(m, err=True))
     for k, v in res.timings.items():
         click.echo(f"  {k}: {v:.1f} s", err=True)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from repscope.cli._common import check_exists, db_option, settings
+from repscope.cli._common import check_exists, db_option, progress_option, settings, show_progress
 
 
 def _inputs_from_file(path: Path) -> Any:
@@ -31,11 +31,11 @@ def _inputs_from_file(path: Path) -> Any:
 @click.option("--resolution", default=None, type=int, help="Image resolution for vision models.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="FeatureStore directory (re-running resumes after the last complete chunk).")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@progress_option
 @db_option
 def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | None,
             layers: tuple[str, ...], pooling: str | None, batch_size: int, resolution: int | None,
-            out: str, no_progress: bool) -> None:
+            out: str) -> None:
     """Extract activations of a zoo MODEL into a FeatureStore at --out."""
     import time
 
@@ -63,7 +63,7 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     extra = {"pooling": pooling} if pooling else {}
     store = extract_to_store(loaded, inputs, out, layers=list(layers) or None,
                              pooling=pooling or "mean", batch_size=batch_size,
-                             metadata=metadata, progress=not no_progress)
+                             metadata=metadata, progress=show_progress())
     secs = time.perf_counter() - t
     with s.db() as db, db.run("extract", {"out": out, "layers": store.layers, **extra},
                               model=model, dataset=dataset or str(inputs_path)) as run_id:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -537,30 +537,9 @@ def _check_resumable(
         )
 
 
-@contextlib.contextmanager
 def _progress(
     enabled: bool, total: int | None, completed: int, label: str
-) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda _k: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    from repscope._progress import progress_bar
 
-    columns = [
-        TextColumn("[bold]extract[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total, completed=completed)
-        yield lambda k: bar.advance(task, k)
+    return progress_bar(label, total, enabled=enabled, completed=completed, prefix="extract")

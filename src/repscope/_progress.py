@@ -1,0 +1,103 @@
+"""One progress bar for every long step: rich on stderr, with a count, elapsed time and an ETA.
+
+Library functions that can run for more than a few seconds take ``progress: bool`` (default
+off, so library calls stay quiet) and wrap their loop in :func:`progress_bar`; the command
+line turns it on unless ``--no-progress`` (or ``REPSCOPE_NO_PROGRESS=1``) is given.
+
+>>> with progress_bar("permutations", total=3, enabled=False) as advance:
+...     for _ in range(3):
+...         advance(1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+__all__ = ["progress_bar", "progress_disabled", "quiet_transformers"]
+
+
+def progress_disabled() -> bool:
+    """Whether the environment turns every bar off (``REPSCOPE_NO_PROGRESS=1``)."""
+    return os.environ.get("REPSCOPE_NO_PROGRESS", "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def progress_bar(
+    label: str, total: int | None, *, enabled: bool = True, completed: int = 0,
+    prefix: str = "repscope",
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; yields ``advance(k)``.
+
+    Parameters
+    ----------
+    label : str
+        What is counted ("permutations", "training steps", ...).
+    total : int or None
+        The number of steps (None: unknown; no ETA then).
+    enabled : bool
+        False yields a no-op ``advance`` and prints nothing; ``REPSCOPE_NO_PROGRESS=1`` also
+        turns the bar off.
+    completed : int
+        Steps already done (a resumed run).
+    prefix : str
+        The bold word before the label (the command or the step).
+    """
+    if not enabled or progress_disabled():
+        yield _noop
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"[bold]{_escape(prefix)}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(_escape(label), total=total, completed=completed)
+        yield lambda k=1: bar.advance(task, k)
+
+
+def _noop(k: int = 1) -> None:
+    return None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' and huggingface_hub's own loading bars and info logs.
+
+    repscope shows its own progress; the "Loading weights" bar that recent transformers
+    prints on every ``from_pretrained`` is noise on every command.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is optional
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # pragma: no cover
+        pass
