@@ -15,7 +15,11 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["progress_bar", "progress_disabled", "quiet_transformers"]
+__all__ = ["ProgressLike", "progress_bar", "progress_disabled", "progress_for", "quiet_transformers"]
+
+ProgressLike = bool | Callable[[int], None]
+"""A library function's ``progress``: False (quiet), True (its own bar) or ``advance(k)``,
+the callback of a bar its caller holds (one bar over several calls)."""
 
 
 def progress_disabled() -> bool:
@@ -68,6 +72,18 @@ def progress_bar(
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(_escape(label), total=total, completed=completed)
         yield lambda k=1: bar.advance(task, k)
+
+
+@contextlib.contextmanager
+def progress_for(
+    progress: ProgressLike, label: str, total: int | None, *, prefix: str = "repscope"
+) -> Iterator[Callable[[int], None]]:
+    """``advance(k)`` for a library function's ``progress`` argument (see :data:`ProgressLike`)."""
+    if callable(progress):
+        yield progress
+        return
+    with progress_bar(label, total, enabled=bool(progress), prefix=prefix) as advance:
+        yield advance
 
 
 def _noop(k: int = 1) -> None:

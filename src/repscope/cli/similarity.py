@@ -6,6 +6,7 @@ bootstrap intervals for the best-matching layer pairs. Records ``similarity_matr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -22,7 +23,9 @@ from repscope.cli._common import (
     pair_by_option,
     paired_features,
     print_table,
+    progress_option,
     settings,
+    show_progress,
 )
 
 
@@ -41,16 +44,17 @@ def _list_measures(ctx: click.Context, _param: Any, value: bool) -> None:
 
 
 def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, bootstrap: int,
-                seed: int) -> dict[str, Any]:
+                seed: int, advance: Callable[[int], None]) -> dict[str, Any]:
     from repscope.similarity._stats import bootstrap_ci, permutation_test
 
     out: dict[str, Any] = {}
     if permutations:
-        p = permutation_test(X, Y, measure, n_permutations=permutations, seed=seed)
+        p = permutation_test(X, Y, measure, n_permutations=permutations, seed=seed,
+                             progress=advance)
         out.update(p_value=p.p_value, null_mean=p.null_mean, null_std=p.null_std,
                    z_score=p.z_score, n_permutations=permutations)
     if bootstrap:
-        b = bootstrap_ci(X, Y, measure, n_resamples=bootstrap, seed=seed)
+        b = bootstrap_ci(X, Y, measure, n_resamples=bootstrap, seed=seed, progress=advance)
         out.update(ci_low=b.ci_low, ci_high=b.ci_high, std_error=b.std_error,
                    confidence=b.confidence, n_bootstrap=bootstrap)
     return out
@@ -71,6 +75,7 @@ def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, b
 @pair_by_option
 @click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True,
               callback=_list_measures, help="List the registered measures and exit.")
+@progress_option
 @json_option
 def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...],
                layers_a: tuple[str, ...], layers_b: tuple[str, ...], permutations: int,
@@ -78,6 +83,7 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     """Similarity of every layer of FEATURES_A with every layer of FEATURES_B (.npy,
     .safetensors or a FeatureStore; samples paired by id when both have ids, see --pair-by).
     Without FEATURES_B, A's layers are compared with each other."""
+    from repscope._progress import progress_bar
     from repscope._validation import check_scalar
     from repscope.similarity import get_measure
     from repscope.similarity._layers import compare_layers
@@ -113,10 +119,15 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
             src_b = fa if fb is None else fb
             stats = []
             if permutations or bootstrap:
-                for row, col, _ in lm.best_matches:
-                    stats.append({"row": row, "col": col,
-                                  **_pair_stats(fa[row], src_b[col], measure, permutations,
-                                                bootstrap, seed)})
+                what = " and ".join(w for w, k in (("permutations", permutations),
+                                                   ("bootstrap", bootstrap)) if k)
+                total = len(lm.best_matches) * (permutations + bootstrap)
+                with progress_bar(f"{measure} {what}", total, enabled=show_progress(),
+                                  prefix="similarity") as advance:
+                    for row, col, _ in lm.best_matches:
+                        stats.append({"row": row, "col": col,
+                                      **_pair_stats(fa[row], src_b[col], measure, permutations,
+                                                    bootstrap, seed, advance)})
             records = lm.to_records(model=model, dataset=dataset, run_id=run_id,
                                     model_a=ma, model_b=mb, stats=stats,
                                     params={"permutations": permutations, "bootstrap": bootstrap})

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from repscope._array import as_float64_numpy
+from repscope._progress import ProgressLike, progress_for
 from repscope._validation import check_choice, check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result, Score
@@ -102,7 +103,10 @@ def _fro2(a: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", a, a))
 
 
-def _cka_perm_null(X: Any, Y: Any, perms: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+def _cka_perm_null(
+    X: Any, Y: Any, perms: np.ndarray, batch_size: int,
+    advance: Callable[[int], None] = lambda k: None,
+) -> tuple[float, np.ndarray]:
     Zx, Zy = _reduce(_centred(X)), _reduce(_centred(Y))
     den = np.sqrt(_fro2(Zx.T @ Zx) * _fro2(Zy.T @ Zy))
     if den <= 0:
@@ -118,6 +122,7 @@ def _cka_perm_null(X: Any, Y: Any, perms: np.ndarray, batch_size: int) -> tuple[
         Zp = Zy[perms[a:a + step]]  # (b, n, r_y)
         cross = np.matmul(ZxT[None], Zp)  # (b, r_x, r_y)
         null[a:a + step] = np.einsum("bij,bij->b", cross, cross) / den
+        advance(min(step, perms.shape[0] - a))
     return value, null
 
 
@@ -176,6 +181,7 @@ def permutation_test(
     alternative: Alternative | None = None,
     seed: int | None = 0,
     batch_size: int = 0,
+    progress: ProgressLike = False,
     **measure_opts: Any,
 ) -> PermutationTestResult:
     r"""Permutation test of the dependence of paired representations.
@@ -200,6 +206,9 @@ def permutation_test(
     seed : int or None, default=0
     batch_size : int, default=0
         Permutations per batched product in the CKA path (0 = as many as fit in ~128 MB).
+    progress : bool or callable, default=False
+        True shows a progress bar with an ETA on stderr; a callable ``advance(k)`` is called
+        with the permutations done (one bar over several tests).
     **measure_opts
         Passed to the measure.
 
@@ -220,11 +229,15 @@ def permutation_test(
     name, fn, hib = _resolve(measure, caller)
     alt = _alternative(alternative, hib, caller)
     perms = _permutations(int(X.shape[0]), B, seed)
-    if name == "linear_cka" and not measure_opts and not callable(measure):
-        value, null = _cka_perm_null(X, Y, perms, int(batch_size))
-    else:
-        value = float(fn(X, Y, **measure_opts))
-        null = np.array([float(fn(X, Y[p], **measure_opts)) for p in perms])
+    with progress_for(progress, f"{name} permutations", B) as advance:
+        if name == "linear_cka" and not measure_opts and not callable(measure):
+            value, null = _cka_perm_null(X, Y, perms, int(batch_size), advance)
+        else:
+            value = float(fn(X, Y, **measure_opts))
+            null = np.empty(B)
+            for b, p in enumerate(perms):
+                null[b] = float(fn(X, Y[p], **measure_opts))
+                advance(1)
     return _finish(value, null, name, alt)
 
 
@@ -325,6 +338,7 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int | None = 0,
+    progress: ProgressLike = False,
     **measure_opts: Any,
 ) -> BootstrapResult:
     """Percentile bootstrap confidence interval over samples (rows drawn with replacement).
@@ -337,6 +351,9 @@ def bootstrap_ci(
     n_resamples : int, default=1000
     confidence : float in (0, 1), default=0.95
     seed : int or None, default=0
+    progress : bool or callable, default=False
+        True shows a progress bar with an ETA on stderr; a callable ``advance(k)`` is called
+        with the resamples done.
     **measure_opts
         Passed to the measure.
 
@@ -360,9 +377,11 @@ def bootstrap_ci(
     value = float(fn(X, Y, **measure_opts))
     rng = np.random.default_rng(seed)
     vals = np.empty(B)
-    for b in range(B):
-        idx = rng.integers(0, n, n)
-        vals[b] = float(fn(X[idx], Y[idx], **measure_opts))
+    with progress_for(progress, f"{name} bootstrap", B) as advance:
+        for b in range(B):
+            idx = rng.integers(0, n, n)
+            vals[b] = float(fn(X[idx], Y[idx], **measure_opts))
+            advance(1)
     lo, hi = np.quantile(vals, [(1 - conf) / 2, (1 + conf) / 2])
     return BootstrapResult(
         value=value, ci_low=float(lo), ci_high=float(hi),
