@@ -15,7 +15,8 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["ProgressLike", "progress_bar", "progress_disabled", "progress_for", "quiet_transformers"]
+__all__ = ["ProgressLike", "progress_bar", "progress_disabled", "progress_for", "quiet_loading",
+           "quiet_transformers"]
 
 ProgressLike = bool | Callable[[int], None]
 """A library function's ``progress``: False (quiet), True (its own bar) or ``advance(k)``,
@@ -25,6 +26,20 @@ the callback of a bar its caller holds (one bar over several calls)."""
 def progress_disabled() -> bool:
     """Whether the environment turns every bar off (``REPSCOPE_NO_PROGRESS=1``)."""
     return os.environ.get("REPSCOPE_NO_PROGRESS", "") not in ("", "0")
+
+
+def _progress_forced() -> bool:
+    """``REPSCOPE_PROGRESS=1`` shows bars even when stderr is not a terminal (logs, tests)."""
+    return os.environ.get("REPSCOPE_PROGRESS", "") not in ("", "0")
+
+
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -42,13 +57,14 @@ def progress_bar(
         The number of steps (None: unknown; no ETA then).
     enabled : bool
         False yields a no-op ``advance`` and prints nothing; ``REPSCOPE_NO_PROGRESS=1`` also
-        turns the bar off.
+        turns the bar off. A bar is drawn only when stderr is a terminal (a pipe or a log file
+        gets none, so ``--json`` output and logs stay clean) unless ``REPSCOPE_PROGRESS=1``.
     completed : int
         Steps already done (a resumed run).
     prefix : str
         The bold word before the label (the command or the step).
     """
-    if not enabled or progress_disabled():
+    if not enabled or progress_disabled() or not (_stderr_is_terminal() or _progress_forced()):
         yield _noop
         return
     from rich.console import Console
@@ -71,7 +87,11 @@ def progress_bar(
     ]
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(_escape(label), total=total, completed=completed)
-        yield lambda k=1: bar.advance(task, k)
+
+        def advance(k: int = 1) -> None:
+            bar.advance(task, k)
+
+        yield advance
 
 
 @contextlib.contextmanager
@@ -117,3 +137,24 @@ def quiet_transformers() -> None:
         disable_progress_bars()
     except ImportError:  # pragma: no cover
         pass
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while a zoo model loads, restored afterwards.
+
+    A library call should not print; the previous setting comes back, so a user who wants
+    transformers' bars elsewhere keeps them.
+    """
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is optional
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -24,7 +24,9 @@ from repscope.cli._common import (
     layers_option,
     model_name,
     print_table,
+    progress_option,
     settings,
+    show_progress,
 )
 
 
@@ -68,6 +70,7 @@ def _parse_shots(text: str) -> tuple[int, ...]:
 @click.option("--calibration", "do_calibration", is_flag=True,
               help="Temperature scaling, ECE and reliability diagram at the best layer.")
 @dataset_option
+@progress_option
 @json_option
 def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, folds: int,
           few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
@@ -93,7 +96,8 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     seed = settings().seed
     model = model_name(path)
     factory = make_probe(probe_name, seed=seed)
-    res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed))
+    bars = show_progress()
+    res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed), progress=bars)
     best = res.best_layer
     out: dict[str, Any] = {"model": model, "probe": probe_name, "layers": res.to_dict()}
     params = {"probe": probe_name, "n_folds": folds, "seed": seed}
@@ -106,7 +110,8 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
             n_classes = len(np.unique(y_raw))
             fs_factory = make_probe(probe_name, k=max(1, min(10, min(shots) * n_classes)),
                                     seed=seed, small=True)
-            fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed)
+            fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed,
+                          progress=bars)
             db.add_many(fs.to_records(**ctx, layer=best, params={**params, "n_tries": tries}))
             out["few_shot"] = {"layer": best, **fs.to_dict()}
             out["few_shot"].pop("test_indices", None)
@@ -114,7 +119,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
             n_classes = len(np.unique(y_raw))
             lc_factory = make_probe(probe_name, k=max(1, min(10, 2 * n_classes)), seed=seed,
                                     small=True)
-            lc = learning_curve(lc_factory, X, y_raw, n_repeats=3, seed=seed)
+            lc = learning_curve(lc_factory, X, y_raw, n_repeats=3, seed=seed, progress=bars)
             db.add_many(lc.to_records(**ctx, layer=best, params=params))
             out["learning_curve"] = {"layer": best, **lc.to_dict()}
         if do_calibration:

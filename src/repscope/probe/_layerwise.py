@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods, StrOptions
 
 from repscope._array import is_torch, to_numpy
 from repscope._params import ValidatedEstimator, parameter_error
+from repscope._progress import ProgressLike, progress_for
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.probe._protocols import (
@@ -115,6 +116,7 @@ def probe_layers(
     probe: EstimatorFactory | None = None,
     protocol: Protocol = DEFAULT_PROTOCOL,
     layers: Sequence[str] | None = None,
+    progress: ProgressLike = False,
 ) -> LayerwiseResult:
     """Probe every layer of a FeatureStore (or a ``{layer: array}`` mapping) in one call.
 
@@ -135,6 +137,9 @@ def probe_layers(
     protocol : Holdout, KFold or FixedValidation, default=KFold()
     layers : sequence of str, optional
         Subset and order (default: all layers, in the source's order).
+    progress : bool or callable, default=False
+        True shows a progress bar (layers done, with an ETA) on stderr; a callable
+        ``advance(k)`` is called once per layer.
 
     Returns
     -------
@@ -148,27 +153,38 @@ def probe_layers(
     y = None
     acc, lo, hi, std, splits, widths = [], [], [], [], [], []
     chance = float("nan")
-    for name in names:
-        X = check_features(read(name), name=f"features of layer {name!r}")
-        if y is None:
-            y = check_labels(labels, n_samples=int(X.shape[0]), name="labels", min_classes=2)
-        elif int(X.shape[0]) != y.size:
-            raise RepscopeValueError(
-                f"layer {name!r} has {X.shape[0]} samples but labels have {y.size}; every "
-                "layer must hold the same inputs."
-            )
-        r, _ = evaluate(factory, X, y, protocol)
-        acc.append(r.accuracy)
-        lo.append(r.ci_low)
-        hi.append(r.ci_high)
-        std.append(r.std)
-        splits.append(r.split_scores)
-        widths.append(int(X.shape[1]))
-        chance = r.chance
+    with progress_for(progress, "layers", len(names), prefix="probe") as advance:
+        for name in names:
+            r, width, y = _probe_one(read, name, labels, y, factory, protocol)
+            acc.append(r.accuracy)
+            lo.append(r.ci_low)
+            hi.append(r.ci_high)
+            std.append(r.std)
+            splits.append(r.split_scores)
+            widths.append(width)
+            chance = r.chance
+            advance(1)
     return LayerwiseResult(
         layers=tuple(names), accuracy=tuple(acc), ci_low=tuple(lo), ci_high=tuple(hi),
         std=tuple(std), split_scores=tuple(splits), n_features=tuple(widths), chance=chance,
         protocol=repr(protocol), probe=_probe_name(factory))
+
+
+def _probe_one(
+    read: Any, name: str, labels: Any, y: np.ndarray | None, factory: EstimatorFactory,
+    protocol: Protocol,
+) -> tuple[Any, int, np.ndarray]:
+    """One layer's evaluation, the labels checked against its first layer."""
+    X = check_features(read(name), name=f"features of layer {name!r}")
+    if y is None:
+        y = check_labels(labels, n_samples=int(X.shape[0]), name="labels", min_classes=2)
+    elif int(X.shape[0]) != y.size:
+        raise RepscopeValueError(
+            f"layer {name!r} has {X.shape[0]} samples but labels have {y.size}; every "
+            "layer must hold the same inputs."
+        )
+    r, _ = evaluate(factory, X, y, protocol)
+    return r, int(X.shape[1]), y
 
 
 class MultiLevelProbe(ClassifierMixin, ValidatedEstimator):

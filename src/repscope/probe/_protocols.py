@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 from repscope._array import is_torch
+from repscope._progress import ProgressLike, progress_for
 from repscope._validation import check_choice, check_labels, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import RecordedResult, Result
@@ -349,6 +350,7 @@ def few_shot(
     test_size: float = 0.2,
     test_indices: Sequence[int] | None = None,
     ci: Literal["t", "bootstrap"] = "t",
+    progress: ProgressLike = False,
 ) -> FewShotResult:
     """Few-shot accuracy: ``shots`` examples per class, ``n_tries`` draws, fixed test split.
 
@@ -370,6 +372,9 @@ def few_shot(
     test_indices : sequence of int, optional
         A fixed test set instead of a random one.
     ci : {"t", "bootstrap"}, default="t"
+    progress : bool or callable, default=False
+        True shows a progress bar (fits done, with an ETA) on stderr; a callable
+        ``advance(k)`` is called once per fit.
 
     Returns
     -------
@@ -396,20 +401,23 @@ def few_shot(
         )
     X_te, y_te = _take(X, te), labels[te]
     means, stds, los, his, accs = [], [], [], [], []
-    for s in shots_t:
-        row = []
-        for j in range(n_tries):
-            rng = np.random.default_rng([seed, s, j])
-            idx = np.concatenate([rng.choice(by_class[c], size=s, replace=False)
-                                  for c in classes])
-            est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
-            row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
-        lo, hi = mean_interval(row, method=ci, seed=seed)
-        accs.append(tuple(row))
-        means.append(float(np.mean(row)))
-        stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)
-        los.append(lo)
-        his.append(hi)
+    with progress_for(progress, "few-shot fits", len(shots_t) * n_tries,
+                      prefix="probe") as advance:
+        for s in shots_t:
+            row = []
+            for j in range(n_tries):
+                rng = np.random.default_rng([seed, s, j])
+                idx = np.concatenate([rng.choice(by_class[c], size=s, replace=False)
+                                      for c in classes])
+                est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
+                row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
+                advance(1)
+            lo, hi = mean_interval(row, method=ci, seed=seed)
+            accs.append(tuple(row))
+            means.append(float(np.mean(row)))
+            stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)
+            los.append(lo)
+            his.append(hi)
     _, counts = np.unique(y_te, return_counts=True)
     return FewShotResult(shots=shots_t, mean=tuple(means), std=tuple(stds), ci_low=tuple(los),
                          ci_high=tuple(his), accuracies=tuple(accs), n_test=int(te.size),
@@ -504,6 +512,7 @@ def learning_curve(
     test_size: float = 0.25,
     tol: float = 0.01,
     asymptote: Literal["observed", "fitted"] = "observed",
+    progress: ProgressLike = False,
 ) -> LearningCurveResult:
     """Accuracy against training-set size, with intervals and where the curve flattens.
 
@@ -529,6 +538,9 @@ def learning_curve(
     asymptote : {"observed", "fitted"}, default="observed"
         Which asymptote ``reached_at`` refers to; ``"fitted"`` falls back to observed when the
         power law cannot be fitted.
+    progress : bool or callable, default=False
+        True shows a progress bar (fits done, with an ETA) on stderr; a callable
+        ``advance(k)`` is called once per fit.
 
     Returns
     -------
@@ -555,20 +567,23 @@ def learning_curve(
         )
     X_te, y_te = _take(X, te), labels[te]
     means, stds, los, his, accs = [], [], [], [], []
-    for n in sizes_t:
-        row = []
-        reps = 1 if n == pool.size else n_repeats
-        for j in range(reps):
-            rng = np.random.default_rng([seed, n, j])
-            idx = _subsample(by_class, n, rng)
-            est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
-            row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
-        lo, hi = mean_interval(row)
-        accs.append(tuple(row))
-        means.append(float(np.mean(row)))
-        stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)
-        los.append(lo)
-        his.append(hi)
+    n_fits = sum(1 if n == pool.size else n_repeats for n in sizes_t)
+    with progress_for(progress, "learning-curve fits", n_fits, prefix="probe") as advance:
+        for n in sizes_t:
+            row = []
+            reps = 1 if n == pool.size else n_repeats
+            for j in range(reps):
+                rng = np.random.default_rng([seed, n, j])
+                idx = _subsample(by_class, n, rng)
+                est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
+                row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
+                advance(1)
+            lo, hi = mean_interval(row)
+            accs.append(tuple(row))
+            means.append(float(np.mean(row)))
+            stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)
+            los.append(lo)
+            his.append(hi)
     err = 1.0 - np.asarray(means)
     fitted = _fit_power_law(np.asarray(sizes_t), err)
     target = fitted if asymptote == "fitted" and math.isfinite(fitted) else float(err[-1])

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from repscope._progress import quiet_loading
 from repscope.exceptions import DataNotFoundError
 from repscope.zoo import _paths
 from repscope.zoo._registry import ModelSpec, add_model
@@ -93,8 +94,9 @@ def _load_minilm(*, device: Any = "cpu") -> LoadedModel:
     from transformers import AutoModel, AutoTokenizer
 
     path = str(minilm_dir())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True, **_dtype_kw())
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True, **_dtype_kw())
     model.eval().to(device)
     return LoadedModel("minilm-l6", "transformers", model, tokenizer, None, _MINILM.info)
 
@@ -103,7 +105,8 @@ def _load_minilm_st(*, device: Any = "cpu") -> LoadedModel:
     _offline()
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(minilm_dir()), device=str(device), local_files_only=True)
+    with quiet_loading():
+        model = SentenceTransformer(str(minilm_dir()), device=str(device), local_files_only=True)
     model.eval()
     return LoadedModel("minilm-l6-st", "sentence-transformers", model, None, None, _MINILM_ST.info)
 
@@ -359,8 +362,10 @@ def _load_smol(*, device: Any = "cpu") -> LoadedModel:
         raise DataNotFoundError(f"model {_SMOL_NAME!r}: {_check_smol()}")
     if not _cache_valid(cache, source):
         _build_smol_cache(source, cache)
-    tokenizer = AutoTokenizer.from_pretrained(str(cache), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(cache), local_files_only=True, **_dtype_kw())
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(cache), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(cache), local_files_only=True,
+                                                     **_dtype_kw())
     model.eval().to(device)
     return LoadedModel(_SMOL_NAME, "causal-lm", model, tokenizer, None, _SMOL.info)
 
