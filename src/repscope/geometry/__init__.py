@@ -19,4 +19,11 @@ if TYPE_CHECKING:
         register_geometry_measure,
     )
 
-__getattr__, __dir__, __all__ = attach(__name__, __file__)
+__getattr__, __dir__, _ = attach(__name__, __file__)
+
+__all__ = [
+    "geometry_info",
+    "get_geometry_measure",
+    "list_geometry_measures",
+    "register_geometry_measure",
+]

@@ -52,7 +52,7 @@ def register_geometry_measure(
     higher_is_better: bool | None,
     labels: Literal["required", "optional", "none"],
     cost: Literal["moments", "n log n", "n^2"],
-    range: tuple[float | None, float | None] = (None, None),  # noqa: A002 - metadata name
+    range: tuple[float | None, float | None] = (None, None),
     reference: str = "",
     defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[GeometryFn], GeometryFn]:
