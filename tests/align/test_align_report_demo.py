@@ -105,5 +105,5 @@ def test_demo_step_records_alignment_with_fallback_sentences(tmp_path, monkeypat
     assert r.values["retrieval"]["1"] > 0.95 > r.values["retrieval_unmapped"]["1"]
     assert r.values["sweep"]["ks"] == [4, 8, 16]  # k above the width (16) is dropped
     assert any("fixed template sentences" in m for m in logs)
-    assert r.layer == "encoder.layer.5 -> 461"
+    assert r.layer == "encoder.layer.5 -> sentence_embedding"
     assert pytest.approx(r.values["n_train"]) == 250

@@ -64,3 +64,41 @@ def test_minilm_l3_pooled_output_is_masked_mean_of_tokens(minilm_onnx, sentences
 def test_unknown_onnx_tensor_lists_close_names(minilm_onnx) -> None:
     with pytest.raises(UnknownNameError, match=r"unknown layer '46'.*Close names: .*'461'"):
         extract(minilm_onnx, ["x"], ["46"], progress=False)
+
+
+def test_minilm_l3_friendly_layers_give_the_features_of_their_graph_tensors(
+    minilm_onnx, sentences
+) -> None:
+    """The zoo's friendly names (the torch MiniLM's) resolve to the graph tensors they stand
+    for; the internal names still work and come back under the name asked for."""
+    info = minilm_onnx.info
+    assert list(info.layers) == ["embeddings", "encoder.layer.0", "encoder.layer.1",
+                                 "encoder.layer.2"]
+    friendly = [*info.layers, "sentence_embedding"]
+    internal = [info.layer_names[n] for n in friendly]
+    assert internal[-2:] == ["onnx::Shape_422", "461"]
+    out = extract(minilm_onnx, sentences, [*friendly, *internal], "mean", batch_size=4,
+                  progress=False)
+    assert list(out) == [*friendly, *internal]
+    for f, t in zip(friendly, internal):
+        np.testing.assert_array_equal(out[f], out[t])
+    assert not np.allclose(out["embeddings"], out["encoder.layer.2"])
+    # the default (and "blocks") are the friendly names, in depth order
+    assert list(extract(minilm_onnx, sentences[:2], None, progress=False)) == list(info.layers)
+    names = list_layers(minilm_onnx)
+    assert names[:5] == friendly and "onnx::Shape_422" in names
+
+
+def test_dinov2_friendly_layers_resolve_to_the_backbone_tensors(dinov2, dino_tokens,
+                                                                 digits_224) -> None:
+    out = extract(dinov2, digits_224, ["encoder.layer.0", "encoder.layer.11"], "none",
+                  batch_size=2, progress=False)
+    np.testing.assert_array_equal(out["encoder.layer.0"], dino_tokens[DINO_LAYERS[0]])
+    np.testing.assert_array_equal(out["encoder.layer.11"], dino_tokens[DINO_LAYERS[2]])
+
+
+def test_layer_names_must_name_tensors_of_the_graph(minilm_onnx) -> None:
+    from repscope.extract import OnnxAdapter
+
+    with pytest.raises(ValueError, match=r"\['block'\].*'nope'"):
+        OnnxAdapter(minilm_onnx.model, minilm_onnx.tokenizer, layer_names={"block": "nope"})

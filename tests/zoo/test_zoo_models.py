@@ -84,6 +84,15 @@ def test_registry_lists_every_model_with_metadata():
         assert info.licence
         assert info.install
         assert len(info.layers) >= info.n_layers
+        for name in (*info.layers, *info.extra_layers):  # readable, stable names
+            assert "/" not in name and "::" not in name and not name.isdigit(), (info.name, name)
+            if info.kind == "onnx":
+                assert name in info.layer_names, (info.name, name)
+    infos = {i.name: i for i in list_models()}
+    # the ONNX MiniLM-L3 is named like the torch MiniLM-L6 (its blocks are a prefix of L6's)
+    l3, l6 = infos["minilm-l3-onnx"].layers, infos["minilm-l6"].layers
+    assert l3 == l6[: len(l3)]
+
 
 
 def test_minilm_gives_seven_hidden_states_of_width_384(minilm):
@@ -180,7 +189,8 @@ def test_dinov2_onnx_runs_one_image_and_has_its_layers(mnist_batch):
     assert out.max() <= 1
     graph = onnx.load(lm.model, load_external_data=False).graph
     produced = {o for node in graph.node for o in node.output}
-    assert set(lm.info.layers) <= produced
+    assert {lm.info.layer_names[n] for n in (*lm.info.layers, *lm.info.extra_layers)} <= produced
+    assert lm.info.layer_names["layernorm"] == lm.info.extra["final_norm"]
     assert lm.info.extra["final_norm"] in produced
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["demo_alignment_step", "fixed_sentences"]
 
 MODEL_A, LAYER_A = "minilm-l6", "encoder.layer.5"
-MODEL_B = "minilm-l3-onnx"
+MODEL_B, LAYER_B = "minilm-l3-onnx", "sentence_embedding"  # its mean-pooled output
 N_TEXTS, MAX_LENGTH, N_TRAIN = 400, 64, 250
 SWEEP_KS = (4, 8, 16, 32, 64, 128, 384)
 
@@ -87,13 +87,11 @@ def demo_alignment_step(ctx: DemoContext) -> list[Record]:
     t0 = time.perf_counter()
     texts, dataset, note = _texts(seed, log)
     log(f"[demo] alignment: embedding {len(texts)} texts ({dataset}) with {MODEL_A} and {MODEL_B}")
-    layer_b = "461"
+    layer_b = LAYER_B
     feats = {}
     for name in (MODEL_A, MODEL_B):
         loaded = load_model(name)
-        layer = LAYER_A if name == MODEL_A else str(
-            loaded.info.extra.get("pooled_output", layer_b))
-        layer_b = layer if name == MODEL_B else layer_b
+        layer = LAYER_A if name == MODEL_A else LAYER_B
         out = extract(loaded, texts, layers=[layer], pooling="mean",
                       batch_size=32, progress=False, max_length=MAX_LENGTH)
         feats[name] = np.asarray(out[layer], dtype=np.float64)

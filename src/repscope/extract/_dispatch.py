@@ -72,6 +72,7 @@ def _adapter_of_loaded(
             device=device,
             model_id=name,
             preprocess=preprocess,
+            layer_names=getattr(getattr(lm, "info", None), "layer_names", None),
         )
     if _is_torch_module(model):
         if forward_fn is None and callable(getattr(model, "extract_features", None)):

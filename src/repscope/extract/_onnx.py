@@ -41,7 +41,9 @@ class OnnxAdapter(Adapter):
     """An ONNX graph run with ONNX Runtime.
 
     Layer names are tensor names of the graph: its outputs and the outputs of its nodes
-    (:meth:`list_layers`, in node order). Requested intermediate tensors are added to a
+    (:meth:`list_layers`, in node order), plus the friendly names of ``layer_names`` (a zoo
+    model's ``info.layer_names``, e.g. ``encoder.layer.2`` for ``onnx::Shape_422``), which
+    this adapter resolves to their tensors; results keep the name that was asked for. Requested intermediate tensors are added to a
     **copy** of the graph as extra outputs (types from ONNX shape inference), saved in a
     temporary directory and run with ``onnxruntime``; the graph's own outputs stay as they are.
     ``"outputs"`` expands to the graph's own outputs and is the default.
@@ -66,6 +68,8 @@ class OnnxAdapter(Adapter):
     preprocess : callable, optional
         Applied to each chunk of **uint8** inputs (raw images), e.g. a zoo model's
         ``preprocess``; float inputs are fed as they are.
+    layer_names : mapping of str to str, optional
+        Friendly layer name -> graph tensor name; each tensor must exist in the graph.
     """
 
     kind: str = "onnx"
@@ -79,6 +83,7 @@ class OnnxAdapter(Adapter):
         device: Any = None,
         model_id: str | None = None,
         preprocess: Callable[[Any], Any] | None = None,
+        layer_names: Mapping[str, str] | None = None,
     ) -> None:
         import onnx
 
@@ -109,6 +114,7 @@ class OnnxAdapter(Adapter):
             )
         graph = _graph_of_file(_file_key(self._path)) if self._path else _graph(self._proto)
         self._inputs, self._outputs, self._layers, graph_name = graph
+        self.layer_names = _check_layer_names(layer_names, self._layers)
         self.preprocess = preprocess
         self.text = TextBatcher(tokenizer, max_length) if tokenizer is not None else None
         self.has_mask = tokenizer is not None
@@ -124,8 +130,14 @@ class OnnxAdapter(Adapter):
 
     # ---------------------------------------------------------------- layer names
     def list_layers(self) -> list[str]:
-        """Node output tensor names in graph order (constants excluded), then graph outputs."""
-        return list(self._layers)
+        """The friendly names of ``layer_names``, then node output tensor names in graph order
+        (constants excluded), then graph outputs."""
+        tensors = set(self._layers)
+        return [n for n in self.layer_names if n not in tensors] + list(self._layers)
+
+    def tensor_name(self, layer: str) -> str:
+        """The graph tensor a layer name stands for (the one place friendly names resolve)."""
+        return self.layer_names.get(layer, layer)
 
     def shorthands(self) -> dict[str, list[str]]:
         return {**super().shorthands(), OUTPUTS: list(self._outputs)}
@@ -229,11 +241,11 @@ class OnnxAdapter(Adapter):
     def run(self, batch: Batch, poolings: Mapping[str, str]) -> dict[str, Any]:
         import torch
 
-        names = tuple(poolings)
-        outs = self._session(names).run(list(names), batch.inputs)
+        tensors = tuple(dict.fromkeys(self.tensor_name(n) for n in poolings))
+        outs = dict(zip(tensors, self._session(tensors).run(list(tensors), batch.inputs)))
         result: dict[str, Any] = {}
-        for name, arr in zip(names, outs):
-            arr = np.asarray(arr)
+        for name in poolings:
+            arr = np.asarray(outs[self.tensor_name(name)])
             if arr.ndim == 0 or arr.shape[0] != batch.size:
                 raise RepscopeValueError(
                     f"ONNX tensor {name!r} has shape {arr.shape}, with no leading batch dimension "
@@ -284,6 +296,20 @@ def _graph(proto: Any) -> GraphInfo:
     names = [o for n in graph.node if n.op_type not in consts for o in n.output if o]
     seen = set(names)
     return inputs, outputs, names + [o for o in outputs if o not in seen], str(graph.name)
+
+
+def _check_layer_names(names: Mapping[str, str] | None, tensors: list[str]) -> dict[str, str]:
+    """``names`` as a dict, each friendly name mapped to a tensor of the graph."""
+    if not names:
+        return {}
+    known = set(tensors)
+    missing = {k: v for k, v in names.items() if v not in known}
+    if missing:
+        raise RepscopeValueError(
+            f"layer_names maps {sorted(missing)} to tensors the ONNX graph does not have "
+            f"({sorted(missing.values())}); every friendly name must name a tensor of the graph."
+        )
+    return {str(k): str(v) for k, v in names.items()}
 
 
 def _providers(device: Any) -> list[str]:

