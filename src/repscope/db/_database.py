@@ -330,6 +330,7 @@ class ResultsDB:
         layer: Filter = None,
         run_id: Filter = None,
         since: Since = None,
+        until: Since = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[StoredRecord]:
@@ -341,6 +342,9 @@ class ResultsDB:
             Keep records whose field equals the string (or is one of the strings).
         since : datetime, date, timedelta or ISO str, optional
             Keep records created at or after this time (a timedelta: that long ago).
+        until : datetime, date, timedelta or ISO str, optional
+            Keep records created before this time (a timedelta: that long ago; a date: its
+            midnight, so ``until=date(2024, 5, 2)`` keeps the records of May 1st and before).
         limit : int, optional
             At most this many records.
         newest_first : bool, default=False
@@ -352,7 +356,7 @@ class ResultsDB:
             ``record.values`` resolves stored arrays to numpy arrays on first access.
         """
         where, args = self._where(analysis=analysis, model=model, dataset=dataset, layer=layer,
-                                  run_id=run_id, since=since)
+                                  run_id=run_id, since=since, until=until)
         sql = f"SELECT {_RECORD_COLUMNS} FROM records{where} ORDER BY id"
         sql += " DESC" if newest_first else ""
         if limit is not None:
@@ -373,14 +377,16 @@ class ResultsDB:
                        .fetchone()[0])
 
     @staticmethod
-    def _where(*, since: Since = None, **fields: Filter) -> tuple[str, list[Any]]:
+    def _where(
+        *, since: Since = None, until: Since = None, **fields: Filter
+    ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
         for name, value in fields.items():
             if name not in ("analysis", "model", "dataset", "layer", "run_id"):
                 raise RepscopeTypeError(
                     f"unknown filter {name!r}; use analysis, model, dataset, layer, run_id, "
-                    "since or limit."
+                    "since, until or limit."
                 )
             if value is None:
                 continue
@@ -397,6 +403,9 @@ class ResultsDB:
         if since is not None:
             clauses.append("created >= ?")
             args.append(to_iso(since))
+        if until is not None:
+            clauses.append("created < ?")
+            args.append(to_iso(until, name="until"))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     # -- comparison and export ---------------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 import re
 import traceback
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,8 @@ background:var(--panel);padding:.05rem .3rem;border-radius:4px;word-break:break-
 details{margin:.6rem 0}summary{cursor:pointer;color:var(--accent)}
 ul.layers{margin:.3rem 0;padding-left:1.2rem;columns:2}
 .block+.block{margin-top:1.6rem}
+.run-block{margin:1.2rem 0 1.8rem;padding-left:.9rem;border-left:3px solid var(--line)}
+h3.run-head{font-size:1rem;margin:0 0 .4rem}.run-fact{color:var(--muted);font-weight:400}
 .warn,.error{background:#fff7ed;border:1px solid #fed7aa;border-radius:6px;padding:.6rem .8rem}
 .error pre{white-space:pre-wrap;font-size:.8rem;margin:.4rem 0 0}
 .note{color:var(--muted);font-size:.88rem}
@@ -202,6 +204,41 @@ font-size:.85rem}
 """
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _render_section(name: str, sec: Any, recs: Sequence[RecordLike]) -> str:
+    """The section's fragment, or an error note plus the generic table when it fails."""
+    try:
+        return str(sec.renderer()(recs)) if sec is not None else render_generic(recs)
+    except Exception as err:
+        warnings.warn(f"report section {name!r} failed: {err!r}", ReportWarning, stacklevel=3)
+        tb = "".join(traceback.format_exception_only(type(err), err))
+        return (f'<div class="error"><strong>This section could not be rendered.'
+                f"</strong><pre>{esc(tb)}</pre></div>" + render_generic(recs))
+
+
+def _run_order(records: Sequence[RecordLike], runs: Mapping[str, RunInfo]) -> list[str | None]:
+    """The runs of ``records``, newest first (by the run's start, else its newest record);
+    records without a run come last."""
+    newest: dict[str | None, str] = {}
+    for r in records:
+        rid = r.run_id or None
+        info = runs.get(rid) if rid else None
+        created = info.created if info is not None else r.created
+        newest[rid] = max(newest.get(rid, ""), str(created or ""))
+    return sorted(newest, key=lambda rid: (rid is not None, newest[rid]), reverse=True)
+
+
+def _run_heading(run_id: str | None, runs: Mapping[str, RunInfo]) -> str:
+    if run_id is None:
+        return '<h3 class="run-head">Records without a run</h3>'
+    info = runs.get(run_id)
+    facts = []
+    if info is not None:
+        facts = [info.command, f"started {_when(info.created)}"]
+        facts += [x for x in (info.model, info.dataset) if x]
+    tail = "".join(f' <span class="run-fact">· {esc(f)}</span>' for f in facts if f)
+    return f'<h3 class="run-head">Run <code class="nowrap">{esc(run_id)}</code>{tail}</h3>'
 
 
 def render_html(
@@ -223,6 +260,9 @@ def render_html(
         sec = declared[name]
         return (sec.order if sec is not None else _GENERIC_ORDER, first[name])
 
+    runs = dict(runs or {})
+    run_order = _run_order(records, runs)
+    several_runs = len(run_order) > 1
     used: set[str] = set()
     toc, body = [], []
     for name in sorted(by_analysis, key=order):
@@ -230,14 +270,16 @@ def render_html(
         sec = declared[name]
         sec_title = sec.title if sec is not None else name
         slug = _slug(name, used)
-        try:
-            fragment = sec.renderer()(recs) if sec is not None else render_generic(recs)
-        except Exception as err:
-            warnings.warn(f"report section {name!r} failed: {err!r}", ReportWarning,
-                          stacklevel=2)
-            tb = "".join(traceback.format_exception_only(type(err), err))
-            fragment = (f'<div class="error"><strong>This section could not be rendered.'
-                        f"</strong><pre>{esc(tb)}</pre></div>" + render_generic(recs))
+        if several_runs:  # one block per run: two runs are never drawn as one series
+            blocks = []
+            for rid in run_order:
+                part = [r for r in recs if r.run_id == rid]
+                if part:
+                    blocks.append(f'<div class="run-block">{_run_heading(rid, runs)}'
+                                  f"{_render_section(name, sec, part)}</div>")
+            fragment = "".join(blocks)
+        else:
+            fragment = _render_section(name, sec, recs)
         desc = sec.description if sec is not None else ""
         body.append(
             f'<section id="{slug}"><h2>{esc(sec_title)}</h2>'
@@ -259,7 +301,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="repscope {esc(__version__)}">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main class=\"page\">"
-        + _header(title, records, runs or {})
+        + _header(title, records, {rid: runs[rid] for rid in run_order if rid in runs})
         + nav
         + "\n".join(body)
         + f"<footer>Made by repscope {esc(__version__)}. The report only shows stored results;"
@@ -274,6 +316,7 @@ def render_report(
     *,
     title: str = "repscope report",
     run_id: str | Sequence[str] | None = None,
+    runs: Mapping[str, RunInfo] | None = None,
 ) -> Path:
     """Render records into one self-contained HTML file.
 
@@ -289,6 +332,9 @@ def render_report(
     run_id : str, sequence of str or None, default=None
         Only records of these runs; ``"latest"`` means the newest run in the database;
         ``None`` renders every record given.
+    runs : mapping of run id to RunInfo, optional
+        The runs of ``records`` (for the header's run table), when records are given; a
+        database supplies them itself.
 
     Returns
     -------
@@ -297,6 +343,10 @@ def render_report(
 
     Notes
     -----
+    When the records come from more than one run, every section shows one block per run
+    (newest first, headed by the run's id, command and start), so the same model in two
+    runs is never drawn or tabulated as one series.
+
     Each analysis gets the section its capability declares for its name
     (:class:`~repscope.capability.Section`, imported only when its records are shown), or a
     generic table. Plots are inline SVG;
@@ -304,8 +354,8 @@ def render_report(
     anything. Every string from the data is HTML-escaped. A section that fails to render is
     replaced by an error note plus the generic table, with a :class:`ReportWarning`.
     """
-    records, runs = _collect(records_or_db, run_id)
-    html = render_html(records, title=title, runs=runs)
+    records, found = _collect(records_or_db, run_id)
+    html = render_html(records, title=title, runs={**found, **(runs or {})})
     out = Path(path)
     with atomic_path(out) as tmp:  # creates the folders; fsync, rename, fsync the folder
         tmp.write_text(html, encoding="utf-8")
