@@ -1,7 +1,9 @@
 """A generic name registry: register objects with metadata, look them up, list them.
 
-Unknown names raise :class:`~repscope.exceptions.UnknownNameError` (a ``KeyError``) whose
-message lists the known names and suggests the closest one.
+A name can have aliases (other names a user may type, e.g. ``cka`` for ``linear_cka``); a
+registry made with ``fold=`` also matches names after folding (case, ``-`` vs ``_``). Unknown
+names raise :class:`~repscope.exceptions.UnknownNameError` (a ``KeyError``) whose message lists
+the known names and suggests the closest one.
 """
 
 from __future__ import annotations
@@ -54,11 +56,16 @@ class Registry(Generic[T]):
     6
     >>> measures.meta("double")["higher_is_better"]
     True
+    >>> measures.alias("twice", "double")
+    >>> measures.canonical("twice"), measures.get("twice")(3)
+    ('double', 6)
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, fold: Callable[[str], str] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
+        self._fold = fold
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name`` with keyword metadata."""
@@ -71,23 +78,56 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: T, **meta: Any) -> None:
         """Register ``obj`` under ``name``; a name can be registered once."""
-        if name in self._entries:
+        if name in self._entries or name in self._aliases:
             raise RepscopeValueError(f"{self.kind} {name!r} is already registered.")
         self._entries[name] = Entry(name, obj, dict(meta))
 
+    def alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` another name of the registered ``name`` (looked up, never listed by
+        :meth:`names`; see :meth:`aliases`)."""
+        target = self.canonical(name)
+        if alias in self._entries or self._aliases.get(alias, target) != target:
+            raise RepscopeValueError(
+                f"{self.kind} alias {alias!r} is already a name of "
+                f"{self._aliases.get(alias, alias)!r}."
+            )
+        self._aliases[alias] = target
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the registered name it stands for, sorted by alias."""
+        return dict(sorted(self._aliases.items()))
+
+    def canonical(self, name: str) -> str:
+        """The registered name ``name`` stands for: itself, an alias's target, or (with
+        ``fold``) the name or alias equal to it after folding.
+
+        Raises
+        ------
+        UnknownNameError
+            No such name; the message suggests the closest name or alias.
+        """
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        if self._fold is not None and isinstance(name, str):
+            folded = self._fold(name)
+            for known in (*self._entries, *self._aliases):
+                if self._fold(known) == folded:
+                    return self._aliases.get(known, known)
+        known_names = tuple(sorted(self._entries))
+        # aliases count as near misses too, but the suggestion is the registered name
+        close = closest_names(str(name), [*known_names, *self._aliases])
+        hint = f" Did you mean {self._aliases.get(close[0], close[0])!r}?" if close else ""
+        listing = ", ".join(known_names) if known_names else "(none registered)"
+        raise UnknownNameError(
+            f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {listing}.",
+            name=str(name),
+            known=known_names,
+        )
+
     def _entry(self, name: str) -> Entry[T]:
-        try:
-            return self._entries[name]
-        except KeyError:
-            known = tuple(sorted(self._entries))
-            close = closest_names(str(name), known)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            listing = ", ".join(known) if known else "(none registered)"
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {listing}.",
-                name=str(name),
-                known=known,
-            ) from None
+        return self._entries[self.canonical(name)]
 
     def get(self, name: str) -> T:
         """The object registered under ``name``."""
@@ -114,6 +154,7 @@ class Registry(Generic[T]):
         return out
 
     def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is a registered name (aliases and folded names excluded)."""
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:

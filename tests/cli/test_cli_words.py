@@ -80,3 +80,40 @@ def test_extract_stores_the_friendly_layer_names(runner, db, tmp_path):
     import numpy as np
 
     np.testing.assert_array_equal(fs.read("onnx::Shape_422"), fs.read("encoder.layer.2"))
+
+
+# ---------------------------------------------------------------------------- measure aliases
+
+
+@pytest.fixture
+def pair(tmp_path) -> tuple[str, str]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((80, 6)).astype(np.float32)
+    b = (a @ np.linalg.qr(rng.standard_normal((6, 6)))[0]).astype(np.float32)
+    pa, pb = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(pa, a)
+    np.save(pb, b)
+    return str(pa), str(pb)
+
+
+def test_similarity_accepts_cka_and_records_linear_cka(runner, db, pair):
+    from repscope.db import ResultsDB
+
+    out = json.loads(_ok(runner.invoke(cli, ["--db", db, "similarity", *pair, "--measure", "cka",
+                                             "--measure", "Kernel-CKA", "--json"])))
+    assert [o["measure"] for o in out] == ["linear_cka", "rbf_cka"]
+    assert out[0]["best_matches"][0][2] == pytest.approx(1.0)
+    with ResultsDB(db) as rdb:
+        assert {r.values["measure"] for r in rdb.query(analysis="similarity_matrix")} == {
+            "linear_cka", "rbf_cka"}
+
+
+def test_similarity_list_shows_the_aliases_and_unknown_names_get_a_suggestion(runner, db, pair):
+    listing = _ok(runner.invoke(cli, ["similarity", "--list"]))
+    row = next(ln for ln in listing.splitlines() if " linear_cka " in ln)
+    assert " cka " in row
+    assert "kernel_cka" in listing
+    _one_line_error(runner.invoke(cli, ["--db", db, "similarity", *pair, "--measure", "ckaa"]),
+                    "unknown measure 'ckaa'", "Did you mean 'linear_cka'?")

@@ -33,13 +33,20 @@ def _list_measures(ctx: click.Context, _param: Any, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
     from repscope.similarity import list_measures, measure_info
+    from repscope.similarity._registry import measure_aliases
 
+    also: dict[str, list[str]] = {}
+    for alias, name in measure_aliases().items():
+        also.setdefault(name, []).append(alias)
     rows = []
     for name in list_measures():
         info = measure_info(name)
-        rows.append((name, info.get("direction", ""), "yes" if info.get("is_metric") else "no",
+        rows.append((name, ", ".join(also.get(name, [])) or "—", info.get("direction", ""),
+                     "yes" if info.get("is_metric") else "no",
                      ", ".join(sorted(info.get("invariances", ())))))
-    print_table(rows, ["measure", "direction", "metric", "invariant to"], title="Measures")
+    print_table(rows, ["measure", "also accepted as", "direction", "metric", "invariant to"],
+                title="Measures")
+    click.echo("Names ignore case, spaces and - vs _ (RBF-CKA is rbf_cka).")
     ctx.exit(0)
 
 
@@ -64,7 +71,8 @@ def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, b
 @features_argument("features_a")
 @features_argument("features_b", required=False)
 @click.option("--measure", "measures", multiple=True,
-              help="Registered measure (repeatable; default linear_cka). See --list.")
+              help="Registered measure or alias, e.g. cka (repeatable; default linear_cka). "
+                   "See --list.")
 @layers_option("Layers of A (repeatable; default all).", flag="--layer-a", dest="layers_a")
 @layers_option("Layers of B (repeatable; default all).", flag="--layer-b", dest="layers_b")
 @click.option("--permutations", type=int, default=0, show_default=True,
@@ -85,15 +93,15 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     Without FEATURES_B, A's layers are compared with each other."""
     from repscope._progress import progress_bar
     from repscope._validation import check_scalar
-    from repscope.similarity import get_measure
     from repscope.similarity._layers import compare_layers
+    from repscope.similarity._registry import resolve_measure
     from repscope.store import load_features
 
     check_scalar(permutations, "--permutations", caller="repscope similarity", kind=int, min_value=0)
     check_scalar(bootstrap, "--bootstrap", caller="repscope similarity", kind=int, min_value=0)
-    measures = measures or ("linear_cka",)
-    for m in measures:
-        get_measure(m)  # unknown names fail before any work, with the closest match
+    # aliases (cka) become the registered names (linear_cka) that are recorded; unknown names
+    # fail before any work, with the closest match
+    measures = tuple(dict.fromkeys(resolve_measure(m) for m in measures or ("linear_cka",)))
     pa_ = check_exists(features_a, "features")
     fa = load_features(pa_, layers_a or None)
     ma = model_name(pa_)

@@ -24,10 +24,16 @@ Metadata (read by the generated invariance tests, ``compare`` and the report):
     A short name of the estimator, carried into :class:`~repscope.results.Score`.
 ``streaming``
     Whether :class:`~repscope.similarity.StreamingSimilarity` can accumulate it exactly.
+
+Names are matched ignoring case, spaces, ``-`` and ``_`` (``Linear-CKA`` is ``linear_cka``),
+and the common names of the literature are aliases (:data:`MEASURE_ALIASES`: ``cka`` is
+``linear_cka``, ``kernel_cka`` is ``rbf_cka``, ...), resolved here, in the registry, so every
+caller records the registered name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -38,13 +44,16 @@ from repscope.results import Score
 
 __all__ = [
     "INVARIANCES",
+    "MEASURE_ALIASES",
     "MeasureFn",
     "compare",
     "get_measure",
     "list_measures",
+    "measure_aliases",
     "measure_info",
     "measures_with",
     "register_measure",
+    "resolve_measure",
 ]
 
 #: The transform classes a measure can declare invariance to.
@@ -54,7 +63,37 @@ INVARIANCES = frozenset(
 
 MeasureFn = Callable[..., float]
 
-_MEASURES: Registry[MeasureFn] = Registry("measure")
+
+
+def _fold(name: str) -> str:
+    """``"Linear-CKA"``, ``"linear cka"`` and ``"linear_cka"`` are one name."""
+    return re.sub(r"[\s_-]+", "_", name.strip().lower())
+
+
+_MEASURES: Registry[MeasureFn] = Registry("measure", fold=_fold)
+
+#: Common names of the literature -> the registered measure they mean.
+MEASURE_ALIASES: Mapping[str, str] = {
+    "cka": "linear_cka",
+    "debiased_cka": "linear_cka_debiased",
+    "unbiased_cka": "linear_cka_debiased",
+    "kernel_cka": "rbf_cka",
+    "gaussian_cka": "rbf_cka",
+    "mean_cca": "cca",
+    "procrustes_distance": "procrustes",
+    "orthogonal_procrustes": "procrustes",
+    "shape": "shape_angular",
+    "shape_metric": "shape_angular",
+    "angular_shape": "shape_angular",
+    "rdm": "rsa",
+    "r2": "linear_r2",
+    "linear_regression": "linear_r2",
+    "ridge": "ridge_predictivity",
+    "predictivity": "ridge_predictivity",
+    "mknn": "mutual_knn",
+    "jaccard": "knn_jaccard",
+    "projection_weighted_cca": "pwcca",
+}
 
 
 def register_measure(
@@ -71,11 +110,13 @@ def register_measure(
     estimator: str = "",
     streaming: bool = False,
     defaults: Mapping[str, Any] | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Callable[[MeasureFn], MeasureFn]:
     """Decorator registering a measure function ``f(X, Y, **opts) -> float`` under ``name``.
 
     ``defaults`` are keyword options bound when the measure is fetched by name (so one function
     can be registered twice, e.g. the shape metric at ``alpha=1`` and ``alpha=0``).
+    ``aliases`` are other names that look it up (listed by ``repscope similarity --list``).
 
     Raises
     ------
@@ -125,6 +166,8 @@ def register_measure(
             function=fn,
             defaults=dict(defaults or {}),
         )
+        for alias in aliases:
+            _MEASURES.alias(alias, name)
         return fn
 
     return deco
@@ -134,6 +177,34 @@ def _ensure_loaded() -> None:
     from repscope.similarity._measures import load_all
 
     load_all()
+    known = _MEASURES.aliases()
+    for alias, name in MEASURE_ALIASES.items():
+        if alias not in known and name in _MEASURES:
+            _MEASURES.alias(alias, name)
+
+
+def resolve_measure(name: str) -> str:
+    """The registered measure name that ``name`` (a name, an alias, any case, ``-`` for
+    ``_``) stands for.
+
+    Raises
+    ------
+    UnknownNameError
+        For an unknown name; the message lists the known ones and the closest match.
+
+    Examples
+    --------
+    >>> resolve_measure("cka"), resolve_measure("Kernel-CKA")
+    ('linear_cka', 'rbf_cka')
+    """
+    _ensure_loaded()
+    return _MEASURES.canonical(name)
+
+
+def measure_aliases() -> dict[str, str]:
+    """Every alias and the registered measure it stands for, sorted by alias."""
+    _ensure_loaded()
+    return _MEASURES.aliases()
 
 
 def get_measure(name: str) -> MeasureFn:
@@ -185,7 +256,7 @@ def compare(X: Any, Y: Any, measure: str = "linear_cka", **opts: Any) -> Score:
     Y : array-like of shape (n_samples, n_features_y)
         Representations of the same inputs.
     measure : str
-        A name from :func:`list_measures`.
+        A name from :func:`list_measures` or an alias (recorded under the registered name).
     **opts
         Options of the measure function.
 
@@ -203,6 +274,7 @@ def compare(X: Any, Y: Any, measure: str = "linear_cka", **opts: Any) -> Score:
     >>> round(s.value, 12), s.direction
     (1.0, 'similarity')
     """
+    measure = resolve_measure(measure)
     fn = get_measure(measure)
     meta = measure_info(measure)
     X, Y = check_paired(X, Y, min_samples=3)

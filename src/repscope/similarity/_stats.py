@@ -58,8 +58,9 @@ def _resolve(measure: MeasureLike, caller: str) -> tuple[str, Callable[..., floa
             f"callable m(X, Y) -> float. Got {measure!r} instead."
         )
     import repscope.similarity._knn_measures  # noqa: F401  (registers the kNN measures)
-    from repscope.similarity._registry import get_measure, measure_info
+    from repscope.similarity._registry import get_measure, measure_info, resolve_measure
 
+    measure = resolve_measure(measure)  # an alias (cka) is recorded as its measure (linear_cka)
     fn = get_measure(measure)
     return measure, fn, bool(measure_info(measure)["higher_is_better"])
 

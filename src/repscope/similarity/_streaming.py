@@ -15,7 +15,7 @@ from repscope._validation import check_paired
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.similarity._measures._common import PairStats
 from repscope.similarity._measures._streaming_specs import stream_spec, streaming_measures
-from repscope.similarity._registry import get_measure, list_measures
+from repscope.similarity._registry import list_measures, resolve_measure
 
 __all__ = ["StreamingSimilarity"]
 
@@ -52,7 +52,7 @@ class StreamingSimilarity:
     """
 
     def __init__(self, measure: str = "linear_cka", **opts: Any) -> None:
-        get_measure(measure)  # unknown names raise UnknownNameError
+        measure = resolve_measure(measure)  # aliases too; unknown names raise UnknownNameError
         if measure not in self.available():
             raise RepscopeValueError(
                 f"measure {measure!r} cannot be streamed exactly (it is not a function of "
