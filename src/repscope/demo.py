@@ -109,7 +109,7 @@ def run_demo(config: DemoConfig = DemoConfig(), *, log: Callable[[str], None] = 
                 loaded, data.inputs, store_dir, layers=layers, pooling="avg",
                 batch_size=config.batch_size,
                 metadata={"label": labels.tolist(), "id": list(data.ids)},
-                progress=config.progress,
+                progress=config.progress, dataset=config.dataset,
             )
             stores[name], layers_of[name] = store, layers
             timings[f"extract {name}"] = time.perf_counter() - t

@@ -131,10 +131,49 @@ def model_name(path: str | Path) -> str:
     return p.stem
 
 
+#: The FEATURES arguments whose store tells ``dataset_option`` its default.
+_FEATURES_ARGS = ("features", "features_a", "features_b")
+
+
+def store_dataset(path: str | Path | None) -> str:
+    """The data set a store was extracted from (its ``attrs["dataset"]``); ``""`` for a store
+    that does not say, or for anything that is not a store (a .npy file, a folder of files)."""
+    from repscope.store._manifest import MANIFEST
+
+    if path is None:
+        return ""
+    p = Path(path)
+    if not (p.is_dir() and (p / MANIFEST).is_file()):
+        return ""
+    from repscope.store import FeatureStore
+
+    try:
+        name = FeatureStore.open(p, verify="none").attrs.get("dataset", "")
+    except Exception:  # an unreadable store fails where the command reads it, with its message
+        return ""
+    return name if isinstance(name, str) else ""
+
+
 def dataset_option(f: F) -> F:
-    """``--dataset NAME``: the dataset name recorded with the results."""
-    return click.option("--dataset", default="",
-                        help="Dataset name to record with the results.")(f)
+    """``--dataset NAME``: the dataset name recorded with the results.
+
+    Default: the data set the command's features come from, when they are a store that
+    records it (:func:`store_dataset` of the ``features``/``features_a``/``features_b``
+    argument; two stores of different data sets give ``"A / B"``), else ``""``. The command
+    always receives a str.
+    """
+
+    @click.option("--dataset", default=None,
+                  help="Dataset name to record with the results (default: the dataset the "
+                  "features' store was extracted from).")
+    @functools.wraps(f)
+    def wrapper(*args: Any, dataset: str | None = None, **kwargs: Any) -> Any:
+        if dataset is None:
+            names = [store_dataset(kwargs.get(a)) for a in _FEATURES_ARGS]
+            dataset = " / ".join(dict.fromkeys(n for n in names if n))
+        return f(*args, dataset=dataset, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def labels_option(f: F) -> F:

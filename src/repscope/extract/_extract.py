@@ -225,6 +225,7 @@ def extract_to_store(
     forward_fn: Callable[..., Any] | None = None,
     chunk_size: int | None = None,
     model_id: str | None = None,
+    dataset: str | None = None,
 ) -> FeatureStore:
     """Run ``model`` over ``inputs`` and write the activations of ``layers`` into a store.
 
@@ -256,6 +257,9 @@ def extract_to_store(
     chunk_size : int, optional
         Samples per chunk (one store append; text length-sorting happens within a chunk).
         Default: the multiple of ``batch_size`` closest to 1024.
+    dataset : str, optional
+        The name of the data set ``inputs`` come from, kept in the store's attrs
+        (``store.attrs["dataset"]``) when it is created; analyses of the store record it.
 
     Returns
     -------
@@ -286,7 +290,7 @@ def extract_to_store(
     job = _Job(model, inputs, layers, pooling, batch_size, chunk_size, device, max_length,
                tokenizer, forward_fn, model_id, metadata)
     fs, locked_here = _open_store(store, job.adapter, job.names, job.poolings, job.batch_size,
-                                  job.chunk_size)
+                                  job.chunk_size, dataset)
     try:
         start = fs.n_samples  # read under the writer lock
         if job.n is not None and start > job.n:
@@ -473,6 +477,7 @@ def _open_store(
     poolings: Mapping[str, str],
     batch_size: int,
     chunk_size: int,
+    dataset: str | None = None,
 ) -> tuple[FeatureStore, bool]:
     """The store opened as its one writer: created, or reopened for resuming after checking
     (under the lock) that it was made the same way. Returns it and whether the writer lock was
@@ -503,7 +508,8 @@ def _open_store(
         )
     model_id = adapter.model_id
     fs = FeatureStore._open_writer(
-        Path(store), model_id, {ATTRS_KEY: settings}, exist_ok=True, match_attrs=False,
+        Path(store), model_id, {ATTRS_KEY: settings, **({"dataset": dataset} if dataset else {})},
+        exist_ok=True, match_attrs=False,
         check=lambda s: _check_resumable(s, model_id, names, poolings),
     )
     return fs, True
