@@ -189,11 +189,11 @@ def cross_probe(
     acc, lo, hi = np.zeros((G, A)), np.zeros((G, A)), np.zeros((G, A))
     chance = np.zeros(A)
     with progress_for(progress, "probes", G * A, prefix="leakage") as advance:
-        for g, F in enumerate(feats):
-            for a, lab in enumerate(labels):
+        for gi, F in enumerate(feats):
+            for ai, lab in enumerate(labels):
                 r, _ = evaluate(factory, F, lab, proto)
-                acc[g, a], lo[g, a], hi[g, a] = r.accuracy, r.ci_low, r.ci_high
-                chance[a] = r.chance
+                acc[gi, ai], lo[gi, ai], hi[gi, ai] = r.accuracy, r.ci_low, r.ci_high
+                chance[ai] = r.chance
                 advance(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(chance < 1, (acc - chance) / (1.0 - chance), 0.0)
