@@ -117,3 +117,66 @@ def test_similarity_list_shows_the_aliases_and_unknown_names_get_a_suggestion(ru
     assert "kernel_cka" in listing
     _one_line_error(runner.invoke(cli, ["--db", db, "similarity", *pair, "--measure", "ckaa"]),
                     "unknown measure 'ckaa'", "Did you mean 'linear_cka'?")
+
+
+# ---------------------------------------------------------------------------- extract again
+
+
+@pytest.mark.real
+def test_extract_again_says_complete_or_how_many_it_added(runner, db, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from repscope.db import ResultsDB
+    from repscope.store import FeatureStore
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The cat sat.\nStock prices fell.\nHello there.\nA long quiet day.\n")
+    out = str(tmp_path / "s")
+    base = ["--db", db, "extract", "minilm-l3-onnx", "--inputs", str(texts), "--out", out,
+            "--layer", "sentence_embedding", "--no-progress"]
+    first = _ok(runner.invoke(cli, [*base, "--n", "2"]))
+    assert first.strip() == f"wrote 2 samples x 1 layer to {out}"
+    resumed = _ok(runner.invoke(cli, base))
+    assert resumed.strip() == (f"resumed {out}: added 2 samples to the 2 already there "
+                               "(4 samples x 1 layer)")
+    again = _ok(runner.invoke(cli, base))
+    assert again.strip() == (f"{out}: already complete, 4 samples x 1 layer; nothing to do "
+                             "(use a new --out to extract again)")
+    assert "wrote" not in again
+    assert FeatureStore.open(out).n_samples == 4
+    with ResultsDB(db) as rdb:  # the run that did nothing records nothing
+        assert len(rdb.runs(command="extract")) == 2
+
+
+@pytest.mark.real
+def test_extract_into_another_runs_store_names_the_cli_options(runner, db, tmp_path):
+    pytest.importorskip("onnxruntime")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The cat sat.\nStock prices fell.\nHello there.\n")
+    out = str(tmp_path / "s")
+    base = ["--db", db, "extract", "minilm-l3-onnx", "--inputs", str(texts), "--out", out,
+            "--no-progress"]
+    _ok(runner.invoke(cli, [*base, "--layer", "sentence_embedding", "--n", "2"]))
+    for extra, want in [
+        (["--layer", "encoder.layer.2"], "pass the same --layer options to resume it"),
+        (["--layer", "sentence_embedding", "--pooling", "cls"], "--pooling mean, not cls"),
+    ]:
+        err = _one_line_error(runner.invoke(cli, [*base, *extra]), f"--out {out}", want,
+                              "new --out")
+        assert "=" not in err, err  # no Python argument syntax (layers=, pooling=, model_id=)
+    err = _one_line_error(
+        runner.invoke(cli, ["--db", db, "extract", "minilm-l6", "--inputs", str(texts), "--out",
+                            out, "--no-progress"]),
+        "holds features of model 'minilm-l3-onnx', not 'minilm-l6'")
+    assert "model_id" not in err
+
+
+def test_analyze_import_into_an_existing_store_names_out_not_exist_ok(runner, tmp_path):
+    import numpy as np
+
+    arr = tmp_path / "emb.npy"
+    np.save(arr, np.ones((4, 3), np.float32))
+    out = str(tmp_path / "feats")
+    _ok(runner.invoke(cli, ["analyze", "import", str(arr), "--out", out]))
+    err = _one_line_error(runner.invoke(cli, ["analyze", "import", str(arr), "--out", out]),
+                          f"--out {out} already holds a FeatureStore", "new --out")
+    assert "exist_ok" not in err and "=True" not in err

@@ -6,6 +6,8 @@ them; ``repscope report`` renders them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import numpy as np
 
@@ -87,15 +89,20 @@ def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool
 def import_(arrays: tuple[str, ...], out: str, model_id: str, labels: str | None) -> None:
     """Copy .npy/.safetensors ARRAYS (one layer each, or one per tensor) into a FeatureStore."""
     from repscope.cli._errors import check_labels_file
+    from repscope.exceptions import RepscopeValueError
     from repscope.store import FeatureStore, load_features, load_labels
+    from repscope.store._manifest import MANIFEST
 
+    if (Path(out) / MANIFEST).is_file():  # the library's refusal names its Python argument
+        raise RepscopeValueError(
+            f"--out {out} already holds a FeatureStore; import into a new --out (or delete "
+            "that folder first)."
+        )
     feats: dict[str, np.ndarray] = {}
     for a in arrays:
         feats.update(load_features(check_exists(a, "array file")))
     n = {k: v.shape[0] for k, v in feats.items()}
     if len(set(n.values())) != 1:
-        from repscope.exceptions import RepscopeValueError
-
         raise RepscopeValueError(f"all arrays must have the same number of rows; got {n}.")
     meta = None
     if labels is not None:

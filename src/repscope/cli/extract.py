@@ -17,10 +17,14 @@ def _inputs_from_file(path: Path) -> Any:
     return [ln for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def _layers_text(k: int) -> str:
+    return f"{k} layer" if k == 1 else f"{k} layers"
+
+
 def _existing(out: str) -> Any:
     """The FeatureStore already at ``--out`` (None when there is none yet)."""
     from repscope.store import FeatureStore
-    from repscope.store._format import MANIFEST
+    from repscope.store._manifest import MANIFEST
 
     path = Path(out)
     if not (path / MANIFEST).is_file():
@@ -28,7 +32,7 @@ def _existing(out: str) -> Any:
     return FeatureStore.open(path)
 
 
-def _check_same_run(store: Any, out: str, model: str, names: list[str],
+def _check_same_run(store: Any, out: str, model: str, names: list[str], pooling: str,
                     poolings: dict[str, str], n: int | None, ids: list[str] | None) -> None:
     """Refuse, naming the CLI options, a store at --out that another run made: another
     model, layers, pooling or inputs (a resume would mix two extractions)."""
@@ -50,10 +54,10 @@ def _check_same_run(store: Any, out: str, model: str, names: list[str],
     made = store.attrs.get(ATTRS_KEY)
     before = dict(made.get("pooling", {})) if isinstance(made, dict) else {}
     if before and before != poolings:
-        old, new = sorted(set(before.values())), sorted(set(poolings.values()))
+        old = ", ".join(sorted(set(before.values())))
         raise RepscopeValueError(
-            f"--out {out} was extracted with --pooling {', '.join(old)}, not "
-            f"{', '.join(new)}; pass the same --pooling to resume it, or {again}."
+            f"--out {out} was extracted with --pooling {old}, not {pooling}; pass the same "
+            f"--pooling to resume it, or {again}."
         )
     if n is not None and store.n_samples > n:
         raise RepscopeValueError(
@@ -124,12 +128,13 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     before = 0
     if existing is not None:
         names = make_adapter(loaded).resolve_layers(list(layers) or None)
-        _check_same_run(existing, out, model, names, resolve_pooling(mode, names), len(inputs),
-                        ids)
+        _check_same_run(existing, out, model, names, mode, resolve_pooling(mode, names),
+                        len(inputs), ids)
         before = existing.n_samples
         if before == len(inputs):
-            click.echo(f"{out}: already complete, {before} samples x {len(existing.layers)} "
-                       "layers; nothing to do (use a new --out to extract again)")
+            click.echo(f"{out}: already complete, {before} samples x "
+                       f"{_layers_text(len(existing.layers))}; nothing to do (use a new --out to "
+                       "extract again)")
             return
     t = time.perf_counter()
     extra = {"pooling": pooling} if pooling else {}
@@ -143,7 +148,7 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
         db.add_many(summary.to_records(model=model, dataset=dataset or str(inputs_path),
                                        run_id=run_id))
     added = store.n_samples - before
-    shape = f"{len(store.layers)} layers"
+    shape = _layers_text(len(store.layers))
     if before:
         click.echo(f"resumed {out}: added {added} samples to the {before} already there "
                    f"({store.n_samples} samples x {shape})")

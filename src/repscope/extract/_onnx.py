@@ -320,12 +320,12 @@ def _providers(device: Any) -> list[str]:
     if str(device).startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise RepscopeValueError(
-                f"device={device!r} needs onnxruntime's CUDAExecutionProvider, which this "
+                f"device {str(device)!r} needs onnxruntime's CUDAExecutionProvider, which this "
                 f"installation lacks (it has {ort.get_available_providers()}). Install "
-                "onnxruntime-gpu or pass device='cpu'."
+                "onnxruntime-gpu, or run on the CPU (device 'cpu'; CLI: --device cpu)."
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise RepscopeValueError(
-        f"The 'device' parameter of extract must be None, 'cpu' or 'cuda' for an ONNX model. Got "
-        f"{device!r} instead."
+        f"The 'device' parameter of extract (CLI: --device) must be None, 'cpu' or 'cuda' for an "
+        f"ONNX model. Got {device!r} instead."
     )
