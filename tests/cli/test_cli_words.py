@@ -180,3 +180,41 @@ def test_analyze_import_into_an_existing_store_names_out_not_exist_ok(runner, tm
     err = _one_line_error(runner.invoke(cli, ["analyze", "import", str(arr), "--out", out]),
                           f"--out {out} already holds a FeatureStore", "new --out")
     assert "exist_ok" not in err and "=True" not in err
+
+
+# ---------------------------------------------------------------------------- datasets table
+
+
+def test_datasets_table_has_a_short_status_and_the_fix_once_below(runner, tmp_path,
+                                                                   monkeypatch):
+    from repscope.zoo import _data, _paths
+
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("REPSCOPE_DATA", str(root))
+    monkeypatch.setattr(_paths, "data_roots", lambda: [root])
+    _data._read_fashion.cache_clear()
+    out = _ok(runner.invoke(cli, ["datasets"]))
+    table, _, below = out.partition("└")
+    cells = _table_cells(table)
+    assert cells["austen"][2] == "no: not installed: run scripts/fetch_system_data.sh --austen"
+    assert cells["fashion-mnist"][2] == "no: not installed (Debian package dataset-fashion-mnist)"
+    assert "apt-get" not in table and "dpkg-deb" not in table  # the fix is not in the table
+    assert len(table.splitlines()) < 25  # about a line per dataset (the austen row took ~10)
+    fixes = [ln for ln in below.splitlines() if ln.startswith("austen: ")]
+    assert len(fixes) == 1 and "apt-get download r-cran-janeaustenr" in fixes[0]
+    assert "fashion-mnist: " in below and "apt-get install -y dataset-fashion-mnist" in below
+    assert json.loads(_ok(runner.invoke(cli, ["datasets", "--json"])))  # JSON keeps every field
+
+
+def _table_cells(table: str) -> dict[str, list[str]]:
+    """The rows of a rich table as {first cell: [cells]}, wrapped lines joined."""
+    rows: dict[str, list[list[str]]] = {}
+    key = ""
+    for line in table.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        key = cells[0] or key
+        rows.setdefault(key, []).append(cells)
+    return {k: [" ".join(p for p in parts if p) for parts in zip(*v)] for k, v in rows.items()}

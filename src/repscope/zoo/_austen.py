@@ -227,17 +227,19 @@ def _fix() -> str:
     target = shlex.quote(str(_paths.default_data_dir()))
     return (
         f'cd "$(mktemp -d)" && apt-get download r-cran-janeaustenr && mkdir -p {target} && '
-        f"dpkg-deb -x r-cran-janeaustenr_*.deb {target}  (or run scripts/fetch_system_data.sh; "
-        "apt-get install r-cran-janeaustenr works too but pulls in all of R)"
+        f"dpkg-deb -x r-cran-janeaustenr_*.deb {target}  (apt-get install r-cran-janeaustenr "
+        "works too but pulls in all of R)"
     )
 
 
 def _check() -> str:
     if austen_dir() is None:
         roots = ", ".join(str(r) for r in _paths.data_roots())
+        # the first clause is the short status of the `repscope datasets` table
         return (
-            "the janeaustenr R package files (usr/lib/R/site-library/janeaustenr/data/Rdata.rdb) "
-            f"were not found under {roots}; run: {_fix()}"
+            "not installed: run scripts/fetch_system_data.sh --austen; or without the script: "
+            f"{_fix()}; looked for the janeaustenr R package files "
+            f"(usr/lib/R/site-library/janeaustenr/data/Rdata.rdb) under {roots}"
         )
     if _paths.missing_modules(["rdata"]):
         return f"missing Python package rdata (reads R data without R); run: {RDATA_PIP}"

@@ -160,9 +160,10 @@ def _fashion_fix() -> str:
 
 def _check_fashion() -> str:
     if fashion_mnist_dir() is None:
-        return (
-            "Fashion-MNIST IDX files not found (searched usr/share/datasets/fashion-mnist/ "
-            f"under {', '.join(str(r) for r in _paths.data_roots())}); {_fashion_fix()}"
+        return (  # the first clause is the short status of the `repscope datasets` table
+            "not installed (Debian package dataset-fashion-mnist); Fashion-MNIST IDX files not "
+            "found (searched usr/share/datasets/fashion-mnist/ under "
+            f"{', '.join(str(r) for r in _paths.data_roots())}); {_fashion_fix()}"
         )
     return ""
 
