@@ -109,7 +109,7 @@ def test_probe_sections_render_records_with_intervals():
     assert "<svg" in html
     assert "m1 · ridge" in html
     assert "m2 · knn" in html
-    assert "stroke-dasharray" in html  # the interval lines
+    assert 'class="band"' in html and "stroke-dasharray" not in html  # intervals: bands
     for name in ("probe", "probe_learning_curve", "probe_few_shot", "probe_calibration"):
         assert section_for(name) is not None
     lc = Record("probe_learning_curve", {"sizes": [10, 100], "mean": [0.5, 0.8],

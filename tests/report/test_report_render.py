@@ -119,7 +119,8 @@ def test_builtin_section_contents(demo_db, tmp_path):
     probe = html[html.index('id="sec-probe"'):html.index('id="sec-similarity-matrix"')]
     assert "Best layer per model and probe" in probe
     assert "blocks.6" in probe
-    assert "<title>logistic probe: accuracy by layer</title>" in probe  # one chart per probe
+    # one chart per probe kind, named in full from the kinds' registry
+    assert "<title>logistic probe (softmax regression): accuracy by layer</title>" in probe
     for model in ("efficientnet_lite0", "efficientnet_lite1"):  # one series per model
         assert f"<title>{model}</title>" in probe
     sim = html[html.index('id="sec-similarity-matrix"'):html.index('id="sec-pca-spectrum"')]
@@ -158,14 +159,37 @@ def test_render_from_records_and_run_filters(tmp_path, fill_db, make_probe):
     assert "Probe accuracy by layer" in render_report(plain, tmp_path / "p.html").read_text()
 
 
-def test_models_with_different_layers_use_relative_depth(make_probe):
+def test_models_with_different_layers_get_a_panel_each_with_their_layer_names(make_probe):
     params = {"probe": "ridge"}
     recs = make_probe(["s0", "s1"], [0.5, 0.7]).to_records(model="small", params=params)
     recs += make_probe([f"b{i}" for i in range(4)], [0.4, 0.6, 0.8, 0.9]).to_records(
         model="big", params=params)
     html = render_html(recs)
-    assert "relative depth" in html
+    assert "relative depth" not in html
+    probe = html[html.index('id="sec-probe"'):]
+    svgs = re.findall(r"<svg.*?</svg>", probe, re.S)
+    assert len(svgs) == 2
+    ticks = [re.findall(r"<text [^>]*>([^<]*)</text>", s) for s in svgs]
+    assert {"s0", "s1"} <= set(ticks[0]) and "b0" not in ticks[0]
+    assert {"b0", "b1", "b2", "b3"} <= set(ticks[1])
     assert "Best layer per model" in html
+
+
+def test_models_of_one_family_share_a_layer_axis(make_probe):
+    """Lite0's layers are a subset of Lite1's: one axis of layer names, no relative depth."""
+    lite0 = ["_bn0", *(f"_blocks.{i}" for i in range(16)), "_bn1"]
+    lite1 = ["_bn0", *(f"_blocks.{i}" for i in range(21)), "_bn1"]
+    params = {"probe": "ridge"}
+    recs = make_probe(lite0, np.linspace(0.5, 0.9, 18)).to_records(model="lite0", params=params)
+    recs += make_probe(lite1, np.linspace(0.5, 0.95, 23)).to_records(model="lite1",
+                                                                      params=params)
+    html = render_html(recs)
+    probe = html[html.index('id="sec-probe"'):]
+    svgs = re.findall(r"<svg.*?</svg>", probe, re.S)
+    assert len(svgs) == 1
+    assert "relative depth" not in html
+    ticks = re.findall(r"<text [^>]*>([^<]*)</text>", svgs[0])
+    assert "_bn0" in ticks and "_bn1" in ticks and "_blocks.20" in ticks
 
 
 def test_missing_values_do_not_break_sections():

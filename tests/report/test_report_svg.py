@@ -89,7 +89,12 @@ def test_isolated_point_gets_a_marker_in_long_series():
     y[:70] = np.linspace(0, 1, 70)
     y[90] = 1.0
     root = _parse(line_chart({"s": (np.arange(100), y)}, title="t"))
-    assert len(list(root.iter("circle"))) == 1  # only the isolated point (series > 60 points)
+    circles = list(root.iter("circle"))
+    visible = [c for c in circles if c.get("fill-opacity") != "0"]
+    assert len(visible) == 1  # only the isolated point (series > 60 points)
+    # every point keeps hover text: the others are invisible hover targets
+    assert len(circles) == 71
+    assert all(c.find("title") is not None for c in circles)
 
 
 def test_all_nan_says_no_data():
@@ -115,7 +120,8 @@ def test_heatmap_draws_nan_cells_grey_and_a_colour_bar():
     assert "#d9d9d9" in fills  # the NaN cell
     assert "#440154" in fills
     assert "#fde725" in fills
-    assert "grey: NaN" in svg
+    assert "grey: not computed" in svg
+    assert "NaN" not in svg and "nan<" not in svg
     assert sum(1 for r in root.iter("rect") if r.find("title") is not None) == 4
 
 

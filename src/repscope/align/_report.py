@@ -12,7 +12,7 @@ import numpy as np
 
 from repscope.db._records import RecordLike
 from repscope.report._common import as_float
-from repscope.report._sections import esc, figure, html_table
+from repscope.report._sections import Missing, esc, figure, html_table
 from repscope.report._svg import line_chart
 
 
@@ -26,14 +26,28 @@ def _by_k(d: Mapping[Any, Any] | None) -> dict[int, Any]:
     return dict(sorted(out.items()))
 
 
+#: Why a cell of the metrics table is empty.
+_NO_MAP = Missing("not applicable: there is no map to score without one")
+_WIDTHS = Missing("not computed: the two spaces have different widths, so unmapped pairs "
+                  "cannot be compared")
+_MATCHING = Missing("not computed: skipped for this many held-out pairs (the n × n "
+                    "matching is limited by max_matching)")
+
+
+def _num(value: Any, why: Missing) -> float | Missing:
+    f = as_float(value)
+    return why if math.isnan(f) else f
+
+
 def _metrics_table(v: Mapping[str, Any]) -> str:
     mapped, raw = _by_k(v.get("retrieval")), _by_k(v.get("retrieval_unmapped"))
     rows: list[list[Any]] = [[f"retrieval top-{k}", as_float(val), as_float(raw.get(k))]
                              for k, val in mapped.items()]
-    rows.append(["paired cosine", as_float(v.get("cosine")), as_float(v.get("cosine_unmapped"))])
-    rows.append(["R² (map's held-out score)", as_float(v.get("r2")), math.nan])
-    rows.append(["matching accuracy (Hungarian)", as_float(v.get("matching")), math.nan])
-    rows.append(["kernel agreement (linear CKA)", as_float(v.get("kernel_agreement")), math.nan])
+    rows.append(["paired cosine", as_float(v.get("cosine")),
+                 _num(v.get("cosine_unmapped"), _WIDTHS)])
+    rows.append(["R² (map's held-out score)", as_float(v.get("r2")), _NO_MAP])
+    rows.append(["matching accuracy (Hungarian)", _num(v.get("matching"), _MATCHING), _NO_MAP])
+    rows.append(["kernel agreement (linear CKA)", as_float(v.get("kernel_agreement")), _NO_MAP])
     return html_table(["held-out metric", f"{v.get('map', 'fitted')} map", "unmapped"], rows,
                       caption=f"{v.get('n_train', '?')} training pairs, {v.get('n_test', '?')} "
                               "held out", digits=3)

@@ -10,16 +10,16 @@ CAPABILITY = Capability(
         Section("probe", "Probe accuracy by layer", order=21,
                 render="repscope.probe._report:render_probe",
                 description="Held-out accuracy of each probe at each layer (cross-validated, "
-                "pooled over folds); dashed lines are the 95% Wilson interval."),
+                "pooled over folds); the shaded band is the 95% Wilson interval."),
         Section("probe_learning_curve", "Probe learning curves", order=22,
                 render="repscope.probe._report:render_probe_learning_curve",
                 description="Held-out accuracy against the number of training samples (mean "
-                "over repeated subsamples, dashed: 95% interval); 'flat from n' is the smallest "
+                "over repeated subsamples, shaded: 95% interval); 'flat from n' is the smallest "
                 "size whose error is within the tolerance of the asymptote."),
         Section("probe_few_shot", "Few-shot probe accuracy", order=23,
                 render="repscope.probe._report:render_probe_few_shot",
                 description="Accuracy with a few labelled examples per class, over several "
-                "random draws of the shots (the test split is fixed and never sampled); dashed: "
+                "random draws of the shots (the test split is fixed and never sampled); shaded: "
                 "95% interval."),
         Section("probe_calibration", "Probe calibration", order=24,
                 render="repscope.probe._report:render_probe_calibration",

@@ -9,9 +9,13 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import html_table, ordered_unique, series_labels
+from repscope.report._sections import Missing, html_table, ordered_unique, series_labels
 
-__all__ = ["as_float", "by_series", "layer_axis", "layer_table"]
+__all__ = ["as_float", "by_series", "cell", "layer_axis", "layer_table", "merged_layers",
+           "missing"]
+
+#: Record values that may say why an analysis left a value out (first one found wins).
+REASON_KEYS = ("reason", "skipped", "skip_reason")
 
 
 def as_float(value: Any) -> float:
@@ -21,6 +25,61 @@ def as_float(value: Any) -> float:
     except (TypeError, ValueError):
         return math.nan
     return out
+
+
+def missing(record: RecordLike | None = None, default: str = "not computed") -> Missing:
+    """A missing cell for ``record``: "not computed", with the record's own reason when it
+    gives one (a ``reason``/``skipped`` value), e.g. "not computed: constant features"."""
+    if record is not None:
+        for key in REASON_KEYS:
+            why = record.values.get(key)
+            if isinstance(why, str) and why.strip():
+                return Missing(f"{default}: {why.strip()}")
+    return Missing(default)
+
+
+def cell(record: RecordLike, key: str, default: str = "not computed") -> float | Missing:
+    """``record.values[key]`` as a float for a table, or a :class:`Missing` cell (with the
+    record's reason) when it is absent or not a finite number."""
+    v = as_float(record.values.get(key))
+    if math.isnan(v):
+        return missing(record, default)
+    return v
+
+
+def merged_layers(layer_lists: Sequence[Sequence[str]]) -> list[str] | None:
+    """One order of every layer name in ``layer_lists`` that keeps each list's order, when the
+    lists largely share their names (the same model family at other depths); ``None`` when
+    they do not (different architectures) or order the shared names differently.
+
+    Example: ``[_bn0, b.0, b.1, _bn1]`` and ``[_bn0, b.0, b.1, b.2, _bn1]`` merge into
+    ``[_bn0, b.0, b.1, b.2, _bn1]``.
+    """
+    lists: list[list[str]] = [list(ordered_unique(ls)) for ls in layer_lists if len(ls)]
+    if not lists:
+        return []
+    if len(lists) > 1:
+        for i, ls in enumerate(lists):
+            others = {n for j, o in enumerate(lists) if j != i for n in o}
+            if sum(n in others for n in ls) < 0.5 * len(ls):
+                return None
+    merged = list(lists[int(np.argmax([len(ls) for ls in lists]))])
+    for ls in lists:
+        pos = -1
+        for name in ls:
+            if name in merged:
+                at = merged.index(name)
+                if at < pos:
+                    return None  # the shared names come in another order
+                pos = at
+            else:
+                pos += 1
+                merged.insert(pos, name)
+    for ls in lists:  # inserting may not reorder anything that was placed before
+        idx = [merged.index(n) for n in ls]
+        if idx != sorted(idx):
+            return None
+    return merged
 
 
 def by_series(records: Sequence[RecordLike]) -> dict[str, list[RecordLike]]:
@@ -37,14 +96,16 @@ def layer_axis(
 ) -> tuple[dict[str, np.ndarray], list[str] | None, str]:
     """x positions per series, categorical tick labels (or None) and the x-axis label.
 
-    When every series has the same layers in the same order, x is the layer position and the
-    ticks are the layer names; otherwise x is the relative depth in [0, 1].
+    When the series' layers merge into one order (:func:`merged_layers`: the same names, or
+    one model family at several depths), x is the position in that order and the ticks are
+    the layer names; otherwise (different architectures) x is the relative depth in [0, 1]
+    and the ticks are None: draw one panel per series instead (see
+    :func:`repscope.report.panels`) to keep the layer names.
     """
     layer_lists = [[r.layer for r in rs] for rs in groups.values()]
-    shared = all(ls == layer_lists[0] for ls in layer_lists)
+    names = merged_layers(layer_lists)
     xs: dict[str, np.ndarray] = {}
-    if shared:
-        names = ordered_unique(layer_lists[0]) if layer_lists else []
+    if names is not None:
         pos = {n: i for i, n in enumerate(names)}
         for label, rs in groups.items():
             xs[label] = np.array([pos[r.layer] for r in rs], dtype=float)

@@ -178,6 +178,8 @@ section{margin:2.2rem 0;scroll-margin-top:1rem}
 figure.chart{margin:1rem 0 1.2rem;padding:12px;border:1px solid var(--line);border-radius:8px;
 overflow-x:auto}
 figure.chart svg{display:block;margin:0 auto}
+.panel-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:10px}
+td.na{color:var(--muted);text-align:center;cursor:help}.table-note{margin:-.4rem 0 .8rem}
 figcaption{color:var(--muted);font-size:.88rem;margin-top:.4rem;text-align:center}
 .table-wrap{overflow-x:auto;margin:.8rem 0}
 table{border-collapse:collapse;width:100%;font-size:.9rem}

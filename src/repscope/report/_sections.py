@@ -21,6 +21,7 @@ from repscope.db._records import RecordLike
 
 __all__ = [
     "Html",
+    "Missing",
     "SectionRenderer",
     "esc",
     "figure",
@@ -28,6 +29,7 @@ __all__ = [
     "html_table",
     "latest_per",
     "ordered_unique",
+    "panels",
     "series_labels",
 ]
 
@@ -41,6 +43,28 @@ class Html(str):
     """A string of trusted HTML (made by repscope's helpers), inserted without escaping."""
 
     __slots__ = ()
+
+
+class Missing:
+    """A table cell with no value: shown as "—", with ``reason`` as hover text and footnote.
+
+    :func:`html_table` shows a NaN cell as ``Missing("not computed")``; a section that knows
+    why a value is missing passes ``Missing("not computed: constant features")`` instead.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str = "not computed") -> None:
+        self.reason = str(reason) or "not computed"
+
+    def __repr__(self) -> str:
+        return f"Missing({self.reason!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Missing) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(("Missing", self.reason))
 
 
 def esc(value: Any) -> str:
@@ -64,7 +88,7 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, (float, np.floating)):
         v = float(value)
         if math.isnan(v):
-            return "NaN"
+            return "—"
         if math.isinf(v):
             return "∞" if v > 0 else "−∞"
         if v.is_integer() and abs(v) < 1e15:
@@ -117,6 +141,8 @@ def html_table(
 
     Numeric cells are right-aligned. :class:`Html` cells are inserted as they are.
     ``header_groups`` adds a header row above ``headers``: (label, number of columns spanned).
+    A NaN cell, or a :class:`Missing` one, shows "—" with its reason as hover text and in a
+    footnote below the table (numbered when the table's missing cells have several reasons).
     """
     cls = f' class="{esc(css_class)}"' if css_class else ""
     out = [f"<div class=\"table-wrap\"><table{cls}>"]
@@ -130,10 +156,19 @@ def html_table(
             for label, n in header_groups) + "</tr>")
     out.append("<tr>" + "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
                + "</tr></thead><tbody>")
-    for row in rows:
+    body = [list(row) for row in rows]
+    reasons = ordered_unique(
+        (v if isinstance(v, Missing) else Missing()).reason
+        for row in body for v in row if isinstance(v, Missing) or _is_nan(v))
+    marks = {r: (_SUPERSCRIPTS[i] if len(reasons) > 1 and i < len(_SUPERSCRIPTS) else "")
+             for i, r in enumerate(reasons)}
+    for row in body:
         cells = []
         for v in row:
-            if isinstance(v, Html):
+            if isinstance(v, Missing) or _is_nan(v):
+                why = v.reason if isinstance(v, Missing) else Missing().reason
+                cells.append(f'<td class="num na" title="{esc(why)}">—{marks[why]}</td>')
+            elif isinstance(v, Html):
                 cells.append(f"<td>{v}</td>")
             elif _is_number(v):
                 cells.append(f'<td class="num">{esc(fmt(v, digits))}</td>')
@@ -141,13 +176,35 @@ def html_table(
                 cells.append(f"<td>{esc(fmt(v, digits))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
+    if reasons:
+        notes = "; ".join(f"—{marks[r]} {r}" for r in reasons)
+        out.append(f'<p class="note table-note">{esc(notes)}.</p>')
     return "".join(out)
+
+
+_SUPERSCRIPTS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+def _is_nan(value: Any) -> bool:
+    return (isinstance(value, (float, np.floating)) and math.isnan(float(value))) or (
+        isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind == "f"
+        and bool(np.isnan(value)))
 
 
 def figure(svg: str, caption: str = "") -> str:
     """Wrap an SVG chart in a ``<figure>`` with an escaped caption."""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     return f'<figure class="chart">{svg}{cap}</figure>'
+
+
+def panels(svgs: Sequence[str], caption: str = "") -> str:
+    """Small multiples: several SVG charts side by side in one ``<figure>`` (a grid that
+    wraps on narrow screens), with one escaped caption."""
+    if len(svgs) == 1:
+        return figure(svgs[0], caption)
+    cells = "".join(f'<div class="panel">{s}</div>' for s in svgs)
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure class="chart panels"><div class="panel-grid">{cells}</div>{cap}</figure>'
 
 
 def ordered_unique(items: Iterable[T]) -> list[T]:

@@ -177,10 +177,12 @@ class _Axes:
             out.append(f'<line x1="{_n(x)}" y1="{_n(bottom)}" x2="{_n(x)}" y2="{_n(bottom + 4)}" '
                        f'stroke="{_AXIS}"/>')
             if rotate_x:
-                out.append(_text(x + 3, bottom + 10, _truncate(lab, 22), anchor="end",
-                                 rotate=-40))
+                tick = _text(x + 3, bottom + 10, _truncate(lab, 22), anchor="end", rotate=-40)
             else:
-                out.append(_text(x, bottom + 16, _truncate(lab, 22)))
+                tick = _text(x, bottom + 16, _truncate(lab, 22))
+            if len(lab) > 22:  # shortened: the full name on hover
+                tick = tick.replace(">", f"><title>{_e(lab)}</title>", 1)
+            out.append(tick)
         out.append(f'<path d="M{_n(self.left)},{_n(self.top)} V{_n(bottom)} H{_n(right)}" '
                    f'fill="none" stroke="{_AXIS}"/>')
         if x_label:
@@ -194,28 +196,67 @@ class _Axes:
         return out
 
 
+#: Characters per legend line; longer names wrap onto more lines (never cut).
+_LEGEND_CHARS = 30
+_LEGEND_LINE = 14.0
+
+
+def _wrap(text: str, n: int = _LEGEND_CHARS) -> list[str]:
+    """``text`` in lines of at most ``n`` characters, broken at spaces (a longer word is split)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        while len(word) > n:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:n])
+            word = word[n:]
+        if line and len(line) + 1 + len(word) > n:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return lines
+
+
+def _legend_size(names: Sequence[str]) -> tuple[float, float]:
+    """Width and height of the legend of ``names`` (0, 0 for fewer than two)."""
+    if len(names) < 2:
+        return 0.0, 0.0
+    wrapped = [_wrap(n) for n in names]
+    longest = max(len(line) for w in wrapped for line in w)
+    height = sum(_LEGEND_LINE * len(w) + 6 for w in wrapped)
+    return 36 + longest * _CHAR_W, height
+
+
 def _legend(names: Sequence[str], x: float, y: float, *, marker: str = "line",
-            colours: Sequence[str] = (), dashed: Sequence[bool] = ()) -> list[str]:
+            colours: Sequence[str] = (), dashed: Sequence[bool] = (),
+            banded: Sequence[bool] = ()) -> list[str]:
     out = ['<g class="legend">']
+    yy = y
     for i, name in enumerate(names):
-        yy = y + i * 18
         c = colours[i] if i < len(colours) else colour_for(i)
+        lines = _wrap(name)
+        out.append(f'<g class="legend-entry"><title>{_e(name)}</title>')
         if marker == "line":
+            if i < len(banded) and banded[i]:
+                out.append(f'<rect x="{_n(x)}" y="{_n(yy - 6)}" width="18" height="12" '
+                           f'fill="{c}" fill-opacity="0.2"/>')
             dash = ' stroke-dasharray="5 3"' if i < len(dashed) and dashed[i] else ""
             out.append(f'<line x1="{_n(x)}" y1="{_n(yy)}" x2="{_n(x + 18)}" y2="{_n(yy)}" '
                        f'stroke="{c}" stroke-width="2.5"{dash}/>')
         else:
             out.append(f'<circle cx="{_n(x + 9)}" cy="{_n(yy)}" r="4" fill="{c}"/>')
+        spans = "".join(
+            f'<tspan x="{_n(x + 24)}" dy="{0 if k == 0 else _n(_LEGEND_LINE)}">{_e(line)}</tspan>'
+            for k, line in enumerate(lines))
         out.append(f'<text x="{_n(x + 24)}" y="{_n(yy)}" dominant-baseline="middle" '
-                   f'fill="{_AXIS}"><title>{_e(name)}</title>{_e(_truncate(name, 40))}</text>')
+                   f'fill="{_AXIS}">{spans}</text></g>')
+        yy += _LEGEND_LINE * len(lines) + 6
     out.append("</g>")
     return out
-
-
-def _legend_width(names: Sequence[str]) -> float:
-    if len(names) < 2:
-        return 0.0
-    return 36 + min(40, max(len(n) for n in names)) * _CHAR_W
 
 
 def _no_data(out: list[str], ax: _Axes) -> None:
@@ -233,11 +274,29 @@ def _xy(series: Series) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
+#: Hover targets drawn per series at most (evenly spaced) on very long curves.
+_MAX_HOVER_POINTS = 300
+
+
+def _fmt_value(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _segments(ok: np.ndarray) -> list[np.ndarray]:
+    """Index runs where ``ok`` holds (a NaN breaks a line or a band)."""
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return []
+    return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
+
+
 def _cartesian(kind: str, series: Series, *, title: str, x_label: str, y_label: str,
                x_tick_labels: Sequence[str] | None, x_log: bool,
                y_range: tuple[float, float] | None, width: float, height: float,
                colours: Sequence[int] | None = None, dashed: Sequence[bool] | None = None,
-               ) -> str:
+               bands: Mapping[str, tuple[Any, Any]] | None = None, band_label: str = "",
+               point_labels: Mapping[str, Sequence[str]] | None = None,
+               y_format: str = "") -> str:
     data = _xy(series)
     cols = [colour_for(colours[i] if colours is not None and i < len(colours) else i)
             for i in range(len(data))]
@@ -245,14 +304,23 @@ def _cartesian(kind: str, series: Series, *, title: str, x_label: str, y_label: 
             for i in range(len(data))]
     if x_log:  # non-positive x has no place on a log axis
         data = [(n, np.where(x > 0, x, np.nan), y) for n, x, y in data]
+    band_of: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, x, _y in data:
+        if bands and name in bands:
+            lo = np.asarray(bands[name][0], dtype=float).ravel()[: x.size]
+            hi = np.asarray(bands[name][1], dtype=float).ravel()[: x.size]
+            if lo.size == x.size and hi.size == x.size and (np.isfinite(lo) & np.isfinite(hi)).any():
+                band_of[name] = (lo, hi)
     names = [n for n, _, _ in data]
-    legend_w = _legend_width(names)
-    left, top, right_pad = 62.0, 30.0, 16.0 + legend_w
+    legend_w, legend_h = _legend_size(names)
+    title_lines = _wrap(title, max(20, int((width - 62.0) / 7.6)))  # a long title wraps
+    left, top, right_pad = 62.0, 30.0 + 16 * (len(title_lines) - 1), 16.0 + legend_w
     rotate_x = bool(x_tick_labels) and max((len(s) for s in x_tick_labels or [""]),
                                            default=0) * _CHAR_W * len(x_tick_labels or []) > (
         width - left - right_pad) * 0.9
     bottom_pad = (34 + min(22, max(len(s) for s in x_tick_labels or [""])) * _CHAR_W * 0.64
                   + (12 if x_label else 0) if rotate_x else 48.0)
+    height = max(height, top + 8 + legend_h + bottom_pad)  # the legend gets the room it needs
     pw, ph = max(60.0, width - left - right_pad), max(60.0, height - top - bottom_pad)
     xs_all = [x[np.isfinite(y)] for _, x, y in data]
     if x_tick_labels:
@@ -265,7 +333,7 @@ def _cartesian(kind: str, series: Series, *, title: str, x_label: str, y_label: 
             x_span = (x_span[0] / 2, x_span[1] * 2)
     else:
         x_span = _span(xs_all)
-    y_span = y_range or _span([y for _, _, y in data])
+    y_span = y_range or _span([y for _, _, y in data] + [b for lh in band_of.values() for b in lh])
     y_ticks = nice_ticks(*y_span)
     if y_range is None:
         y_span = (y_ticks[0], y_ticks[-1])
@@ -280,9 +348,31 @@ def _cartesian(kind: str, series: Series, *, title: str, x_label: str, y_label: 
         x_span = (min(x_span[0], x_ticks[0]), max(x_span[1], x_ticks[-1]))
     ax = _Axes(left, top, pw, ph, x_span, y_span, x_log=x_log)
     out = _open(width, height, title)
-    out.append(_text(left, 16, title, anchor="start", size=13, weight="600", fill="#111"))
+    for k, line in enumerate(title_lines):
+        out.append(_text(left, 16 + 16 * k, line, anchor="start", size=13, weight="600",
+                         fill="#111"))
     out += ax.draw(x_ticks, y_ticks, x_tick_labels=tick_labels, x_label=x_label,
                    y_label=y_label, rotate_x=rotate_x)
+
+    def clamp(v: float) -> float:  # bands may reach past a fixed y range
+        return min(max(v, ax.y_lo), ax.y_hi)
+
+    for i, (name, x, _y) in enumerate(data):  # bands under every line
+        if name not in band_of:
+            continue
+        lo, hi = band_of[name]
+        good = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
+        for seg in _segments(good):
+            if seg.size == 1:
+                j = int(seg[0])
+                out.append(f'<path class="band" d="M{_n(ax.px(x[j]))},{_n(ax.py(clamp(lo[j])))} '
+                           f'V{_n(ax.py(clamp(hi[j])))}" stroke="{cols[i]}" stroke-opacity="0.45" '
+                           'stroke-width="6"/>')
+                continue
+            upper = [f"{_n(ax.px(x[j]))},{_n(ax.py(clamp(hi[j])))}" for j in seg]
+            lower = [f"{_n(ax.px(x[j]))},{_n(ax.py(clamp(lo[j])))}" for j in seg[::-1]]
+            out.append(f'<polygon class="band" points="{" ".join(upper + lower)}" '
+                       f'fill="{cols[i]}" fill-opacity="0.18" stroke="none"/>')
     any_point = False
     for i, (name, x, y) in enumerate(data):
         c = cols[i]
@@ -290,33 +380,44 @@ def _cartesian(kind: str, series: Series, *, title: str, x_label: str, y_label: 
         ok = np.isfinite(x) & np.isfinite(y)
         any_point |= bool(ok.any())
         out.append(f'<g class="series"><title>{_e(name)}</title>')
+        segs = _segments(ok)
         if kind == "line":
-            segments: list[list[tuple[float, float]]] = [[]]
-            for xv, yv, good in zip(x, y, ok):
-                if good:
-                    segments[-1].append((ax.px(xv), ax.py(yv)))
-                elif segments[-1]:
-                    segments.append([])
-            for seg in segments:
-                if len(seg) > 1:
-                    pts = " ".join(f"{_n(a)},{_n(b)}" for a, b in seg)
+            for seg in segs:
+                if seg.size > 1:
+                    pts = " ".join(f"{_n(ax.px(x[j]))},{_n(ax.py(y[j]))}" for j in seg)
                     out.append(f'<polyline points="{pts}" fill="none" stroke="{c}" '
                                f'stroke-width="2" stroke-linejoin="round"{dash_attr}/>')
-            show_all = int(ok.sum()) <= 60
-            for seg in segments:
-                if show_all or len(seg) == 1:  # isolated points need a marker to be seen
-                    out += [f'<circle cx="{_n(a)}" cy="{_n(b)}" r="3" fill="{c}"/>'
-                            for a, b in seg]
-        else:
-            for xv, yv in zip(x[ok], y[ok]):
-                out.append(f'<circle cx="{_n(ax.px(xv))}" cy="{_n(ax.py(yv))}" r="3.2" '
-                           f'fill="{c}" fill-opacity="0.75"/>')
+        labels_i = point_labels.get(name) if point_labels else None
+        visible = kind != "line" or int(ok.sum()) <= 60
+        idx = np.flatnonzero(ok)
+        if idx.size > _MAX_HOVER_POINTS and visible is False:
+            idx = idx[np.unique(np.linspace(0, idx.size - 1, _MAX_HOVER_POINTS).round()
+                                .astype(int))]
+        lone = {int(seg[0]) for seg in segs if seg.size == 1}
+        for jj in idx:
+            j = int(jj)
+            k = round(float(x[j]))
+            if labels_i is not None and j < len(labels_i):
+                where = str(labels_i[j])
+            elif x_tick_labels and 0 <= k < len(x_tick_labels):
+                where = f"{x_label or 'x'} {x_tick_labels[k]}"
+            else:
+                where = f"{x_label or 'x'} = {_fmt_value(x[j])}"
+            tip = f"{name} — {where}: {y_format}{_fmt_value(y[j])}"
+            if name in band_of and np.isfinite(band_of[name][0][j]):
+                lo_j, hi_j = band_of[name][0][j], band_of[name][1][j]
+                tip += f" ({band_label or 'interval'} {_fmt_value(lo_j)}–{_fmt_value(hi_j)})"
+            r, style = ("3.2", ' fill-opacity="0.75"') if kind != "line" else ("3", "")
+            if kind == "line" and not visible and j not in lone:
+                style = ' fill-opacity="0"'  # a hover target on a long curve
+            out.append(f'<circle cx="{_n(ax.px(x[j]))}" cy="{_n(ax.py(y[j]))}" r="{r}" '
+                       f'fill="{c}"{style}><title>{_e(tip)}</title></circle>')
         out.append("</g>")
     if not any_point:
         _no_data(out, ax)
     if legend_w:
         out += _legend(names, left + pw + 16, top + 8, marker="line" if kind == "line" else "dot",
-                       colours=cols, dashed=dash)
+                       colours=cols, dashed=dash, banded=[n in band_of for n in names])
     out.append("</svg>")
     return "\n".join(out)
 
@@ -325,8 +426,15 @@ def line_chart(series: Series, *, title: str, x_label: str = "", y_label: str = 
                x_tick_labels: Sequence[str] | None = None, x_log: bool = False,
                y_range: tuple[float, float] | None = None, width: float = 920,
                height: float = 360, colours: Sequence[int] | None = None,
-               dashed: Sequence[bool] | None = None) -> str:
+               dashed: Sequence[bool] | None = None,
+               bands: Mapping[str, tuple[Any, Any]] | None = None, band_label: str = "",
+               point_labels: Mapping[str, Sequence[str]] | None = None) -> str:
     """A line chart of one or more series.
+
+    Every point has hover text (an SVG ``<title>``): the series, where it is (its point label,
+    tick label or x value), the value and, with a band, the interval. Long curves (over 60
+    points) draw no markers but keep up to 300 invisible hover targets. Legends wrap long
+    names onto several lines (the chart grows to fit) and are never cut.
 
     Parameters
     ----------
@@ -336,7 +444,8 @@ def line_chart(series: Series, *, title: str, x_label: str = "", y_label: str = 
     title, x_label, y_label : str
         Chart title (also the SVG's accessible ``<title>``) and axis labels.
     x_tick_labels : sequence of str, optional
-        Categorical x axis: x values are positions ``0..len-1`` labelled with these.
+        Categorical x axis: x values are positions ``0..len-1`` labelled with these (thinned
+        when crowded, rotated when long).
     x_log : bool, default=False
         Logarithmic x axis (non-positive x values are dropped).
     y_range : (float, float), optional
@@ -347,6 +456,13 @@ def line_chart(series: Series, *, title: str, x_label: str = "", y_label: str = 
         Palette index of each series (default: 0, 1, 2, ...).
     dashed : sequence of bool, optional
         Which series to draw dashed.
+    bands : mapping of str to (low, high), optional
+        An interval per series name, drawn as a translucent band of the series' colour under
+        its line (a lone point gets a bar). NaN bounds leave a gap.
+    band_label : str
+        What the band is, for the hover text (default ``"interval"``).
+    point_labels : mapping of str to sequence of str, optional
+        Per series, what each point is (e.g. its layer name) for the hover text.
 
     Returns
     -------
@@ -355,16 +471,19 @@ def line_chart(series: Series, *, title: str, x_label: str = "", y_label: str = 
     """
     return _cartesian("line", series, title=title, x_label=x_label, y_label=y_label,
                       x_tick_labels=x_tick_labels, x_log=x_log, y_range=y_range,
-                      width=width, height=height, colours=colours, dashed=dashed)
+                      width=width, height=height, colours=colours, dashed=dashed,
+                      bands=bands, band_label=band_label, point_labels=point_labels)
 
 
 def scatter(series: Series, *, title: str, x_label: str = "", y_label: str = "",
             x_log: bool = False, y_range: tuple[float, float] | None = None,
-            width: float = 640, height: float = 440) -> str:
-    """A scatter plot; points with a NaN coordinate are skipped (see :func:`line_chart`)."""
+            width: float = 640, height: float = 440,
+            point_labels: Mapping[str, Sequence[str]] | None = None) -> str:
+    """A scatter plot; points with a NaN coordinate are skipped, every point has hover text
+    (see :func:`line_chart`)."""
     return _cartesian("scatter", series, title=title, x_label=x_label, y_label=y_label,
                       x_tick_labels=None, x_log=x_log, y_range=y_range, width=width,
-                      height=height)
+                      height=height, point_labels=point_labels)
 
 
 def bar_chart(labels: Sequence[str], values: Any, *, title: str, errors: Any = None,
@@ -482,8 +601,9 @@ def heatmap(matrix: Any, *, title: str, row_labels: Sequence[str] | None = None,
         for j in range(n_cols):
             v = m[i, j]
             fill = _viridis((v - lo) / (hi - lo)) if math.isfinite(v) else "#d9d9d9"
+            shown = f"{v:.4g}" if math.isfinite(v) else "— (not computed)"
             tip = (f"<title>{_e(rows[i])} × {_e(cols[j])}: "
-                   f"{v:.4g}</title>" if cell_titles else "")
+                   f"{shown}</title>" if cell_titles else "")
             out.append(f'<rect x="{_n(left + j * cell)}" y="{_n(top + i * cell)}" '
                        f'width="{_n(cell + 0.3)}" height="{_n(cell + 0.3)}" fill="{fill}">'
                        f"{tip}</rect>")
@@ -525,6 +645,6 @@ def heatmap(matrix: Any, *, title: str, row_labels: Sequence[str] | None = None,
     if not finite.size:
         out.append(_text(left + gw / 2, top + gh / 2, "no finite data", fill="#555"))
     elif not np.isfinite(m).all():
-        out.append(_text(bx, top + bh + 30, "grey: NaN", anchor="start", size=10, fill="#666"))
+        out.append(_text(bx, top + bh + 30, "grey: not computed", anchor="start", size=10, fill="#666"))
     out.append("</svg>")
     return "\n".join(out)

@@ -10,17 +10,20 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._sections import Html, esc, figure, html_table
+from repscope.report._sections import Html, Missing, esc, figure, html_table
 from repscope.report._svg import heatmap
+
+_NO_P = Missing("not computed: no permutation test was run")
+_NO_CI = Missing("not computed: no bootstrap was run")
 
 
 def _stat_cells(s: dict[str, Any] | None) -> list[Any]:
     if not s:
-        return ["—", "—"]
+        return [_NO_P, _NO_CI]
     p = s.get("p_value")
     ci = (Html(f"[{float(s['ci_low']):.3g}, {float(s['ci_high']):.3g}]")
-          if "ci_low" in s else "—")
-    return [float(p) if p is not None else "—", ci]
+          if "ci_low" in s else _NO_CI)
+    return [float(p) if p is not None else _NO_P, ci]
 
 
 def _one(r: RecordLike) -> str:

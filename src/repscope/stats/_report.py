@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, by_series, layer_axis, layer_table
-from repscope.report._sections import figure, latest_per
+from repscope.report._common import as_float, by_series, cell, layer_axis, layer_table, missing
+from repscope.report._sections import figure, latest_per, panels
 from repscope.report._svg import line_chart
 
 #: Layers drawn per model in the spectrum chart.
@@ -63,13 +63,25 @@ def render_pca_spectrum(records: Sequence[RecordLike]) -> str:
         note = " Colour: depth; dashed: second model." if len(groups) == 2 else ""
         parts.append(figure(chart, f"First, middle and last layers of each model.{note}"))
     xs, ticks, x_label = layer_axis(groups)
+    where = {label: [f"layer {r.layer}" for r in rs] for label, rs in groups.items()}
     ranks = {label: (xs[label], [as_float(r.values.get("effective_rank")) for r in rs])
              for label, rs in groups.items()}
-    parts.append(figure(line_chart(ranks, title="Effective rank by layer", x_label=x_label,
-                                   y_label="effective rank", x_tick_labels=ticks)))
+    if ticks is not None:
+        parts.append(figure(line_chart(ranks, title="Effective rank by layer", x_label=x_label,
+                                       y_label="effective rank", x_tick_labels=ticks,
+                                       point_labels=where)))
+    else:  # different architectures: one panel per model, each with its own layer names
+        charts = [line_chart({label: (np.arange(len(rs)), ranks[label][1])},
+                             title=f"{label}: effective rank by layer", x_label="layer",
+                             y_label="effective rank", x_tick_labels=[r.layer for r in rs],
+                             point_labels={label: where[label]}, width=470, height=320)
+                  for label, rs in groups.items()]
+        parts.append(panels(charts, "One panel per model (their layers differ)."))
     parts.append(layer_table(groups, [
-        ("effective rank", lambda r: as_float(r.values.get("effective_rank"))),
-        ("components for 90%", lambda r: _k_for(_ratio(r), 0.9)),
-        ("top component", lambda r: float(_ratio(r)[0]) if _ratio(r).size else float("nan")),
+        ("effective rank", lambda r: cell(r, "effective_rank")),
+        ("components for 90%", lambda r: _k_for(_ratio(r), 0.9) if _ratio(r).size
+         else missing(r, "not computed: no explained-variance ratios recorded")),
+        ("top component", lambda r: float(_ratio(r)[0]) if _ratio(r).size
+         else missing(r, "not computed: no explained-variance ratios recorded")),
     ], caption="Effective rank and spectrum by layer", digits=3))
     return "".join(parts)
