@@ -54,6 +54,18 @@ def _summarise(value: Any) -> Any:
     return fmt(value)
 
 
+def _cell(r: RecordLike, key: str) -> Any:
+    """A generic table cell: the summarised value; NaN as "—" with the record's reason."""
+    if key not in r.values:
+        return None
+    v = _summarise(r.values[key])
+    if isinstance(v, (float, np.floating)) and np.isnan(v):
+        from repscope.report._common import missing
+
+        return missing(r)
+    return v
+
+
 def render_generic(records: Sequence[RecordLike]) -> str:
     """The fallback section: one table row per record, one column per value."""
     value_keys = ordered_unique(k for r in records for k in r.values)
@@ -67,7 +79,7 @@ def render_generic(records: Sequence[RecordLike]) -> str:
     rows = []
     for r in records[:_MAX_GENERIC_ROWS]:
         row: list[Any] = [r.model or "—", r.dataset or "—", r.layer or "—"]
-        row += [_summarise(r.values[k]) if k in r.values else None for k in value_keys]
+        row += [_cell(r, k) for k in value_keys]
         if with_params:
             row.append(fmt(dict(r.params)) if r.params else "—")
         if len(runs) > 1:
