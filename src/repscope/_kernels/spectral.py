@@ -17,7 +17,7 @@ import numpy as np
 from repscope._array import to_numpy
 from repscope.exceptions import RepscopeValueError
 
-__all__ = ["Coclusters", "spectral_cocluster"]
+__all__ = ["Coclusters", "spectral_cluster", "spectral_cocluster"]
 
 
 class Coclusters(NamedTuple):
@@ -84,3 +84,53 @@ def spectral_cocluster(
         np.asarray(model.row_labels_, dtype=np.int64),
         np.asarray(model.column_labels_, dtype=np.int64),
     )
+
+
+def spectral_cluster(
+    affinity: Any, n_clusters: int, *, random_state: int | None = 0, n_init: int = 10
+) -> np.ndarray:
+    """Normalised spectral clustering of a symmetric non-negative ``(n, n)`` affinity.
+
+    The ``n_clusters`` leading eigenvectors of :math:`D^{-1/2} W D^{-1/2}` (Ng, Jordan & Weiss,
+    2001), then k-means on their rows; this wraps scikit-learn's
+    :func:`~sklearn.cluster.spectral_clustering` with input checks. Used by subspace clustering
+    (``|C| + |C|^T``) and by the doubly stochastic (Sinkhorn) membership.
+
+    Parameters
+    ----------
+    affinity : array-like of shape (n, n)
+        Symmetric (it is symmetrised as ``(W + W^T)/2``), finite, non-negative.
+    n_clusters : int
+        ``2 <= n_clusters <= n``.
+    random_state : int or None, default=0
+    n_init : int, default=10
+        k-means restarts.
+
+    Returns
+    -------
+    ndarray of int64, shape (n,)
+        Labels in ``0 .. n_clusters - 1``.
+
+    Raises
+    ------
+    RepscopeValueError
+        A non-square, negative or non-finite affinity, or ``n_clusters`` out of range.
+    """
+    from sklearn.cluster import spectral_clustering
+
+    W = to_numpy(affinity).astype(np.float64, copy=True)
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise RepscopeValueError(f"affinity must be a square (n, n) matrix; got shape {W.shape}.")
+    if not np.all(np.isfinite(W)) or (W < 0).any():
+        raise RepscopeValueError(
+            "affinity must be finite and non-negative; got "
+            f"min={np.nanmin(W)!r} and {int((~np.isfinite(W)).sum())} non-finite entries.")
+    k = int(n_clusters)
+    if not 2 <= k <= W.shape[0]:
+        raise RepscopeValueError(
+            f"The 'n_clusters' parameter of spectral_cluster must be in [2, {W.shape[0]}] (the "
+            f"number of points). Got {n_clusters!r} instead.")
+    W = (W + W.T) / 2 + 1e-12
+    labels = spectral_clustering(W, n_clusters=k, random_state=random_state, n_init=n_init,
+                                 assign_labels="kmeans")
+    return np.asarray(labels, dtype=np.int64)
