@@ -182,3 +182,19 @@ def test_long_curves_keep_hover_targets(n_points):
     assert 0 < len(circles) <= 300
     assert all(c.find("title") is not None and "components" in c.find("title").text
                for c in circles)
+
+
+def test_layer_table_lines_up_models_of_other_depths():
+    lite1 = ["_bn0", *(f"_blocks.{i}" for i in range(21)), "_bn1"]
+    recs = [Record("pca_spectrum", {"effective_rank": 1.0 + i}, model=m, layer=layer)
+            for m, layers in (("lite0", LAYERS), ("lite1", lite1))
+            for i, layer in enumerate(layers)]
+    html = render_pca_spectrum(recs)
+    table = html[html.index("<table"):]
+    body = table[table.index("<tbody>"):table.index("</tbody>")]
+    assert body.count("<tr>") == len(lite1)  # one row per layer, a column group per model
+    n_metrics = 3  # effective rank, components for 90%, top component
+    assert body.count('title="no such layer in this model"') == n_metrics * (len(lite1)
+                                                                              - len(LAYERS))
+    assert "not computed: no explained-variance ratios recorded" in html
+    assert "relative depth" not in html

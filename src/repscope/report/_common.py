@@ -125,19 +125,27 @@ def layer_table(
 ) -> str:
     """A table of ``metrics`` by layer.
 
-    When every series has the same layers, one row per layer and a column group per model;
+    When the series' layers merge into one order (:func:`merged_layers`), one row per layer
+    and a column group per model (a model without that layer: "—", "no such layer");
     otherwise one row per (model, layer).
     """
     layer_lists = [[r.layer for r in rs] for rs in groups.values()]
-    shared = len(groups) > 1 and all(ls == layer_lists[0] for ls in layer_lists)
+    order = merged_layers(layer_lists) if len(groups) > 1 else None
+    unique = all(len(set(ls)) == len(ls) for ls in layer_lists)
     names = [m for m, _ in metrics]
-    if not shared:
+    if order is None or not unique:
         rows = [[label, r.layer, *(f(r) for _, f in metrics)]
                 for label, rs in groups.items() for r in rs]
         return html_table(["model", "layer", *names], rows, caption=caption, digits=digits)
+    at = [{r.layer: r for r in rs} for rs in groups.values()]
+    absent = Missing("no such layer in this model")
     rows = []
-    for i, layer in enumerate(layer_lists[0]):
-        rows.append([layer, *(f(rs[i]) for rs in groups.values() for _, f in metrics)])
+    for layer in order:
+        row: list[Any] = [layer]
+        for by_layer in at:
+            rec = by_layer.get(layer)
+            row += [f(rec) if rec is not None else absent for _, f in metrics]
+        rows.append(row)
     header_groups = [("", 1), *((label, len(metrics)) for label in groups)]
     return html_table(["layer", *(names * len(groups))], rows, caption=caption, digits=digits,
                       header_groups=header_groups)

@@ -17,6 +17,8 @@ MAX_LAYERS_PER_MODEL = 4
 
 def _ratio(r: RecordLike) -> np.ndarray:
     ev = r.values.get("explained_variance_ratio")
+    if ev is None:
+        return np.empty(0)
     try:
         return np.asarray(ev, dtype=float).ravel()
     except (TypeError, ValueError):
