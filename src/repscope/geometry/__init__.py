@@ -21,7 +21,29 @@ if TYPE_CHECKING:
         membership_clustering,
         rate_reduction,
     )
+    from repscope.geometry._contrastive import (
+        EffectiveNegativesResult,
+        alignment,
+        class_alignment,
+        effective_negatives,
+        hardness_weights,
+        tolerance,
+        uniformity,
+    )
+    from repscope.geometry._dimension import (
+        FeatureWeightingResult,
+        anisotropy,
+        feature_weighting,
+        mle_id,
+        spectral_entropy,
+        twonn,
+    )
     from repscope.geometry._layers import GeometryLayersResult, geometry_layers
+    from repscope.geometry._leakage import (
+        LeakageResult,
+        column_groups,
+        cross_probe,
+    )
     from repscope.geometry._persistence import (
         PersistenceResult,
         PersistenceTrackResult,
@@ -38,6 +60,11 @@ if TYPE_CHECKING:
         list_geometry_measures,
         register_geometry_measure,
     )
+    from repscope.geometry._sampling import (
+        SubsetResult,
+        dpp_subset,
+        leverage_weighted_lstsq,
+    )
     from repscope.geometry._separability import (
         calinski_harabasz,
         fisher_directions,
@@ -51,6 +78,11 @@ if TYPE_CHECKING:
         silhouette,
         thornton_index,
     )
+    from repscope.geometry._shortcut import (
+        AvailabilityResult,
+        ShortcutTask,
+        availability_probe,
+    )
     from repscope.geometry._subspace import (
         SubspaceClusteringResult,
         prune_top_k,
@@ -63,16 +95,31 @@ if TYPE_CHECKING:
 __getattr__, __dir__, _ = attach(__name__, __file__)
 
 __all__ = [
+    "AvailabilityResult",
     "ClusteringScores",
     "CodingRateResult",
+    "EffectiveNegativesResult",
+    "FeatureWeightingResult",
     "GeometryLayersResult",
+    "LeakageResult",
     "PersistenceResult",
     "PersistenceTrackResult",
+    "ShortcutTask",
+    "SubsetResult",
     "SubspaceClusteringResult",
+    "alignment",
+    "anisotropy",
+    "availability_probe",
     "calinski_harabasz",
+    "class_alignment",
     "clustering_scores",
     "coding_rate",
     "coding_rate_table",
+    "column_groups",
+    "cross_probe",
+    "dpp_subset",
+    "effective_negatives",
+    "feature_weighting",
     "fisher_directions",
     "fisher_ratio",
     "fisher_trace_ratio",
@@ -80,8 +127,11 @@ __all__ = [
     "geometry_layers",
     "get_geometry_measure",
     "h0_persistence",
+    "hardness_weights",
+    "leverage_weighted_lstsq",
     "list_geometry_measures",
     "membership_clustering",
+    "mle_id",
     "nc_equiangularity",
     "nc_equinorm",
     "nc_max_angle",
@@ -96,9 +146,13 @@ __all__ = [
     "register_geometry_measure",
     "self_expression",
     "silhouette",
+    "spectral_entropy",
     "subspace_affinity",
     "subspace_clustering",
     "subspace_clustering_accuracy",
     "thornton_index",
+    "tolerance",
     "track",
+    "twonn",
+    "uniformity",
 ]
