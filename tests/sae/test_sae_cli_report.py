@@ -422,13 +422,13 @@ def test_report_section_renders_table_curves_frontier_histogram_and_examples(tmp
         assert text in sec, text
     for title in (
         "Training FVU",
-        "Dead latents during training",
+        "Latents dead in training",  # an old record's history "dead_fraction"
         "Sparsity–reconstruction frontier",
         "Firing density of the latents",
     ):
         assert title in sec, title
     assert sec.count("<svg") == 4
-    assert "4 dead latents" in sec
+    assert "4 latents not firing on the evaluation set (a share of 0.0625 of 64)" in sec
     assert "latent 7" in sec and "latent 11" in sec and "sample-9" in sec and "pos 2" in sec
     assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in sec
     assert f'<img src="data:image/png;base64,{png_base64(img)}"' in sec

@@ -85,7 +85,8 @@ def test_training_learns_the_dictionary_and_is_deterministic() -> None:
     h = a.history
     assert h["fvu"][-1] < 0.2 < h["fvu"][0]
     assert h["l0"][-1] <= 3.0 + 1e-9
-    assert set(h) >= {"step", "n_seen", "loss", "mse", "fvu", "l0", "dead_fraction", "lr"}
+    assert set(h) >= {"step", "n_seen", "loss", "mse", "fvu", "l0", "dead_in_training", "never_fired",
+                      "lr"}
     W = a.sae.folded_state_dict()["W_dec"].numpy()
     W /= np.linalg.norm(W, axis=1, keepdims=True)
     recovered = (np.abs(D @ W.T).max(1) > 0.9).mean()

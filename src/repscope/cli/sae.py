@@ -31,11 +31,13 @@ from repscope.cli._common import (
     print_table,
     settings,
 )
+from repscope.sae._words import DEAD_WORDS
 
 _SKIP_FIRST = ("Token layers: leave out each sample's first token (in many LMs an attention sink "
                "whose huge norm would dominate the error)")
 _EVAL_ROWS = (("FVU", "fvu"), ("explained variance", "explained_variance"), ("MSE", "mse"),
-              ("L0", "l0"), ("dead fraction", "dead_fraction"), ("shrinkage", "shrinkage"))
+              ("L0", "l0"), ("not firing on the evaluation set", "dead_fraction"),
+              ("shrinkage", "shrinkage"))
 _LM_ROWS = (("LM loss clean", "clean"), ("LM loss SAE spliced", "spliced"),
             ("LM loss zero-ablated", "zero_ablated"),
             ("fraction of loss recovered", "fraction_recovered"))
@@ -107,7 +109,6 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     from repscope.exceptions import RepscopeValueError
     from repscope.sae import LayerVectors, TrainSettings, architectures, create_sae, sweep
     from repscope.sae._records import SAERunResult
-    from repscope.sae.evaluation._inspect import never_fired_fraction
     from repscope.sae.io import save_sae
 
     s = settings()
@@ -158,8 +159,8 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
             t = time.perf_counter()
             saved = save_sae(res.sae, target)
             ev, tops = _evaluate(res.sae, eval_v, max(batch_size, 1024), s.seed)
-            run = SAERunResult(res.sae, ev, history=res.history, top_latents=tops, extra={
-                "dead_fraction_train": never_fired_fraction(res), "path": str(saved.resolve()),
+            run = SAERunResult(res.sae, ev, training=res, top_latents=tops, extra={
+                "path": str(saved.resolve()),
                 "n_train": n_train_vec, "n_eval": n_eval_vec, "n_train_samples":
                 train_v.n_samples, "n_eval_samples": eval_v.n_samples, "eval_on": eval_on,
                 "n_steps": res.n_steps, "skip_first": skip_first, "seconds": res.seconds,
@@ -175,8 +176,10 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
         return
     print_table(
         [(v["architecture"], v["d_sae"], "—" if v["k"] is None else v["k"], v["fvu"], v["l0"],
-          v["dead_fraction"], v["shrinkage"], v.get("path", "")) for v in all_values],
-        ["architecture", "width", "k", "FVU", "L0", "dead fraction", "shrinkage", "saved to"],
+          v["dead_fraction"], v["dead_in_training"], v["shrinkage"], v.get("path", ""))
+         for v in all_values],
+        ["architecture", "width", "k", "FVU", "L0", DEAD_WORDS["dead_fraction"],
+         DEAD_WORDS["dead_in_training"], "shrinkage", "saved to"],
         title=f"SAEs on {model} · {train_v.layer}: {n_train_vec} training vectors, "
         f"{n_eval_vec} {eval_on.split()[0]} vectors, {steps} steps")
 

@@ -114,11 +114,7 @@ def _run(
 
     from repscope.sae import TopKConfig, TopKSAE, TrainSettings, sweep
     from repscope.sae._records import SAERunResult
-    from repscope.sae.evaluation._inspect import (
-        never_fired_fraction,
-        top_activations,
-        top_latents_values,
-    )
+    from repscope.sae.evaluation._inspect import top_activations, top_latents_values
     from repscope.sae.metrics import evaluate
 
     t0 = time.perf_counter()
@@ -161,8 +157,8 @@ def _run(
 
             tops = top_latents_values(top, describe)
         run = SAERunResult(
-            sae, ev, history=res.history, top_latents=tops,
-            extra={"dead_fraction_train": never_fired_fraction(res), "n_train": len(train_idx),
+            sae, ev, training=res, top_latents=tops,
+            extra={"n_train": len(train_idx),
                    "n_eval": n_eval, "n_train_samples": len(train_idx),
                    "n_eval_samples": n_eval, "eval_on": "held-out", "n_steps": res.n_steps,
                    "seconds": res.seconds})

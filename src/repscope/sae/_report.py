@@ -1,8 +1,8 @@
 """Report section ``sae``: sparse autoencoders trained or evaluated on a layer.
 
 Per group of records with the same model, data set and layer: a summary table (architecture,
-width, k, FVU, L0, dead fraction, shrinkage, LM loss recovered), training curves (FVU and dead
-fraction against the step), the L0–FVU frontier over the group's SAEs, the firing-density
+width, k, FVU, L0, the three dead-latent counts, shrinkage, LM loss recovered), training curves
+(FVU, "dead in training" and "never fired in training" against the step), the L0–FVU frontier over the group's SAEs, the firing-density
 histogram, and the inputs that activate a few latents most (text snippets or image
 thumbnails). Renders stored records only.
 """
@@ -20,6 +20,7 @@ from repscope.db._records import RecordLike
 from repscope.report._common import as_float
 from repscope.report._sections import Html, esc, figure, fmt, html_table
 from repscope.report._svg import bar_chart, line_chart
+from repscope.sae._words import DEAD_WORDS as _WORDS
 
 __all__ = ["render_sae"]
 
@@ -91,8 +92,9 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
         "k",
         "FVU",
         "L0",
-        "not firing on eval inputs",
-        "never fired in training",
+        _WORDS["dead_fraction"],
+        _WORDS["dead_in_training"],
+        _WORDS["never_fired_in_training"],
         "shrinkage",
         "evaluated on",
     ]
@@ -109,17 +111,24 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
             as_float(v.get("fvu")),
             as_float(v.get("l0")),
             as_float(v.get("dead_fraction")),
-            as_float(v.get("dead_fraction_train")),
+            as_float(v.get("dead_in_training")),
+            as_float(_never_fired(v)),
             as_float(v.get("shrinkage")),
             _evaluated_on(v),
         ]
         if with_loss:
             row.append(_loss_recovered(v))
         rows.append(row)
+    windows = sorted({int(w) for w in (r.values.get("dead_after") for r in records)
+                      if isinstance(w, (int, float)) and not isinstance(w, bool)})
+    window = (f"{fmt(windows[0])} training vectors" if len(windows) == 1
+              else "a window of training vectors (the SAE's dead_after)")
     caption = (
         "Reconstruction (FVU: fraction of variance unexplained) and sparsity (L0: active "
-        "latents per input). Latents not firing on a small evaluation set are not necessarily "
-        "dead; 'never fired in training' counts the latents no training vector activated"
+        f"latents per input). Shares of the latents: '{_WORDS['dead_fraction']}' fire on none "
+        f"of the evaluated inputs; '{_WORDS['dead_in_training']}' fired in none of the last "
+        f"{window} at the end of training; '{_WORDS['never_fired_in_training']}' fired on no "
+        "training vector at all"
     )
     out = html_table(headers, rows, caption=caption, digits=3)
     losses = [
@@ -156,19 +165,54 @@ def _history(v: Mapping[str, Any], key: str) -> tuple[np.ndarray, np.ndarray] | 
     return (x[:m], y[:m]) if m else None
 
 
+def _never_fired(v: Mapping[str, Any]) -> Any:
+    """"Never fired in training" (``dead_fraction_train`` in records before it was renamed)."""
+    return v.get("never_fired_in_training", v.get("dead_fraction_train"))
+
+
+def _dead_window_note(records: Sequence[RecordLike]) -> str:
+    """Why the "dead in training" curve of a short run stays at 0, when it does."""
+    short = [
+        r for r in records
+        if isinstance(r.values.get("n_seen"), (int, float))
+        and isinstance(r.values.get("dead_after"), (int, float))
+        and r.values["n_seen"] < r.values["dead_after"]
+    ]
+    if not short:
+        return ""
+    v = short[0].values
+    return (
+        f"; training saw {fmt(v['n_seen'])} vectors, fewer than the {fmt(v['dead_after'])} of "
+        "the window, so no latent could be dead in training yet"
+    )
+
+
 def _curves(records: Sequence[RecordLike], labels: list[str]) -> str:
     out = []
-    for key, title, y_label in (
-        ("fvu", "Training FVU", "FVU (training batches)"),
-        ("dead_fraction", "Dead latents during training", "dead fraction"),
+    for keys, title, y_label, caption in (
+        (("fvu",), "Training FVU", "FVU (training batches)", ""),
+        (
+            ("dead_in_training", "dead_fraction"),  # the second: records before the rename
+            "Latents " + _WORDS["dead_in_training"],
+            "share of latents",
+            ": no firing in the last dead_after training vectors (the table's "
+            f"'{_WORDS['dead_in_training']}' is the last point)" + _dead_window_note(records),
+        ),
+        (
+            ("never_fired",),
+            "Latents " + _WORDS["never_fired_in_training"] + " so far",
+            "share of latents",
+            f" (the table's '{_WORDS['never_fired_in_training']}' is the last point)",
+        ),
     ):
         series = {}
         for r, lab in zip(records, labels):
-            xy = _history(r.values, key)
+            key = next((k for k in keys if _history(r.values, k) is not None), None)
+            xy = None if key is None else _history(r.values, key)
             if xy is not None:
                 series[lab] = xy
         if series:
-            y_range = (0.0, 1.0) if key == "dead_fraction" else None
+            y_range = None if keys[0] == "fvu" else (0.0, 1.0)
             out.append(
                 figure(
                     line_chart(
@@ -179,7 +223,7 @@ def _curves(records: Sequence[RecordLike], labels: list[str]) -> str:
                         y_range=y_range,
                         height=300,
                     ),
-                    f"{title} against the step, one line per SAE",
+                    f"{title} against the step, one line per SAE{caption}",
                 )
             )
     return "".join(out)
@@ -242,9 +286,14 @@ def _density_histogram(r: RecordLike, label: str) -> str:
         height=300,
     )
     n_dead = h.get("n_dead")
-    cap = "Alive latents by how often they fire"
+    cap = "Latents that fire on the evaluation set, by how often they fire"
     if n_dead is not None:
-        cap += f"; {fmt(n_dead)} dead latents (never fired) are not shown"
+        d_sae = r.values.get("d_sae")
+        share = ""
+        if isinstance(d_sae, int) and d_sae > 0:
+            share = f" (a share of {fmt(int(n_dead) / d_sae, 3)} of {fmt(d_sae)})"
+        cap += (f"; {fmt(n_dead)} latents {_WORDS['dead_fraction']}{share}, the table's "
+                f"'{_WORDS['dead_fraction']}', are not shown")
     return figure(svg, cap)
 
 

@@ -28,11 +28,13 @@ from torch import Tensor
 from repscope._validation import check_positive_int
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.results import Result
+from repscope.sae._words import DEAD_WORDS
 from repscope.sae.archs._base import SparseAutoencoder, firing_counts
 from repscope.sae.evaluation._interpret import _eval_mode
 from repscope.sae.evaluation._metrics import SAEEvaluationResult, _batches
 
 __all__ = [
+    "DEAD_WORDS",
     "TopActivations",
     "TopActivationsResult",
     "encode_png",
@@ -404,11 +406,26 @@ def top_latents_values(
 
 
 def never_fired_fraction(result: Any) -> float:
-    """Share of latents that no training vector activated (from a TrainResult's counters)."""
+    """Share of latents that no training vector activated (from a TrainResult's counters):
+    the record's ``never_fired_in_training``."""
     state = getattr(result, "state", None)
     if state is None:
         return float("nan")
     return float((state.fire_count == 0).float().mean())
+
+
+def _training_values(training: Any) -> dict[str, Any]:
+    """What a record keeps of a TrainResult's firing counters (the history's last row agrees:
+    it is logged at the last step from the same counters)."""
+    state = getattr(training, "state", None)
+    if state is None:
+        return {}
+    return {
+        "dead_in_training": float(state.dead_mask().float().mean()),
+        "never_fired_in_training": float((state.fire_count == 0).float().mean()),
+        "dead_after": int(state.dead_after),
+        "n_seen": int(state.n_seen),
+    }
 
 
 def sae_record_values(
@@ -417,9 +434,18 @@ def sae_record_values(
     *,
     history: Mapping[str, Sequence[float]] | None = None,
     top_latents: list[dict[str, Any]] | None = None,
+    training: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The values of one ``"sae"`` record.
+
+    A latent is "dead" in one of three senses, each with one name in every view
+    (:data:`DEAD_WORDS`): **dead in training** (``dead_in_training``: no firing in the last
+    ``dead_after`` training vectors, the window the trainer's AuxK uses, at the end of
+    training; the history's ``dead_in_training`` curve ends at this value), **never fired in
+    training** (``never_fired_in_training``: no firing over all of training) and **not firing
+    on the evaluation set** (``dead_fraction``: no firing on the evaluated inputs;
+    ``density_histogram["n_dead"]`` latents).
 
     Parameters
     ----------
@@ -430,8 +456,11 @@ def sae_record_values(
         Training history; stored subsampled to <= 200 rows.
     top_latents : list of dict, optional
         From :func:`top_latents_values`.
+    training : TrainResult, optional
+        The training run: its history (unless ``history`` is given) and firing counters.
     **extra
-        More values (``path``, ``n_train``, ``n_eval``, ``seconds``, ``loss_recovered``, ...).
+        More values (``path``, ``n_train``, ``n_eval``, ``seconds``, ``loss_recovered``, ...);
+        ``dead_fraction_train`` (its former name) is stored as ``never_fired_in_training``.
 
     Returns
     -------
@@ -439,10 +468,15 @@ def sae_record_values(
         ``architecture``, ``d_in``, ``d_sae``, ``k`` (None for architectures without one),
         ``fvu``, ``mse``, ``l0``, ``dead_fraction``, ``shrinkage``, ``explained_variance``,
         ``cosine``, ``density_histogram`` (``edges``, ``counts``, ``n_dead``), ``history``,
-        ``top_latents`` and ``extra``.
+        ``top_latents``, with ``training``: ``dead_in_training``, ``never_fired_in_training``,
+        ``dead_after`` and ``n_seen``, and ``extra``.
     """
     hist = evaluation.density_histogram
     k = getattr(sae.cfg, "k", None)
+    if training is not None and history is None:
+        history = getattr(training, "history", None)
+    if "dead_fraction_train" in extra:
+        extra["never_fired_in_training"] = extra.pop("dead_fraction_train")
     return {
         "architecture": type(sae).architecture,
         "d_in": int(sae.d_in),
@@ -462,5 +496,6 @@ def sae_record_values(
         },
         "history": subsample_history(history) if history else {},
         "top_latents": top_latents or [],
+        **_training_values(training),
         **extra,
     }

@@ -67,7 +67,9 @@ class TrainSettings:
     checkpoint_dir : path, optional
         Where to save each SAE (``<dir>/sae_<i>``) at the end, and the last good one on failure.
     progress : bool
-        Print a line per history row to stderr.
+        Show a progress bar over the training steps (rich, on stderr, with an ETA) and about
+        ten history rows as lines above it (see :func:`repscope._progress.progress_bar` for
+        when a bar is drawn).
 
     Raises
     ------

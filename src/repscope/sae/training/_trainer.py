@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from repscope._progress import progress_bar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.sae.archs._base import (
     SAEConfig,
@@ -65,10 +66,14 @@ class TrainResult:
     sae : SparseAutoencoder
         The trained model (in eval mode).
     history : dict of str to list of float
-        Logged every ``log_every`` steps: ``step``, ``n_seen``, ``loss``, ``mse`` (normalised
-        space), ``fvu``, ``l0``, ``dead_fraction``, ``lr``, ``seconds`` and each loss term.
+        Logged every ``log_every`` steps (the last row at the last step): ``step``, ``n_seen``,
+        ``loss``, ``fvu``, ``l0``, ``dead_in_training`` (share of latents with no firing in
+        the last ``state.dead_after`` training vectors), ``never_fired`` (share of latents no
+        training vector has activated so far), ``lr``, ``seconds`` and each loss term.
     state : TrainState
-        Firing counters (``fire_count``, ``since_fired``) at the end.
+        Firing counters (``fire_count``, ``since_fired``, ``dead_after``) at the end: the
+        record's "dead in training" and "never fired in training" are read from them
+        (:meth:`dead_in_training` and :meth:`never_fired`), as the history's last row is.
     n_steps : int
     seconds : float
         Wall time of the training loop (shared by a sweep's SAEs).
@@ -79,6 +84,19 @@ class TrainResult:
     state: TrainState | None = None
     n_steps: int = 0
     seconds: float = 0.0
+
+    def dead_in_training(self) -> float:
+        """Share of latents dead in training at the end: no firing in the last
+        ``state.dead_after`` training vectors (NaN without counters)."""
+        if self.state is None:
+            return math.nan
+        return float(self.state.dead_mask().float().mean())
+
+    def never_fired(self) -> float:
+        """Share of latents that no training vector activated (NaN without counters)."""
+        if self.state is None:
+            return math.nan
+        return float((self.state.fire_count == 0).float().mean())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -356,53 +374,60 @@ def _sweep(
     # ------------------------------------------------------------------ loop
     step = 0
     t0 = time.perf_counter()
-    epoch = 0
-    finished = False
-    while not finished:
-        got_any = False
-        for batch in source.batches(
-            st.batch_size,
-            shuffle=st.shuffle,
-            shuffle_buffer=st.shuffle_buffer,
-            seed=st.seed,
-            epoch=epoch,
-            rank=rank,
-            world_size=world,
-        ):
-            got_any = True
-            factor = _lr_factor(step, planned, st.warmup_steps, st.lr_schedule)
-            n_local = batch.shape[0]
-            n_global = n_local * world
-            for run in runs:
-                _train_step(run, batch, factor, st.max_grad_norm, dist, world, n_global)
-            step += 1
-            if step % st.log_every == 0 or step == planned:
-                for i, run in enumerate(runs):
-                    row = _log_row(run, step, t0, dist)
-                    if st.progress and rank == 0:
-                        _print_row(i, row, len(runs))
-                    if callback is not None:
-                        callback(i, row)
-            if step % st.check_every == 0:
-                for i, run in enumerate(runs):
-                    _check(run, i, step, st.checkpoint_dir, runs, t0)
-            if planned is not None and step >= planned:
-                finished = True
+    show = st.progress and rank == 0
+    next_line = 0  # the step from which the next history row is printed under the bar
+    with progress_bar("training steps", planned, enabled=show, prefix="sae") as advance:
+        epoch = 0
+        finished = False
+        while not finished:
+            got_any = False
+            for batch in source.batches(
+                st.batch_size,
+                shuffle=st.shuffle,
+                shuffle_buffer=st.shuffle_buffer,
+                seed=st.seed,
+                epoch=epoch,
+                rank=rank,
+                world_size=world,
+            ):
+                got_any = True
+                factor = _lr_factor(step, planned, st.warmup_steps, st.lr_schedule)
+                n_local = batch.shape[0]
+                n_global = n_local * world
+                for run in runs:
+                    _train_step(run, batch, factor, st.max_grad_norm, dist, world, n_global)
+                step += 1
+                advance(1)
+                if step % st.log_every == 0 or step == planned:
+                    line_now = show and (step >= next_line or step == planned)
+                    if line_now:
+                        next_line = step + _line_every(planned, st.log_every)
+                    for i, run in enumerate(runs):
+                        row = _log_row(run, step, t0, dist)
+                        if line_now:
+                            _print_row(i, row, len(runs), planned)
+                        if callback is not None:
+                            callback(i, row)
+                if step % st.check_every == 0:
+                    for i, run in enumerate(runs):
+                        _check(run, i, step, st.checkpoint_dir, runs, t0)
+                if planned is not None and step >= planned:
+                    finished = True
+                    break
+            epoch += 1
+            if not got_any:
+                if step == 0:
+                    raise RepscopeValueError("The 'X' parameter yielded no training batches.")
+                if planned is not None and step < planned:
+                    warnings.warn(
+                        f"The training iterator ran out after {step} steps, before n_steps="
+                        f"{planned}; pass a list or another re-iterable for several epochs.",
+                        RuntimeWarning,
+                        stacklevel=3,  # the frame that called fit() or sweep()
+                    )
                 break
-        epoch += 1
-        if not got_any:
-            if step == 0:
-                raise RepscopeValueError("The 'X' parameter yielded no training batches.")
-            if planned is not None and step < planned:
-                warnings.warn(
-                    f"The training iterator ran out after {step} steps, before n_steps="
-                    f"{planned}; pass a list or another re-iterable for several epochs.",
-                    RuntimeWarning,
-                    stacklevel=3,  # the frame that called fit() or sweep()
-                )
-            break
-        if planned is None:
-            break
+            if planned is None:
+                break
     seconds = time.perf_counter() - t0
     results = []
     for i, run in enumerate(runs):
@@ -508,7 +533,8 @@ def _log_row(run: _Run, step: int, t0: float, dist: Any) -> dict[str, float]:
         "loss": sums.pop("loss") / c,
         "fvu": sums.pop("_err") / max(sums.pop("_var"), 1e-300),
         "l0": sums.pop("_l0") / c,
-        "dead_fraction": float(run.state.dead_mask().float().mean()),
+        "dead_in_training": float(run.state.dead_mask().float().mean()),
+        "never_fired": float((run.state.fire_count == 0).float().mean()),
         "lr": sums.pop("lr") / c,
         "seconds": time.perf_counter() - t0,
     }
@@ -525,11 +551,20 @@ def _log_row(run: _Run, step: int, t0: float, dist: Any) -> dict[str, float]:
     return row
 
 
-def _print_row(i: int, row: dict[str, float], n: int) -> None:
+def _line_every(planned: int | None, log_every: int) -> int:
+    """Steps between the history rows printed under the bar: about ten per run."""
+    if planned is None:
+        return log_every * 10
+    return max(log_every, math.ceil(planned / 10))
+
+
+def _print_row(i: int, row: dict[str, float], n: int, planned: int | None) -> None:
+    """One history row as a line on stderr (above the bar while it is drawn)."""
     head = f"[sae {i}] " if n > 1 else ""
+    of = f"/{planned}" if planned is not None else ""
     print(
-        f"{head}step {int(row['step'])}: loss {row['loss']:.4g}  fvu {row['fvu']:.4f}  "
-        f"l0 {row['l0']:.1f}  dead {row['dead_fraction']:.3f}",
+        f"{head}step {int(row['step'])}{of}: loss {row['loss']:.4g}  fvu {row['fvu']:.4f}  "
+        f"l0 {row['l0']:.1f}  dead in training {row['dead_in_training']:.3f}",
         file=sys.stderr,
     )
 
