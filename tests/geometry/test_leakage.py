@@ -83,3 +83,13 @@ def test_cross_probe_bad_input(rng):
         column_groups(X, {"a": (5, 12)})
     with pytest.raises(RepscopeValueError, match="at least 2 distinct classes"):
         cross_probe({"a": X}, {"A": np.zeros(60, dtype=int)})
+
+
+def test_leakage_report_section_draws_the_matrix_from_records(rng):
+    from repscope.geometry._report_tools import render_leakage
+
+    X, attrs = _two_subspaces(rng, n=200)
+    res = cross_probe({"first": X[:, :5], "second": X[:, 5:]}, attrs, protocol=KFold(3))
+    html = render_leakage(res.to_records(model="m", dataset="d", layer="L"))
+    assert "<svg" in html and "first" in html and "second" in html and "leakage" in html
+    assert html.count("<tr>") >= 5                      # header + one row per cell
