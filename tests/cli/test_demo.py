@@ -3,6 +3,8 @@ results database, the report rendered; re-running resumes from the stores."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -96,16 +98,18 @@ def test_small_demo_report_has_one_probe_and_one_similarity_section(demo_run):
     html = (out / "report.html").read_text()
     assert html.count('<section id="sec-similarity-matrix"') == 1
     assert html.count('<section id="sec-probe"') == 1
-    # render_probe draws one accuracy-by-layer chart per probe: in it, one line per model,
-    # each with its 95% interval as two dashed lines
+    # render_probe draws one accuracy-by-layer chart per probe kind (named in full): in it,
+    # one line per model, its 95% interval a translucent band
     probe = _section(html, "sec-probe")
     assert probe.count("<svg") == len(PROBES)
     for name in PROBES:
-        assert probe.count(f"<title>{name} probe: accuracy by layer</title>") == 1
+        assert len(re.findall(rf"<title>{name} probe \([^)]+\): accuracy by layer</title>",
+                              probe)) == 1
     for model in MODELS:
-        for suffix in ("", " (95% low)", " (95% high)"):
-            assert probe.count(f'<g class="series"><title>{model}{suffix}</title>') == len(PROBES)
-    assert probe.count('<g class="series">') == 3 * len(MODELS) * len(PROBES)
+        assert probe.count(f'<g class="series"><title>{model}</title>') == len(PROBES)
+    assert probe.count('<g class="series">') == len(MODELS) * len(PROBES)
+    assert probe.count('<polygon class="band"') == len(MODELS) * len(PROBES)
+    assert "stroke-dasharray" not in probe
     sim = _section(html, "sec-similarity-matrix")
     assert sim.count("<svg") == 1  # one heat map
     assert f"linear_cka: {MODELS[0]} (rows) × {MODELS[1]} (columns)" in sim
