@@ -93,3 +93,35 @@ def test_leakage_report_section_draws_the_matrix_from_records(rng):
     html = render_leakage(res.to_records(model="m", dataset="d", layer="L"))
     assert "<svg" in html and "first" in html and "second" in html and "leakage" in html
     assert html.count("<tr>") >= 5                      # header + one row per cell
+
+
+def test_leakage_cli_records_the_matrix_from_a_store(rng, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from repscope.cli._common import Settings
+    from repscope.cli.leakage import leakage
+    from repscope.db import ResultsDB
+    from repscope.store import FeatureStore
+
+    X, attrs = _two_subspaces(rng, n=150)
+    store = FeatureStore.create(tmp_path / "s", model_id="toy")
+    store.append({"blocks.1": X.astype(np.float32)},
+                 {"A": attrs["A"].tolist(), "B": attrs["B"].tolist()})
+    db = tmp_path / "r.db"
+    runner = CliRunner()
+    args = [str(tmp_path / "s"), "--group", "first=blocks.1:0-5", "--group",
+            "second=blocks.1:5-10", "--attribute", "A", "--attribute", "B", "--folds", "3",
+            "--json"]
+    res = runner.invoke(leakage, args, obj=Settings(db_path=str(db)))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    N = np.asarray(out["normalized"])
+    assert N[0, 0] > 0.8 and N[1, 1] > 0.8 and abs(N[0, 1]) < 0.2
+    with ResultsDB(str(db)) as rdb:
+        recs = rdb.query(analysis="geometry_leakage")
+    assert len(recs) == 4
+    bad = runner.invoke(leakage, [*args[:2], "first=blocks.1:5", *args[3:]],
+                        obj=Settings(db_path=str(db)))
+    assert bad.exit_code != 0 and "--group columns must be START-STOP" in str(bad.exception)

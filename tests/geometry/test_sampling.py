@@ -120,3 +120,24 @@ def test_dpp_subset_bad_input(rng):
     for seed in range(10):
         got = dpp_subset(D, 3, center=False, seed=seed).indices % 3
         assert sorted(got.tolist()) == [0, 1, 2]
+
+
+def test_subset_cli_writes_the_chosen_ids(rng, tmp_path):
+    from click.testing import CliRunner
+
+    from repscope.cli._common import Settings
+    from repscope.cli.subset import subset
+    from repscope.store import FeatureStore
+
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    store = FeatureStore.create(tmp_path / "s", model_id="toy")
+    store.append({"layer": X}, {"id": [f"doc{i}" for i in range(40)]})
+    out = tmp_path / "ids.txt"
+    res = CliRunner().invoke(subset, [str(tmp_path / "s"), "--layer", "layer", "-k", "5",
+                                      "--out", str(out)],
+                             obj=Settings(db_path=str(tmp_path / "r.db")))
+    assert res.exit_code == 0, res.output
+    ids = out.read_text().split()
+    assert len(ids) == 5 == len(set(ids)) and all(i.startswith("doc") for i in ids)
+    expected = dpp_subset(X, 5, ids=[f"doc{i}" for i in range(40)], seed=0)
+    assert ids == list(expected.ids)
