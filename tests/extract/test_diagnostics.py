@@ -73,3 +73,19 @@ def test_extractor_diagnostics_bad_input(digits):
         net.layers(np.zeros((2, 20, 20)))
     with pytest.raises(RepscopeValueError, match="'J' parameter"):
         Scattering2D((28, 28), J=0)
+
+
+def test_lipschitz_cli_on_the_scattering_baseline(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from repscope.cli._common import Settings
+    from repscope.cli.lipschitz import lipschitz
+
+    res = CliRunner().invoke(lipschitz, ["scattering", "-n", "4", "--shifts", "1,3", "--json"],
+                             obj=Settings(db_path=str(tmp_path / "r.db")))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["shifts"] == [1, 3] and max(out["lipschitz_max"]) <= 1.0
+    assert out["layers"][-1] == ALL_LAYERS
