@@ -226,6 +226,8 @@ def geometry_layers(
     with progress_for(progress, "layer measures", steps, prefix="geometry") as advance:
         for name in names:
             view = LayerView(src, name)
+            if (pairwise or persistence) and sub is None:
+                view.array()  # read once: moments measures then take the smaller Gram too
             pview = view if sub is None else _subview(view, sub)
             y_pair = y if sub is None or y is None else y[sub]
             row = []
