@@ -114,3 +114,26 @@ def test_sinkhorn_clustering_vs_kmeans_digits(digits_pca32):
     km = clustering_scores(y, KMeans(10, n_init=10, random_state=0).fit_predict(Z)).accuracy
     assert sink > 0.6 and km > 0.6
     assert sink > km - 0.05
+
+
+def test_rate_reduction_streams_from_a_store(tmp_path, rng):
+    """A store layer: per-class Gram matrices in one pass with K accumulators, or in K passes
+    when K d^2 does not fit the budget; both equal the in-memory value."""
+    from repscope.geometry._inputs import LayerView, class_grams
+    from repscope.store import FeatureStore, open_layers
+
+    X = rng.standard_normal((300, 7)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    store = FeatureStore.create(tmp_path / "s", model_id="toy")
+    store.append({"a": X})
+    Xf = X.astype(np.float64)
+    assert rate_reduction(store, y, layer="a") == pytest.approx(rate_reduction(Xf, y), rel=1e-9)
+    assert coding_rate(store, layer="a") == pytest.approx(coding_rate(Xf), rel=1e-9)
+    src = open_layers(store)
+    one = list(class_grams(LayerView(src, "a"), y, normalize=True, caller="t"))
+    many = list(class_grams(LayerView(src, "a"), y, normalize=True, caller="t",
+                            memory_budget=8 * 7 * 7))
+    assert [c for c, _, _ in one] == [c for c, _, _ in many] == [0, 1, 2]
+    for (_, n1, g1), (_, n2, g2) in zip(one, many):
+        assert n1 == n2
+        np.testing.assert_allclose(g1, g2, rtol=1e-12)

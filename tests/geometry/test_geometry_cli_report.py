@@ -130,3 +130,19 @@ def test_demo_step(lite0_mnist, tmp_path):
     assert {"fisher_ratio", "coding_rate", "persistence_entropy"} <= set(geo[0].values["measures"])
     assert ("twonn" in geo[0].values["measures"]) == ("twonn" in list_geometry_measures())
     assert sum(r.analysis == "geometry_coding_rate" for r in records) == 2
+
+
+def test_persistence_track_section(tmp_path):
+    from repscope.geometry import track
+    from repscope.report import render_report
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((80, 4))
+    y = np.repeat([0, 1], 40)
+    ckpts = {f"ckpt{i}": base + np.outer(y * s, np.eye(4)[0]) for i, s in enumerate((0, 3, 6, 6))}
+    res = track(ckpts, tol=1e-3)
+    with ResultsDB(tmp_path / "r.db") as db:
+        db.add_many(res.to_records(model="m", dataset="d"))
+        html = render_report(db, tmp_path / "r.html").read_text()
+    assert 'id="sec-geometry-persistence-track"' in html
+    assert "ckpt3" in html and "could not be rendered" not in html
