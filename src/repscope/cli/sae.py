@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ from repscope.cli._common import (
     model_name,
     parse_ints,
     print_table,
+    progress_option,
     settings,
+    show_progress,
 )
+from repscope.sae._budget import BUDGET_RULE, FEW_STEPS
 from repscope.sae._words import DEAD_WORDS
 
 _SKIP_FIRST = ("Token layers: leave out each sample's first token (in many LMs an attention sink "
@@ -49,13 +53,38 @@ def _k(sae: Any) -> int | None:
     return int(k) if isinstance(k, int) else None
 
 
-def _evaluate(sae: Any, vectors: Any, batch_size: int, seed: int) -> tuple[Any, list[dict]]:
-    """The SAE's evaluation on ``vectors`` and its top-activating examples, described."""
+class _Counted:
+    """Re-iterable batches of ``data`` (an array or an iterable of batches) that advance a
+    progress bar by the rows each batch holds."""
+
+    def __init__(self, data: Any, advance: Any, rows: int = 65_536) -> None:
+        self.data, self.advance, self.rows = data, advance, rows
+
+    def __iter__(self) -> Any:
+        if hasattr(self.data, "shape"):
+            for a in range(0, int(self.data.shape[0]), self.rows):
+                batch = self.data[a:a + self.rows]
+                yield batch
+                self.advance(int(batch.shape[0]))
+            return
+        for batch in self.data:
+            yield batch
+            self.advance(int(batch.shape[0]))
+
+
+def _evaluate(sae: Any, vectors: Any, batch_size: int, seed: int,
+              label: str) -> tuple[Any, list[dict]]:
+    """The SAE's evaluation on ``vectors`` and its top-activating examples, described, under a
+    progress bar over both passes."""
+    from repscope._progress import progress_bar
     from repscope.sae.evaluation._inspect import top_activations, top_latents_values
     from repscope.sae.metrics import evaluate
 
-    ev = evaluate(sae, vectors.data, batch_size=batch_size)
-    top = top_activations(sae, vectors.data, batch_size=batch_size, seed=seed)
+    with progress_bar(label, 2 * vectors.n_vectors, enabled=show_progress(),
+                      prefix="sae") as advance:
+        data = _Counted(vectors.data, advance)
+        ev = evaluate(sae, data, batch_size=batch_size)
+        top = top_activations(sae, data, batch_size=batch_size, seed=seed)
     return ev, top_latents_values(top, vectors.describe)
 
 
@@ -79,9 +108,11 @@ def sae() -> None:
               help="Comma-separated k values (e.g. 8,16,32): one SAE each, trained in one pass.")
 @click.option("--l1", "l1", type=float, default=None, help="Sparsity coefficient of "
               "L1/L0-penalised architectures (relu, gated, jumprelu).")
-@click.option("--steps", type=int, default=None, help="Optimiser steps (default: --epochs).")
+@click.option("--steps", type=int, default=None, help="Optimiser steps (default: a budget from "
+              f"the number of training vectors: {BUDGET_RULE}; fewer than {FEW_STEPS:,} steps "
+              "get a warning).")
 @click.option("--epochs", type=float, default=None,
-              help="Passes over the training vectors (default 1, unless --steps).")
+              help="Passes over the training vectors, instead of the default budget.")
 @click.option("--batch-size", default=1024, show_default=True, help="Vectors per step.")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
@@ -92,6 +123,7 @@ def sae() -> None:
               "such directory per SAE.")
 @click.option("--skip-first", is_flag=True, help=f"{_SKIP_FIRST}.")
 @dataset_option
+@progress_option
 @db_option
 @json_option
 def train(features: str, layer: str | None, arch: str, width: int | None, expansion: float | None,
@@ -107,7 +139,14 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     "text" or "id" metadata), and recorded as an "sae" result.
     """
     from repscope.exceptions import RepscopeValueError
-    from repscope.sae import LayerVectors, TrainSettings, architectures, create_sae, sweep
+    from repscope.sae import (
+        LayerVectors,
+        TrainSettings,
+        architectures,
+        create_sae,
+        plan_steps,
+        sweep,
+    )
     from repscope.sae._records import SAERunResult
     from repscope.sae.io import save_sae
 
@@ -137,10 +176,20 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
                               **({coef: l1} if l1 is not None and coef else {})}
     models = [create_sae(arch, **params, **({"k": kv} if kv is not None else {})) for kv in ks]
     n_train_vec = train_v.n_vectors
-    if steps is None:
-        steps = max(1, math.ceil((1.0 if epochs is None else epochs) * n_train_vec / batch_size))
+    for name, value in (("--steps", steps), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise RepscopeValueError(f"{name} must be at least 1; got {value}.")
+    if epochs is not None and not epochs > 0:
+        raise RepscopeValueError(f"--epochs must be > 0; got {epochs}.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = plan_steps(n_train_vec, batch_size, n_steps=steps, n_epochs=epochs,
+                           names=("--steps", "--epochs"))
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
     results = sweep(train_v.data, models,
-                    TrainSettings(n_steps=steps, batch_size=batch_size, lr=lr, seed=s.seed),
+                    TrainSettings(n_steps=steps, batch_size=batch_size, lr=lr, seed=s.seed,
+                                  progress=show_progress()),
                     device=s.device)
 
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", train_v.layer).strip("_") or "layer"
@@ -158,12 +207,14 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
         for res, target in zip(results, dirs):
             t = time.perf_counter()
             saved = save_sae(res.sae, target)
-            ev, tops = _evaluate(res.sae, eval_v, max(batch_size, 1024), s.seed)
+            ev, tops = _evaluate(res.sae, eval_v, max(batch_size, 1024), s.seed,
+                                 f"evaluating {target.name}")
             run = SAERunResult(res.sae, ev, training=res, top_latents=tops, extra={
                 "path": str(saved.resolve()),
                 "n_train": n_train_vec, "n_eval": n_eval_vec, "n_train_samples":
                 train_v.n_samples, "n_eval_samples": eval_v.n_samples, "eval_on": eval_on,
-                "n_steps": res.n_steps, "skip_first": skip_first, "seconds": res.seconds,
+                "n_steps": res.n_steps, "epochs": res.n_steps * batch_size / n_train_vec,
+                "skip_first": skip_first, "seconds": res.seconds,
                 "seconds_eval": time.perf_counter() - t,
                 "lr": res.history.get("lr", [math.nan])[-1]})
             records = run.to_records(
@@ -181,7 +232,8 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
         ["architecture", "width", "k", "FVU", "L0", DEAD_WORDS["dead_fraction"],
          DEAD_WORDS["dead_in_training"], "shrinkage", "saved to"],
         title=f"SAEs on {model} · {train_v.layer}: {n_train_vec} training vectors, "
-        f"{n_eval_vec} {eval_on.split()[0]} vectors, {steps} steps")
+        f"{n_eval_vec} {eval_on.split()[0]} vectors, {steps} steps "
+        f"({steps * batch_size / n_train_vec:.3g} epochs)")
 
 
 @sae.command(name="eval")
@@ -199,6 +251,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
 @click.option("--skip-first", is_flag=True,
               help=f"{_SKIP_FIRST}; with --model, position 0 is not spliced either.")
 @dataset_option
+@progress_option
 @db_option
 @json_option
 def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_name: str | None,
@@ -223,7 +276,7 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
     vectors = LayerVectors(path, layer, skip_first=skip_first)
     sae_model = load_sae(sae_path, device=s.device, expected_d_in=vectors.d)
     t = time.perf_counter()
-    ev, tops = _evaluate(sae_model, vectors, batch_size, s.seed)
+    ev, tops = _evaluate(sae_model, vectors, batch_size, s.seed, "evaluation vectors")
     extra: dict[str, Any] = {}
     if lm_name is not None:
         from repscope.sae.evaluation._fidelity import spliced_lm_loss
@@ -232,7 +285,8 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
         texts = list(load_dataset(texts_dataset, n=n_texts, seed=s.seed).inputs)
         rec = spliced_lm_loss(load_model(lm_name, device=s.device), sae_model, vectors.layer,
                               texts, max_length=max_length,
-                              positions="skip_first" if skip_first else "all")
+                              positions="skip_first" if skip_first else "all",
+                              progress=show_progress())
         extra["loss_recovered"] = {
             "clean": rec.clean, "spliced": rec.spliced, "zero_ablated": rec.zero_ablated,
             "fraction_recovered": rec.fraction_recovered, "n_tokens": rec.n_tokens,

@@ -20,6 +20,7 @@ from repscope._lazy import attach
 # create_sae, load_sae, fit, ...) imports repscope.sae.archs, whose __init__ imports every
 # architecture, so the registry is complete whenever it can be reached.
 if TYPE_CHECKING:
+    from repscope.sae._budget import plan_steps
     from repscope.sae._estimator import SAETransformer
     from repscope.sae.archs import (
         MPSAE,
@@ -117,6 +118,7 @@ __all__ = [
     "load_dictionary_learning",
     "load_sae",
     "load_sparsify",
+    "plan_steps",
     "register_architecture",
     "save_sae",
     "spliced_lm_loss",

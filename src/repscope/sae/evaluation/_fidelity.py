@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from repscope._progress import ProgressLike, progress_for
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
 from repscope.sae.archs._base import SparseAutoencoder
@@ -96,6 +97,7 @@ def spliced_lm_loss(
     max_length: int = 64,
     batch_size: int = 16,
     positions: Literal["all", "skip_first"] = "all",
+    progress: ProgressLike = False,
 ) -> LossRecoveredResult:
     """Clean, SAE-spliced and zero-ablated next-token loss of a causal LM on ``texts``.
 
@@ -115,6 +117,9 @@ def spliced_lm_loss(
     positions : {"all", "skip_first"}
         ``"skip_first"`` leaves position 0 untouched (for models whose first position is an
         attention sink with an outsized norm).
+    progress : bool or callable, default=False
+        True shows a progress bar over the texts (three forward passes each) with an ETA; a
+        callable ``advance(k)`` is called with the texts done instead (a caller's bar).
 
     Returns
     -------
@@ -167,7 +172,9 @@ def spliced_lm_loss(
         return z
 
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), progress_for(
+            progress, "LM loss texts", len(texts), prefix="sae eval"
+        ) as advance:
             for a in range(0, len(texts), batch_size):
                 enc = tokenizer(
                     list(texts[a : a + batch_size]),
@@ -184,6 +191,7 @@ def spliced_lm_loss(
                     sums["spliced"] += float(_token_losses(model, ids, mask)[0])
                 with _replace_output(module, zero):
                     sums["zero"] += float(_token_losses(model, ids, mask)[0])
+                advance(len(texts[a : a + batch_size]))
     finally:
         model.train(was_training)
     if n_tok == 0:

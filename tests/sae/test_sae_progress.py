@@ -1,0 +1,136 @@
+"""``repscope sae train`` and ``sae eval`` show a progress bar with an ETA (issue 12, item 13:
+``sae train --epochs 5`` ran 121 s and ``sae eval --model`` 60 s in silence), through the real
+entry point on a pseudo-terminal; ``--no-progress`` hides every bar."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+REPSCOPE = [sys.executable, "-m", "repscope"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS")}
+    env.update(REPSCOPE_DB=str(tmp_path / "results.db"), COLUMNS="120", **extra)
+    return env
+
+
+def _run_on_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (as a user at a shell sees it)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=cwd)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    rc = proc.wait(timeout=300)
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    return rc, out, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)  # colours and cursor moves
+
+
+def test_train_and_eval_draw_bars_with_eta_and_no_progress_hides_them(tmp_path):
+    X = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    train = [*REPSCOPE, "sae", "train", "x.npy", "--width", "16", "--k", "2", "--steps", "600",
+             "--batch-size", "64", "--out", "sae"]
+    rc, out, err = _run_on_terminal(train, _env(tmp_path), tmp_path)
+    assert rc == 0, err
+    assert "sae training steps" in err and "600/600" in err and "eta" in err
+    assert "evaluating sae" in err  # the held-out evaluation has its own bar
+    assert "step 600/600: loss" in err  # history rows go above the bar
+    assert "FVU" in out
+    evaluate = [*REPSCOPE, "sae", "eval", "sae", "x.npy"]
+    rc, out, err = _run_on_terminal(evaluate, _env(tmp_path), tmp_path)
+    assert rc == 0, err
+    assert "evaluation vectors" in err and "6000/6000" in err and "eta" in err  # two passes
+
+    for args in ([*train[:-1], "sae2", "--no-progress"], [*evaluate, "--no-progress"]):
+        rc, out, err = _run_on_terminal(args, _env(tmp_path), tmp_path)
+        assert rc == 0, err
+        for bar in ("training steps", "evaluating", "evaluation vectors", "eta", "step 600"):
+            assert bar not in err, (bar, err)
+        assert "FVU" in out
+
+
+def test_json_output_stays_clean_while_the_bar_draws(tmp_path):
+    X = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    args = [*REPSCOPE, "sae", "train", "x.npy", "--width", "16", "--k", "2", "--steps", "50",
+            "--out", "sae", "--json"]
+    rc, out, err = _run_on_terminal(args, _env(tmp_path), tmp_path)
+    assert rc == 0, err
+    assert "training steps" in err
+    assert json.loads(out)[0]["n_steps"] == 50
+
+
+def test_eval_with_a_model_shows_the_lm_loss_bar(tmp_path, monkeypatch):
+    """``sae eval --model``: the LM-loss pass over the texts has its own bar (a tiny LM stands in
+    for SmolLM2; REPSCOPE_PROGRESS=1 draws bars off a terminal)."""
+    import repscope.zoo
+    from repscope.cli import cli
+    from repscope.sae import TopKConfig, TopKSAE
+    from repscope.sae.io import save_sae
+
+    d = 8
+
+    class TinyLM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(20, d)
+            self.block = torch.nn.Linear(d, d)
+            self.head = torch.nn.Linear(d, 20)
+
+        def forward(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=self.head(torch.relu(self.block(self.emb(input_ids)))))
+
+    class Tok:
+        pad_token = "."
+
+        def __call__(self, texts, *, max_length, **_k):
+            ids = [[1 + ord(c) % 19 for c in t[:max_length]] for t in texts]
+            width = max(len(s) for s in ids)
+            pad = [s + [0] * (width - len(s)) for s in ids]
+            mask = [[1] * len(s) + [0] * (width - len(s)) for s in ids]
+            return {"input_ids": torch.tensor(pad), "attention_mask": torch.tensor(mask)}
+
+    lm = SimpleNamespace(model=TinyLM().eval(), kind="causal-lm", tokenizer=Tok())
+    texts = [f"text number {i}" for i in range(40)]
+    monkeypatch.setattr(repscope.zoo, "load_model", lambda name, **_k: lm)
+    monkeypatch.setattr(repscope.zoo, "load_dataset",
+                        lambda name, n, seed: SimpleNamespace(inputs=texts[:n]))
+    from safetensors.numpy import save_file
+
+    save_file({"block": np.random.default_rng(0).standard_normal((50, d)).astype(np.float32)},
+              str(tmp_path / "f.safetensors"))
+    save_sae(TopKSAE(TopKConfig(d_in=d, d_sae=16, k=2)), tmp_path / "sae")
+    args = ["--db", str(tmp_path / "r.db"), "sae", "eval", str(tmp_path / "sae"),
+            str(tmp_path / "f.safetensors"), "--layer", "block", "--model", "tiny", "--n-texts",
+            "40"]
+    monkeypatch.setenv("REPSCOPE_PROGRESS", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "LM loss texts" in res.stderr and "40/40" in res.stderr
+    res = CliRunner().invoke(cli, [*args, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "LM loss texts" not in res.stderr and "evaluation vectors" not in res.stderr
