@@ -140,7 +140,8 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     extra = {"pooling": pooling} if pooling else {}
     store = extract_to_store(loaded, inputs, out, layers=list(layers) or None,
                              pooling=mode, batch_size=batch_size,
-                             metadata=metadata, progress=show_progress(), dataset=dataset)
+                             metadata=metadata, progress=show_progress(),
+                             dataset=dataset or str(inputs_path))
     secs = time.perf_counter() - t
     with s.db() as db, db.run("extract", {"out": out, "layers": store.layers, **extra},
                               model=model, dataset=dataset or str(inputs_path)) as run_id:
