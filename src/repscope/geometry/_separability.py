@@ -40,7 +40,9 @@ __all__ = [
 
 
 def _moments(X: Any, y: Any, caller: str, layer: str | None) -> Any:
-    if y is None:
+    from repscope.stats import Moments
+
+    if y is None and not isinstance(X, Moments):  # a Moments carries its class sums
         raise RepscopeValueError(f"{caller} needs class labels (y); got None.")
     m = as_moments(X, y, layer=layer, caller=caller)
     K = m.classes.size
