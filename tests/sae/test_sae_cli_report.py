@@ -123,12 +123,16 @@ def test_train_records_one_sae_per_k_and_saves_what_it_trained(trained):
 
     # the saved SAEs are the trained ones: the same training done here gives the same forward
     X = np.load(trained.root / "x.npy", mmap_mode="c")
+    from repscope.sae import LayerVectors
+
+    train_v, held_v = LayerVectors(trained.root / "x.npy").split(0.1, seed=0)
+    assert held_v.samples().tolist() != list(range(1800, 2000))  # drawn, not the last ones
     ref = sweep(
-        X[:1800],
+        X[train_v.samples()],
         [TopKSAE(TopKConfig(d_in=D, d_sae=48, k=k, seed=0)) for k in (2, 4)],
         TrainSettings(n_steps=150, batch_size=256, seed=0),
     )
-    held = torch.from_numpy(trained.X[1800:])
+    held = torch.from_numpy(trained.X[held_v.samples()])
     for r, res in zip(recs, ref):
         loaded = load_sae(r.values["path"])
         with torch.no_grad():
@@ -173,7 +177,7 @@ def test_eval_agrees_with_evaluate_and_examples_are_the_top_codes(trained):
 
 
 @pytest.mark.parametrize("skip_first", [False, True])
-def test_token_layer_holds_out_whole_paragraphs_and_examples_carry_texts(tmp_path, skip_first):
+def test_token_layer_holds_out_whole_paragraphs_drawn_at_random_with_texts(tmp_path, skip_first):
     from repscope.store import FeatureStore
 
     rng = np.random.default_rng(3)
@@ -212,22 +216,28 @@ def test_token_layer_holds_out_whole_paragraphs_and_examples_carry_texts(tmp_pat
     (v,) = json.loads(res.stdout)
     drop = int(skip_first)
     assert (v["n_train_samples"], v["n_eval_samples"]) == (48, 12)
-    assert v["n_eval"] == int((lengths[48:] - drop).sum())
-    assert v["n_train"] == int((lengths[:48] - drop).sum())
+    # ids without ":": each paragraph is its own document, 12 drawn at random
+    split = v["split"]
+    held = sorted(int(d[1:]) for d in split["held_out_documents"])
+    assert split["by"] == "document" and split["n_held_out_documents"] == 12
+    assert held != list(range(48, 60))
+    train = sorted(set(range(60)) - set(held))
+    assert v["n_eval"] == int((lengths[held] - drop).sum())
+    assert v["n_train"] == int((lengths[train] - drop).sum())
     sae = load_sae(tmp_path / "sae")
     examples = [e for t in v["top_latents"] for e in t["examples"]]
     assert examples
     for t in v["top_latents"]:
         for e in t["examples"]:
             i, pos = e["index"], e["position"]
-            assert 48 <= i < 60 and drop <= pos < lengths[i]  # held-out paragraphs only
+            assert i in held and drop <= pos < lengths[i]  # held-out paragraphs only
             assert e["text"] == texts[i]
             with torch.no_grad():
                 code = sae.encode(torch.from_numpy(samples[i][pos : pos + 1])).dense()[0]
             assert e["activation"] == pytest.approx(float(code[t["latent"]]), rel=1e-5)
     # the evaluation covers exactly the held-out tokens (without the first ones if skipped)
-    held = np.concatenate([samples[i][drop:] for i in range(48, 60)])
-    assert v["fvu"] == pytest.approx(evaluate(sae, held).fvu, rel=1e-6)
+    held_vectors = np.concatenate([samples[i][drop:] for i in held])
+    assert v["fvu"] == pytest.approx(evaluate(sae, held_vectors).fvu, rel=1e-6)
 
 
 def test_eval_with_a_language_model_records_the_loss_recovered(trained, tmp_path, monkeypatch):

@@ -88,6 +88,41 @@ def _evaluate(sae: Any, vectors: Any, batch_size: int, seed: int,
     return ev, top_latents_values(top, vectors.describe)
 
 
+def example_text(e: dict[str, Any]) -> str:
+    """One top-activating example as plain text: the token in [brackets] within its context,
+    else the start of the sample's text, its id, or its index."""
+    act = f"{float(e.get('activation', math.nan)):.3g}"
+    ctx = e.get("context")
+    if isinstance(ctx, (list, tuple)) and len(ctx) == 3:
+        return f"{act}  {ctx[0]}[{ctx[1]}]{ctx[2]}"
+    where = f"pos {e['position']}  " if e.get("position") is not None else ""
+    if e.get("text") is not None:
+        text = " ".join(str(e["text"]).split())
+        return f"{act}  {where}{text[:100] + '…' if len(text) > 100 else text}"
+    if e.get("image_png"):
+        return f"{act}  image #{e.get('index')}"
+    ident = f"id {e['id']}" if e.get("id") is not None else f"#{e.get('index')}"
+    return f"{act}  {where}{ident}"
+
+
+def _print_top_inputs(values: dict[str, Any], n_latents: int = 4, n_examples: int = 3) -> None:
+    """The top-activating inputs of a few latents, a line each (the token in [brackets])."""
+    tops = [t for t in values.get("top_latents") or [] if t.get("examples")][:n_latents]
+    if not tops:
+        return
+    name = Path(str(values.get("path", ""))).name or values.get("architecture", "SAE")
+    click.echo(f"\nTop inputs of {len(tops)} latents of {name} (activation, input):")
+    missing = False
+    for t in tops:
+        click.echo(f"latent {t['latent']} (density {float(t.get('density') or 0):.3g}):")
+        for e in t["examples"][:n_examples]:
+            click.echo(f"  {example_text(e)}")
+            missing |= e.get("position") is not None and e.get("context") is None
+    if missing:
+        click.echo("(text not stored: this store has no token strings; extract it again with "
+                   "this version of repscope to see each token in its context)")
+
+
 @click.group()
 def sae() -> None:
     """Train, evaluate and list sparse autoencoders (SAEs) on features from disk."""
@@ -116,8 +151,9 @@ def sae() -> None:
 @click.option("--batch-size", default=1024, show_default=True, help="Vectors per step.")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
-@click.option("--holdout", default=0.1, show_default=True, help="Share of the samples (the last "
-              "ones: whole paragraphs for a token layer) held out for evaluation.")
+@click.option("--holdout", default=0.1, show_default=True, help="Share of the samples held out "
+              "for evaluation: whole documents (a sample id's prefix before ':', e.g. the novel "
+              "of 'emma:0042', else each sample with its tokens) drawn at random with --seed.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to save the "
               "SAE (default ./sae-<layer>-<arch>-k<k>); with --k-sweep, a folder holding one "
               "such directory per SAE.")
@@ -169,7 +205,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
 
     path = check_exists(features, "features")
     model = model_name(path)
-    train_v, held = LayerVectors(path, layer, skip_first=skip_first).split(holdout)
+    train_v, held = LayerVectors(path, layer, skip_first=skip_first).split(holdout, seed=s.seed)
     eval_v, eval_on = (train_v, "training data") if held is None else (held, "held-out")
     d_sae = width if width is not None else max(1, round((expansion or 8.0) * train_v.d))
     params: dict[str, Any] = {"d_in": train_v.d, "d_sae": d_sae, "seed": s.seed,
@@ -214,6 +250,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
                 "n_train": n_train_vec, "n_eval": n_eval_vec, "n_train_samples":
                 train_v.n_samples, "n_eval_samples": eval_v.n_samples, "eval_on": eval_on,
                 "n_steps": res.n_steps, "epochs": res.n_steps * batch_size / n_train_vec,
+                "split": train_v.split_info,
                 "skip_first": skip_first, "seconds": res.seconds,
                 "seconds_eval": time.perf_counter() - t,
                 "lr": res.history.get("lr", [math.nan])[-1]})
@@ -234,6 +271,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
         title=f"SAEs on {model} · {train_v.layer}: {n_train_vec} training vectors, "
         f"{n_eval_vec} {eval_on.split()[0]} vectors, {steps} steps "
         f"({steps * batch_size / n_train_vec:.3g} epochs)")
+    _print_top_inputs(all_values[-1])
 
 
 @sae.command(name="eval")
@@ -310,6 +348,7 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
     print_table(rows, ["metric", "value"],
                 title=f"{values['architecture']} SAE (width {values['d_sae']}) on "
                 f"{model} · {vectors.layer}, {values['n_eval']} vectors")
+    _print_top_inputs(values)
 
 
 @sae.command(name="list")

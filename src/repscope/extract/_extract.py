@@ -18,6 +18,8 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.extract._base import Adapter, PreparedChunk
 from repscope.extract._dispatch import make_adapter
 from repscope.extract._pooling import TokenRows, resolve_pooling, to_host
+from repscope.extract._text import TextBatcher
+from repscope.store._tokens import TEXT_COLUMN, TOKENS_COLUMN, encode_tokens
 
 if TYPE_CHECKING:
     from repscope.store import FeatureStore, RaggedArray
@@ -203,7 +205,7 @@ def extract(
     if job.n == 0:
         raise RepscopeValueError("inputs is empty; pass at least one sample.")
     collected: list[dict[str, Any]] = []
-    job.run(progress, 0, lambda features, a, b: collected.append(features))
+    job.run(progress, 0, lambda features, a, b, items: collected.append(features))
     if not collected:
         raise RepscopeValueError("inputs is empty; pass at least one sample.")
     return {name: _concat_chunks([c[name] for c in collected]) for name in job.names}
@@ -304,11 +306,19 @@ def extract_to_store(
                 "before that; it was made from other inputs. Use a new store path."
             )
         columns = job.columns
+        keep_text, keep_tokens = _kept_text(job, fs, start)
 
-        def append(features: dict[str, Any], a: int, b: int) -> None:
+        def append(features: dict[str, Any], a: int, b: int, items: Any) -> None:
             meta = None
             if columns is not None:
                 meta = {c: _slice(v, a, b, c) for c, v in columns.items()}
+            if keep_text or keep_tokens:
+                meta = dict(meta or {})
+                texts = [str(t) for t in items]
+                if keep_text:
+                    meta[TEXT_COLUMN] = texts
+                if keep_tokens and job.text is not None:
+                    meta[TOKENS_COLUMN] = [encode_tokens(t) for t in job.text.token_strings(texts)]
             fs.append(features, meta)
 
         job.run(progress, start, append)
@@ -354,12 +364,18 @@ class _Job:
         self.rows = self.adapter.rows(inputs)
         self.n = self.rows.n
         self.columns = _check_metadata(metadata, self.n)
+        text = getattr(self.adapter, "text", None)
+        #: The text adapter's tokenizer front end (None for images and arrays).
+        self.text: TextBatcher | None = text if isinstance(text, TextBatcher) else None
+        #: Whether a layer keeps every token (stored ragged, one row per token).
+        self.token_layers = self.text is not None and any(
+            p == "none" for p in self.poolings.values())
 
     def run(
-        self, progress: bool, start: int, sink: Callable[[dict[str, Any], int, int], None]
+        self, progress: bool, start: int, sink: Callable[[dict[str, Any], int, int, Any], None]
     ) -> None:
-        """Extract chunk after chunk from input ``start`` on; ``sink(features, a, b)`` gets the
-        features of inputs ``a:b``."""
+        """Extract chunk after chunk from input ``start`` on; ``sink(features, a, b, items)``
+        gets the features of inputs ``a:b`` and those inputs."""
         pos = start
         adapter = self.adapter
         with _progress(progress, self.n, start, adapter.model_id) as advance, adapter.session():
@@ -369,7 +385,7 @@ class _Job:
                     break
                 k = int(items.shape[0]) if hasattr(items, "shape") else len(items)
                 prepared = adapter.prepare(items, self.batch_size)
-                sink(_run_chunk(adapter, prepared, self.poolings, advance), pos, pos + k)
+                sink(_run_chunk(adapter, prepared, self.poolings, advance), pos, pos + k, items)
                 pos += k
 
 
@@ -414,6 +430,23 @@ def _assemble(name: str, parts: list[Any], inv: np.ndarray | None) -> Any:
     if inv is not None:
         dense = dense[inv]
     return np.ascontiguousarray(dense)
+
+
+def _kept_text(job: _Job, fs: FeatureStore, start: int) -> tuple[bool, bool]:
+    """Whether the store keeps each sample's text, and its token strings (text models; token
+    strings only beside token layers). A column the caller's metadata already holds is left to
+    it; a resumed store keeps the columns its first chunk had (an old store without them gets
+    none, so its chunks stay alike)."""
+    if job.text is None:
+        return False, False
+    given = set(job.columns or ())
+    fresh = start == 0 and fs.n_samples == 0
+    have = set(fs.metadata_columns)
+
+    def keep(col: str) -> bool:
+        return col not in given and (fresh or col in have)
+
+    return keep(TEXT_COLUMN), job.token_layers and keep(TOKENS_COLUMN)
 
 
 def _concat_chunks(chunks: list[Any]) -> Any:
@@ -491,6 +524,10 @@ def _open_store(
         "chunk_size": chunk_size,
         **adapter.describe(),
     }
+    text = getattr(adapter, "text", None)
+    if isinstance(text, TextBatcher):
+        # whose token strings the "tokens" column holds
+        settings["tokenizer"] = text.name or adapter.model_id
     if isinstance(store, FeatureStore):
         # A store given as an object was chosen by the caller, whatever model_id it has.
         locked_here = store._begin_writing()  # re-reads the manifest under the lock

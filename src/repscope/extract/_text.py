@@ -67,6 +67,9 @@ class TextBatcher:
             )
         self.tokenizer = tokenizer
         self.max_length = max_length
+        name = getattr(tokenizer, "name_or_path", None)
+        #: The tokenizer's name (``name_or_path``), recorded in a store; None when it has none.
+        self.name: str | None = str(name) if name else None
 
     def encode(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[int]] | None]:
         """Token ids (and token type ids when the tokenizer makes them) without padding."""
@@ -87,6 +90,16 @@ class TextBatcher:
         return list(enc["input_ids"]), (
             list(enc["token_type_ids"]) if "token_type_ids" in enc else None
         )
+
+    def token_strings(self, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's tokens as the tokenizer writes them (``[CLS]``, ``##ing``, ``Ġthe``): one
+        string per token that :meth:`batches` feeds the model, truncation included."""
+        ids, _ = self.encode(texts)
+        if self.fast is not None:
+            fast = self.fast
+            return [[fast.id_to_token(int(i)) or "" for i in row] for row in ids]
+        convert = self.tokenizer.convert_ids_to_tokens
+        return [[str(t) for t in convert([int(i) for i in row])] for row in ids]
 
     def batches(
         self, texts: Sequence[str], batch_size: int

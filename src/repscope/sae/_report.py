@@ -37,6 +37,8 @@ _CSS = (
     ".sae-card .meta{color:var(--muted);font-size:.78rem;margin-bottom:.35rem}"
     ".sae-card ol{margin:0;padding-left:1.1rem}.sae-card li{margin:.15rem 0}"
     ".sae-card .act{font-variant-numeric:tabular-nums;color:var(--accent);font-weight:600}"
+    ".sae-card .ctx mark{background:var(--accent);color:var(--panel);padding:0 .15em;"
+    "border-radius:3px}"
     ".sae-thumbs{display:flex;flex-wrap:wrap;gap:.3rem}"
     ".sae-thumbs figure{margin:0;text-align:center;font-size:.72rem;color:var(--muted)}"
     ".sae-thumbs img{display:block;width:48px;height:48px;image-rendering:pixelated;"
@@ -297,8 +299,24 @@ def _density_histogram(r: RecordLike, label: str) -> str:
     return figure(svg, cap)
 
 
+def _context(e: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """An example's ``context`` (text before, the token, text after), or None."""
+    ctx = e.get("context")
+    if isinstance(ctx, (list, tuple)) and len(ctx) == 3:
+        return str(ctx[0]), str(ctx[1]), str(ctx[2])
+    return None
+
+
 def _example(e: Mapping[str, Any]) -> str:
     act = f'<span class="act">{esc(fmt(as_float(e.get("activation")), 3))}</span>'
+    ctx = _context(e)
+    if ctx is not None:
+        before, tok, after = ctx
+        where = f"sample {e.get('id', e.get('index', '?'))}, token {e.get('position', '?')}"
+        if e.get("token") is not None:
+            where += f" ({e['token']})"
+        return (f'<li>{act} <span class="ctx" title="{esc(where)}">{esc(before)}'
+                f"<mark>{esc(tok)}</mark>{esc(after)}</span></li>")
     pos = e.get("position")
     where = f" · pos {esc(pos)}" if pos is not None else ""
     token = f" · token <code>{esc(e['token'])}</code>" if e.get("token") is not None else ""
@@ -346,11 +364,25 @@ def _top_latents(r: RecordLike, label: str) -> str:
     tops = [t for t in (r.values.get("top_latents") or []) if isinstance(t, Mapping)]
     if not tops:
         return ""
+    examples = [e for t in tops for e in (t.get("examples") or []) if isinstance(e, Mapping)]
+    no_text = any(
+        e.get("position") is not None and _context(e) is None and e.get("text") is None
+        for e in examples
+    )
+    note = (
+        '<p class="note">Text not stored: the store was extracted without its token strings '
+        "(before repscope kept them), so tokens show by position and sample id; extract it "
+        "again to see each token in its context.</p>"
+        if no_text
+        else ""
+    )
     return (
         f"<h4>Top-activating inputs ({esc(label)})</h4>"
         '<p class="note">Latents chosen across the firing-density range, most frequent '
-        "first; each lists the held-out inputs with its highest activations.</p>"
-        f'<div class="sae-grid">{"".join(_card(t) for t in tops)}</div>'
+        "first; each lists the held-out inputs with its highest activations (a token is "
+        "highlighted within up to 8 tokens either side).</p>"
+        + note
+        + f'<div class="sae-grid">{"".join(_card(t) for t in tops)}</div>'
     )
 
 

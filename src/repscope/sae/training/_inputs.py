@@ -4,8 +4,11 @@ training and held-out vectors, and what a record says about one of them.
 A dense layer gives one vector per sample; a token layer (a ragged FeatureStore layer, or a
 :class:`~repscope.store.RaggedArray` in memory) gives one per token, optionally without each
 sample's first token (in many language models an attention sink whose huge norm would dominate
-the reconstruction error). Held-out samples are the last ones, kept whole, so no paragraph has
-tokens on both sides.
+the reconstruction error). Held-out samples are whole documents drawn at random (seeded): a
+sample's document is its id's prefix before ":" (``emma:0042`` belongs to ``emma``), or the
+sample itself, so no document, and no paragraph, has vectors on both sides. A top-activating
+token is described with its token and the text around it when the store keeps the token strings
+(see :func:`repscope.store._tokens.token_context`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ __all__ = ["LayerVectors"]
 _DENSE_SAMPLES = 4096  # samples per read from a dense store layer
 _TOKEN_SAMPLES = 64  # samples (paragraphs) per read from a token layer
 _TEXT_CHARS = 400  # text kept per example description
+_WINDOW = 8  # tokens of context either side of a described token
+_IN_MEMORY = 1 << 30  # bytes: a store layer's vectors up to this size are read once, then kept
+_SHOWN_DOCUMENTS = 20  # held-out documents named in the split's record
 
 
 class LayerVectors:
@@ -40,6 +46,9 @@ class LayerVectors:
         The samples (default: all).
     skip_first : bool, default=False
         Token layers: leave out each sample's first token.
+    samples : array of int, optional
+        Only these samples of ``start:stop`` (absolute indices, sorted); :meth:`split` passes
+        them.
 
     Attributes
     ----------
@@ -52,6 +61,8 @@ class LayerVectors:
         Features per vector.
     ragged : bool
         True for a token layer.
+    split_info : dict or None
+        After :meth:`split`: how the samples were divided (on both halves).
 
     Raises
     ------
@@ -70,8 +81,10 @@ class LayerVectors:
     >>> v.n_samples, v.n_vectors, v.offsets().tolist()
     (3, 3, [0, 1, 1, 3])
     >>> train, held_out = v.split(0.3)
-    >>> train.n_vectors, held_out.n_vectors, held_out.describe(1)
-    (1, 2, {'position': 2, 'index': 2})
+    >>> train.n_samples, held_out.n_samples, held_out.samples().tolist()
+    (2, 1, [2])
+    >>> held_out.describe(0)
+    {'position': 1, 'index': 2}
     """
 
     def __init__(
@@ -82,6 +95,7 @@ class LayerVectors:
         stop: int | None = None,
         *,
         skip_first: bool = False,
+        samples: Any = None,
     ) -> None:
         from repscope.store import open_layers
 
@@ -116,15 +130,35 @@ class LayerVectors:
         self._array = None if self.ragged or src.store is not None else src.read(self.layer)
         self._offsets: np.ndarray | None = None
         self._meta: dict[str, np.ndarray] | None = None
+        self._samples: np.ndarray | None = None
+        self._kept: np.ndarray | None = None
+        self.split_info: dict[str, Any] | None = None
+        if samples is not None:
+            idx = np.unique(np.asarray(samples, dtype=np.int64).ravel())
+            if idx.size and (idx[0] < self.start or idx[-1] >= self.stop):
+                raise RepscopeValueError(
+                    f"The 'samples' parameter of LayerVectors must hold indices in "
+                    f"[{self.start}, {self.stop}). Got {int(idx[0] if idx[0] < self.start else idx[-1])}"
+                    " instead."
+                )
+            self._samples = idx
 
     def __repr__(self) -> str:
+        which = (f"samples {self.start}:{self.stop}" if self._samples is None
+                 else f"{self._samples.size} samples of {self.start}:{self.stop}")
         return (f"LayerVectors({self.source.description}, layer={self.layer!r}, "
-                f"samples {self.start}:{self.stop}, skip_first={self.skip_first})")
+                f"{which}, skip_first={self.skip_first})")
 
     @property
     def n_samples(self) -> int:
-        """Samples in the range."""
-        return self.stop - self.start
+        """Samples in the range (the chosen ones after :meth:`split`)."""
+        return self.stop - self.start if self._samples is None else int(self._samples.size)
+
+    def samples(self) -> np.ndarray:
+        """The samples' indices in the source, in order, int64 of shape (n_samples,)."""
+        if self._samples is None:
+            return np.arange(self.start, self.stop, dtype=np.int64)
+        return self._samples
 
     @property
     def n_vectors(self) -> int:
@@ -135,40 +169,86 @@ class LayerVectors:
     def data(self) -> Any:
         """What :func:`~repscope.sae.fit`, :func:`~repscope.sae.metrics.evaluate` and
         :func:`~repscope.sae.top_activations` read: the rows of a file or an array in memory
-        (a ``.npy`` file stays memory-mapped), else this object, a re-iterable of batches."""
-        return self if self._array is None else self._array[self.start:self.stop]
+        (a ``.npy`` range stays memory-mapped; chosen samples are copied), the vectors of a
+        store layer read once and kept when they take at most 1 GiB (training then draws a
+        fresh permutation per epoch instead of re-reading the store), else this object, a
+        re-iterable of batches."""
+        if self._array is not None:
+            if self._samples is None:
+                return self._array[self.start:self.stop]
+            return np.asarray(self._array[self._samples])
+        if self._kept is None and self.n_vectors * self.d * 4 <= _IN_MEMORY:
+            parts = list(self)
+            self._kept = (np.concatenate(parts) if parts
+                          else np.zeros((0, self.d), dtype=np.float32))
+        return self if self._kept is None else self._kept
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """The vectors in order, as arrays of shape (b, d): 4096 samples of a dense layer, or
-        the tokens of 64 samples of a token layer, per batch."""
+        the tokens of 64 samples of a token layer, per batch (fewer after :meth:`split`)."""
         size = _TOKEN_SAMPLES if self.ragged else _DENSE_SAMPLES
+        pos = self.start
         for batch in self.source.iter_batches(self.layer, size, start=self.start, stop=self.stop):
+            nb = batch.n_samples if self.ragged else int(batch.shape[0])
+            local = None
+            if self._samples is not None:
+                lo, hi = np.searchsorted(self._samples, [pos, pos + nb])
+                local = self._samples[lo:hi] - pos
+            pos += nb
             values = np.asarray(batch.values if self.ragged else batch).reshape(-1, self.d)
-            if self.skip_first:
-                offsets = np.asarray(batch.offsets)
-                keep = np.ones(values.shape[0], dtype=bool)
-                keep[offsets[:-1][np.diff(offsets) > 0]] = False
-                values = values[keep]
-            yield values
+            if self.ragged:
+                from repscope.store._ragged import concat_ranges
+
+                offsets = np.asarray(batch.offsets, dtype=np.int64)
+                starts, lengths = offsets[:-1], np.diff(offsets)
+                if local is not None:
+                    starts, lengths = starts[local], lengths[local]
+                if self.skip_first:
+                    starts, lengths = starts + (lengths > 0), np.maximum(lengths - 1, 0)
+                if local is not None or self.skip_first:
+                    values = values[concat_ranges(starts, lengths)]
+            elif local is not None:
+                values = values[local]
+            if values.shape[0] or local is None:
+                yield values
 
     def offsets(self) -> np.ndarray:
         """Where each sample's vectors start in the range's vectors, int64 of shape
         (n_samples + 1,)."""
         if self._offsets is None:
             counts = self.source.token_counts(self.layer, self.start, self.stop)
+            if self._samples is not None:
+                counts = counts[self._samples - self.start]
             if self.skip_first:
                 counts = np.maximum(counts - 1, 0)
             self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return self._offsets
 
-    def split(self, holdout: float) -> tuple[LayerVectors, LayerVectors | None]:
-        """Training and held-out vectors: the last ``round(holdout * n_samples)`` samples (at
-        least one when ``holdout > 0``) are held out whole.
+    def documents(self) -> np.ndarray:
+        """Each sample's document, str of shape (n_samples,): its id's prefix before ":"
+        (``emma:0042`` -> ``emma``), the id itself when it has no ":", or the sample index when
+        the source has no ids."""
+        idx = self.samples()
+        ids = self.source.ids
+        if ids is None:
+            return idx.astype(str)
+        return np.asarray([str(i).split(":", 1)[0] for i in np.asarray(ids)[idx]], dtype=object)
+
+    def split(self, holdout: float, *, seed: int = 0) -> tuple[LayerVectors, LayerVectors | None]:
+        """Training and held-out vectors, split by document: whole documents drawn at random.
+
+        The documents (:meth:`documents`) are shuffled with ``seed``; each in turn is held out
+        if it keeps the held-out samples at most ``round(holdout * n_samples)`` (if none fits,
+        the smallest document is held out). No document has samples on both sides, and a token
+        layer's sample (paragraph) is held out whole. ``split_info`` on both halves records the
+        split.
 
         Parameters
         ----------
         holdout : float in [0, 1)
-            Share of the samples held out; 0 holds out none (the second item is None).
+            Share of the samples to hold out; 0 holds out none (the second item is None).
+        seed : int, default=0
+            Seed of the document draw.
 
         Returns
         -------
@@ -177,22 +257,57 @@ class LayerVectors:
         Raises
         ------
         RepscopeValueError
-            ``holdout`` outside [0, 1), or it leaves no training sample.
+            ``holdout`` outside [0, 1), or it leaves no training sample (e.g. all samples
+            belong to one document).
         """
         check_scalar(holdout, "holdout", caller="LayerVectors.split", min_value=0,
                      max_value=1, include_max=False)
         n = self.n_samples
-        n_eval = max(1, round(holdout * n)) if holdout > 0 else 0
-        if n - n_eval < 1:
+        if holdout == 0:
+            train = self._subset(None)
+            train.split_info = {"by": "none", "holdout": 0.0, "n_train_samples": n,
+                                "n_held_out_samples": 0}
+            return train, None
+        docs = self.documents()
+        names, inverse, sizes = np.unique(docs, return_inverse=True, return_counts=True)
+        target = max(1, round(holdout * n))
+        chosen: list[int] = []
+        held = 0
+        for j in np.random.default_rng(seed).permutation(names.size):
+            if held + int(sizes[j]) <= target:
+                chosen.append(int(j))
+                held += int(sizes[j])
+            if held == target:
+                break
+        if not chosen:
+            chosen = [int(np.argmin(sizes))]
+            held = int(sizes[chosen[0]])
+        if n - held < 1:
             raise RepscopeValueError(
-                f"holdout={holdout} leaves no training samples out of {n}; lower it."
+                f"holdout={holdout} leaves no training samples out of {n}: they form "
+                f"{names.size} document(s) ({', '.join(map(str, names[:3]))}) and a document is "
+                "held out whole; lower it, or set it to 0."
             )
-        cut = self.start + n - n_eval
-        return self._range(self.start, cut), (self._range(cut, self.stop) if n_eval else None)
+        is_held = np.isin(inverse, chosen)
+        idx = self.samples()
+        train, held_out = self._subset(idx[~is_held]), self._subset(idx[is_held])
+        shown = sorted(str(names[j]) for j in chosen)
+        info = {
+            "by": "document" if self.source.ids is not None else "sample",
+            "seed": int(seed),
+            "holdout": float(holdout),
+            "n_documents": int(names.size),
+            "n_held_out_documents": len(chosen),
+            "held_out_documents": shown[:_SHOWN_DOCUMENTS],
+            "n_train_samples": int(n - held),
+            "n_held_out_samples": int(held),
+        }
+        train.split_info = held_out.split_info = info
+        return train, held_out
 
-    def _range(self, start: int, stop: int) -> LayerVectors:
+    def _subset(self, samples: np.ndarray | None) -> LayerVectors:
         out = copy.copy(self)
-        out.start, out.stop, out._offsets = start, stop, None
+        out._samples, out._offsets, out._kept = samples, None, None
         return out
 
     def describe(self, row: int) -> dict[str, Any]:
@@ -202,29 +317,38 @@ class LayerVectors:
         -------
         dict
             ``position`` (token layers: the token's position in its sample), ``index`` (the
-            sample), then the store's ``text`` (the first 400 characters) or else its ``id``,
-            and ``token`` (the ``tokens`` metadata at that position) when there is one.
+            sample), then, for a token layer whose store keeps the token strings, ``id`` (if
+            any), ``token`` and ``context`` (``[before, token, after]``: the token's text and
+            up to 8 tokens either side, see :func:`repscope.store._tokens.token_context`);
+            otherwise the store's ``text`` (the first 400 characters) or else its ``id``.
         """
+        from repscope.store._tokens import decode_tokens, token_context
+
         meta = self._metadata()
         out: dict[str, Any] = {}
         pos: int | None = None
+        idx = self.samples()
         if self.ragged:
             offsets = self.offsets()
             j = int(np.searchsorted(offsets, row, side="right")) - 1
-            sample, pos = self.start + j, row - int(offsets[j]) + int(self.skip_first)
+            sample, pos = int(idx[j]), row - int(offsets[j]) + int(self.skip_first)
             out["position"] = pos
         else:
-            sample = self.start + row
+            sample = int(idx[row])
         out["index"] = sample
+        toks = meta.get("tokens")
+        seq = decode_tokens(toks[sample]) if pos is not None and toks is not None else None
+        if seq is not None and pos is not None and pos < len(seq):
+            if "id" in meta:
+                out["id"] = str(meta["id"][sample])
+            before, token, after = token_context(seq, pos, _WINDOW)
+            out["token"] = str(seq[pos])
+            out["context"] = [before, token, after]
+            return out
         if "text" in meta:
             out["text"] = str(meta["text"][sample])[:_TEXT_CHARS]
         elif "id" in meta:
             out["id"] = str(meta["id"][sample])
-        toks = meta.get("tokens")
-        if pos is not None and toks is not None:
-            seq = toks[sample]
-            if seq is not None and pos < len(seq):
-                out["token"] = str(seq[pos])
         return out
 
     def _metadata(self) -> dict[str, np.ndarray]:
