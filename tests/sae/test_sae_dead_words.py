@@ -28,6 +28,7 @@ from repscope.sae.archs._base import firing_counts
 from repscope.sae.metrics import evaluate
 
 DEAD_AFTER = 4096  # vectors: a window short enough that latents die within the run
+LAYER = "_blocks.15"  # the last MBConv block (320 features), as in the demo
 
 
 class _Tables(HTMLParser):
@@ -66,9 +67,9 @@ class _Tables(HTMLParser):
 
 @pytest.fixture(scope="module")
 def trained(lite0_mnist):
-    """A TopK SAE on the last Lite0 block (800 training / 200 held-out images), with every
+    """A TopK SAE on Lite0's last block (800 training / 200 held-out images), with every
     training step's firing counts recorded as it trained."""
-    X = lite0_mnist.X[lite0_mnist.layers[-1]]
+    X = lite0_mnist.X[LAYER]
     train, held = torch.from_numpy(X[:800]), torch.from_numpy(X[800:])
     d = X.shape[1]
     sae = TopKSAE(TopKConfig(d_in=d, d_sae=4 * d, k=8, seed=0, dead_after=DEAD_AFTER))
@@ -146,7 +147,7 @@ def test_report_table_curve_and_caption_show_the_same_counts(trained):
 
 
 def test_cli_train_names_the_columns_and_records_the_same_counters(lite0_mnist, tmp_path):
-    layer = lite0_mnist.layers[-1]
+    layer = LAYER
     base = ["--db", str(tmp_path / "r.db"), "sae", "train", str(lite0_mnist.store), "--layer",
             layer, "--k", "8", "--expansion", "4", "--steps", "60", "--batch-size", "128",
             "--out", str(tmp_path / "sae")]

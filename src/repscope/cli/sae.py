@@ -1,7 +1,8 @@
 """``repscope sae train|eval|list``: sparse autoencoders on features from disk.
 
 ``train`` fits one SAE (or a sweep over k in one pass over the data) on a layer of a ``.npy``,
-``.safetensors`` or FeatureStore, holding out the last samples for evaluation; ``eval`` scores
+``.safetensors`` or FeatureStore, holding out whole documents drawn at random for evaluation,
+with a default step budget from the data size (:func:`repscope.sae.plan_steps`); ``eval`` scores
 a saved SAE on features (and, given a language model, the LM loss it recovers); ``list`` shows
 the registered architectures. Every SAE trained or evaluated becomes one ``sae`` record; the
 vectors come from :class:`repscope.sae.LayerVectors`.
@@ -153,7 +154,7 @@ def sae() -> None:
               help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
 @click.option("--holdout", default=0.1, show_default=True, help="Share of the samples held out "
               "for evaluation: whole documents (a sample id's prefix before ':', e.g. the novel "
-              "of 'emma:0042', else each sample with its tokens) drawn at random with --seed.")
+              "of 'emma:0042', else each sample with its tokens) drawn at random (repscope --seed).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Where to save the "
               "SAE (default ./sae-<layer>-<arch>-k<k>); with --k-sweep, a folder holding one "
               "such directory per SAE.")
@@ -170,9 +171,10 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
 
     One SAE, or one per k of --k-sweep trained in one pass over the data. FEATURES is a .npy
     file (memory-mapped), a .safetensors file or a FeatureStore directory. Each SAE is saved in
-    SAELens's format, scored on the held-out samples (FVU, L0, dead latents, shrinkage, density
-    histogram), described by the held-out inputs that activate a few latents most (the store's
-    "text" or "id" metadata), and recorded as an "sae" result.
+    SAELens's format, scored on the held-out samples (FVU, L0, latents not firing on the
+    evaluation set, dead in training and never fired in training, shrinkage, density
+    histogram), described by the held-out inputs that activate a few latents most (a token in
+    [brackets] within its text, else the sample's text or id), and recorded as an "sae" result.
     """
     from repscope.exceptions import RepscopeValueError
     from repscope.sae import (
@@ -297,7 +299,8 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
           as_json: bool) -> None:
     """Evaluate a saved SAE (SAE_DIR) on all of FEATURES and record it.
 
-    Reports FVU, L0, dead latents, shrinkage and the top-activating inputs of a few latents;
+    Reports FVU, L0, the latents not firing on the evaluation set, shrinkage and the
+    top-activating inputs of a few latents (a token in [brackets] within its text);
     with --model, also the model's next-token loss clean, with the SAE's reconstruction
     spliced in at --layer, and zero-ablated (the fraction of loss recovered).
     """
