@@ -14,12 +14,19 @@ from repscope._lazy import attach
 
 if TYPE_CHECKING:
     from repscope.ood._base import MissingLogitsError, OODDetector, SignedFeaturesError
+    from repscope.ood._gmm import GMMDetector
+    from repscope.ood._knn import KNNDetector
     from repscope.ood._logit import (
         EnergyDetector,
         EntropyDetector,
         GENDetector,
         MaxLogitDetector,
         MSPDetector,
+    )
+    from repscope.ood._mahalanobis import (
+        MahalanobisDetector,
+        MultiLayerMahalanobisDetector,
+        RelativeMahalanobisDetector,
     )
     from repscope.ood._registry import (
         DetectorInfo,
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
         register_transform,
     )
     from repscope.ood._transforms import ASH, SCALE, FeatureTransform, ReAct
+    from repscope.ood._vim import ViMDetector
 
 __getattr__, __dir__, _ = attach(__name__, __file__)
 
@@ -43,12 +51,18 @@ __all__ = [
     "EntropyDetector",
     "FeatureTransform",
     "GENDetector",
+    "GMMDetector",
+    "KNNDetector",
     "MSPDetector",
+    "MahalanobisDetector",
     "MaxLogitDetector",
     "MissingLogitsError",
+    "MultiLayerMahalanobisDetector",
     "OODDetector",
     "ReAct",
+    "RelativeMahalanobisDetector",
     "SignedFeaturesError",
+    "ViMDetector",
     "detector_info",
     "get_detector",
     "get_transform",

@@ -52,6 +52,12 @@ def _split_state(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> dict[s
             sub = _split_state(value, prefix + name + ".", arrays)
             meta[name] = {"transform": value.transform_name,
                           "params": value.get_params(deep=False), "state": sub}
+        elif isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+            keys = {}
+            for i, (k, v) in enumerate(value.items()):
+                keys[str(k)] = f"{prefix}{name}.{i}"
+                arrays[keys[str(k)]] = np.ascontiguousarray(v)
+            meta[name] = {"dict": keys}
         elif isinstance(value, (np.integer, np.floating, np.bool_)):
             meta[name] = {"value": value.item()}
         elif _jsonable(value):
@@ -71,6 +77,8 @@ def _restore(obj: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
             value: Any = arrays[entry["array"]]
         elif "strings" in entry:
             value = np.asarray(entry["strings"])
+        elif "dict" in entry:
+            value = {k: arrays[key] for k, key in entry["dict"].items()}
         elif "transform" in entry:
             value = get_transform(entry["transform"], **entry["params"])
             _restore(value, entry["state"], arrays)

@@ -44,6 +44,10 @@ __all__ = [
 
 _MODULES = (
     "repscope.ood._logit",
+    "repscope.ood._mahalanobis",
+    "repscope.ood._vim",
+    "repscope.ood._knn",
+    "repscope.ood._gmm",
     "repscope.ood._transforms",
 )
 
