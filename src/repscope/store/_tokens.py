@@ -56,6 +56,10 @@ def decode_tokens(value: Any) -> list[str] | None:
     return list(s)
 
 
+#: WordPiece tokens written without a space before them.
+_CLOSING = frozenset({".", ",", ";", ":", "!", "?", ")", "]", "%"})
+
+
 @functools.lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level BPE alphabet, character -> byte (the inverse of bytes_to_unicode)."""
@@ -82,7 +86,7 @@ def surface_tokens(tokens: Sequence[str]) -> list[str]:
     """Each token as it reads in running text, with the space before it where there is one.
 
     WordPiece (no ``Ġ``/``▁`` marks in the sample): a space before every token but ``##``
-    continuations (whose ``##`` is dropped). Byte-level BPE (``Ġ`` marks): bytes decoded, ``Ġ``
+    continuations (whose ``##`` is dropped) and closing punctuation (``.`` ``,`` ``;`` ...). Byte-level BPE (``Ġ`` marks): bytes decoded, ``Ġ``
     read as a space. SentencePiece (``▁`` marks): ``▁`` read as a space. The first token never
     starts with a space.
     """
@@ -92,7 +96,10 @@ def surface_tokens(tokens: Sequence[str]) -> list[str]:
     elif any(t.startswith("▁") for t in toks):
         out = [t.replace("▁", " ") for t in toks]
     else:
-        out = [t[2:] if t.startswith("##") and len(t) > 2 else " " + t for t in toks]
+        out = [
+            t[2:] if t.startswith("##") and len(t) > 2 else t if t in _CLOSING else " " + t
+            for t in toks
+        ]
     if out:
         out[0] = out[0].lstrip(" ")
     return out
