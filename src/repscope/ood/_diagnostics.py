@@ -64,7 +64,7 @@ def scoring_level(name: str, detector: Any = None) -> Level:
     """
     declared = getattr(type(detector), "level", None) if detector is not None else None
     if declared in LEVELS:
-        return declared  # type: ignore[no-any-return]
+        return declared
     try:
         from repscope.ood._registry import detector_info
 

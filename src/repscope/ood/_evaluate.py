@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from repscope._progress import ProgressLike
     from repscope.db import Record
 
-__all__ = ["OODDetectorScoresResult", "OODLayersResult", "evaluate_detectors", "probe_logits"]
+__all__ = ["ALL_LAYERS", "OODDetectorScoresResult", "OODLayersResult", "evaluate_detectors", "probe_logits"]
 
 
 def probe_logits(probe: Any, X: Any) -> np.ndarray:
@@ -90,7 +90,8 @@ class OODLayersResult(RecordedResult):
     ----------
     layers, detectors : tuple of str
     entries : tuple of OODDetectorScoresResult
-        Layer-major: every detector of the first layer, then the next layer.
+        Layer-major: every detector of the first layer, then the next layer; detectors that
+        combine all layers (``multilayer_mahalanobis``) last, on layer :data:`ALL_LAYERS`.
     n_id_fit, n_id_test, n_ood : int
     positive : str
     tpr : float
@@ -328,6 +329,8 @@ def evaluate_detectors(
 
         y = np.asarray(to_numpy(labels) if not isinstance(labels, np.ndarray) else labels)
         y = y.ravel()
+    multi = {k: v for k, v in templates.items() if _is_multilayer(k, v)}
+    kept: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     entries: list[OODDetectorScoresResult] = []
     diag: dict[str, list[float]] = {k: [] for k in ("acc", "auc", "cood", "cid")}
     n_fit = n_test = n_ood = 0
@@ -363,7 +366,11 @@ def evaluate_detectors(
                 logits = (probe_logits(est, Xf), probe_logits(est, Xt), probe_logits(est, B),
                           est)
             nonneg = bool(A.min() >= 0 and B.min() >= 0)
+            if multi:
+                kept[layer] = (Xf, Xt, B)
             for name, template in templates.items():
+                if name in multi:
+                    continue
                 entries.append(_run_one(name, template, layer, Xf, yf, Xt, B, logits, nonneg,
                                         positive=positive, tpr=tpr, n_bins=n_bins,
                                         roc_points=roc_points, roc=roc_curve, clone=clone))
@@ -380,6 +387,14 @@ def evaluate_detectors(
                 diag["cood"].append(co)
                 diag["cid"].append(ci)
             advance(1)
+    if multi and kept:
+        parts = [{k: v[i] for k, v in kept.items()} for i in range(3)]
+        nonneg_all = all(bool(f.min() >= 0 and o.min() >= 0) for f, _, o in kept.values())
+        for name, template in multi.items():
+            entries.append(_run_one(name, template, ALL_LAYERS, parts[0], yf, parts[1],
+                                    parts[2], logits if len(kept) == 1 else None,
+                                    nonneg_all, positive=positive, tpr=tpr, n_bins=n_bins,
+                                    roc_points=roc_points, roc=roc_curve, clone=clone))
     diag_res = None
     if diagnostics:
         diag_res = OODDiagnosticsResult(
@@ -394,6 +409,15 @@ def evaluate_detectors(
         meta={"id_test_fraction": id_test_fraction, "seed": seed, "level": level})
 
 
+#: The layer name of detectors that combine every evaluated layer into one score.
+ALL_LAYERS = "(all layers)"
+
+
+def _is_multilayer(name: str, template: Any) -> bool:
+    """Whether a detector takes a mapping ``{layer: features}`` (one score from all layers)."""
+    return bool(getattr(type(template), "multilayer", False)) or name == "multilayer_mahalanobis"
+
+
 def _as_source(src: Any) -> Any:
     """A single array becomes one layer named ``""``."""
     if hasattr(src, "shape") and hasattr(src, "ndim"):
@@ -401,8 +425,8 @@ def _as_source(src: Any) -> Any:
     return src
 
 
-def _run_one(name: str, template: Any, layer: str, Xf: np.ndarray, yf: np.ndarray | None,
-             Xt: np.ndarray, B: np.ndarray,
+def _run_one(name: str, template: Any, layer: str, Xf: Any, yf: np.ndarray | None,
+             Xt: Any, B: Any,
              logits: tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None, nonneg: bool, *,
              positive: str, tpr: float, n_bins: int, roc_points: int, roc: Any,
              clone: Any) -> OODDetectorScoresResult:
