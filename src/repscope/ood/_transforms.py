@@ -15,7 +15,10 @@ With ``p`` the percentile and, per sample, :math:`s_1 = \sum_j x_j`, the ``k = d
   to :math:`s_1 / k`, ``"s"`` multiplies the kept ones by :math:`\exp(s_1 / s_2)`.
 * SCALE: :math:`x \exp(s_1 / s_2)` (nothing pruned).
 
-A sample with :math:`s_2 = 0` (all zero) gets the factor 1.
+A sample with :math:`s_2 = 0` (all zero) gets the factor 1. Among equal activations (the
+zeros of a ReLU) the lower feature index counts as larger, so ``k`` is exact and the result
+deterministic (the reference code's ``torch.topk`` breaks such ties arbitrarily; only ASH-B,
+which fills every kept entry, can tell the difference).
 """
 
 from __future__ import annotations
@@ -90,10 +93,11 @@ class FeatureTransform(TransformerMixin, ValidatedEstimator):
 
 
 def _kept(X: np.ndarray, percentile: float) -> tuple[np.ndarray, int]:
-    """Mask of the ``k = d - round(d p / 100)`` largest entries per row (at least 1)."""
+    """Mask of the ``k = d - round(d p / 100)`` largest entries per row (at least 1); among
+    equal values the lower column index is kept."""
     d = X.shape[1]
     k = max(1, d - int(np.round(d * percentile / 100.0)))
-    idx = np.argpartition(-X, k - 1, axis=1)[:, :k]
+    idx = np.argsort(-X, axis=1, kind="stable")[:, :k]
     mask = np.zeros(X.shape, dtype=bool)
     np.put_along_axis(mask, idx, True, axis=1)
     return mask, k
