@@ -20,6 +20,22 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from repscope._params import ParameterError, ValidatedEstimator
 from repscope.align import LinearMap, OrthogonalMap, SubspaceMap
 from repscope.exceptions import RepscopeError
+from repscope.ood import (
+    ASH,
+    SCALE,
+    EnergyDetector,
+    EntropyDetector,
+    GENDetector,
+    GMMDetector,
+    KNNDetector,
+    MahalanobisDetector,
+    MaxLogitDetector,
+    MSPDetector,
+    MultiLayerMahalanobisDetector,
+    ReAct,
+    RelativeMahalanobisDetector,
+    ViMDetector,
+)
 from repscope.probe import (
     EncodingModel,
     GaussianNBProbe,
@@ -32,7 +48,7 @@ from repscope.probe import (
 )
 from repscope.sae import SAETransformer
 
-PACKAGES = ("repscope.probe", "repscope.align", "repscope.sae")
+PACKAGES = ("repscope.probe", "repscope.align", "repscope.sae", "repscope.ood")
 
 #: One small, fast configuration of every estimator.
 ESTIMATORS = [
@@ -48,6 +64,20 @@ ESTIMATORS = [
     LinearMap(),
     SubspaceMap(n_components=1),
     SAETransformer("topk", d_sae=8, k=2, n_epochs=1.0, batch_size=64),
+    MSPDetector(head="probe"),
+    MaxLogitDetector(head="probe"),
+    EnergyDetector(head="probe"),
+    EntropyDetector(head="probe"),
+    GENDetector(head="probe"),
+    MahalanobisDetector(),
+    RelativeMahalanobisDetector(),
+    MultiLayerMahalanobisDetector(layers=("a",)),
+    ViMDetector(head="probe"),
+    KNNDetector(k=3),
+    GMMDetector(),
+    ReAct(),
+    ASH(),
+    SCALE(),
 ]
 
 # ----------------------------------------------------------------------- expected failures
@@ -206,6 +236,48 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
 }
 
 
+#: OOD detectors: fit(X, y) on ID features, score_samples(X) (higher = more in-distribution).
+OOD_ONE_SAMPLE = {
+    "check_fit2d_1sample":
+        "one sample is too few for the detector (a probe or k neighbours), said in repscope's "
+        "wording.",
+}
+# score_samples is not among the methods check_fit2d_predict1d calls
+OOD_CLASS_STATS = {k: v for k, v in DENSE_INPUT.items() if k != "check_fit2d_predict1d"}
+OOD_DETECTOR = {**OOD_CLASS_STATS, **OOD_ONE_SAMPLE}
+OOD_TRANSFORM = {
+    **DENSE_INPUT,
+    "check_positive_only_tag_during_fit":
+        "negative features raise SignedFeaturesError ('ReAct assumes non-negative (post-ReLU) "
+        "features; X has a minimum of ...'), not scikit-learn's 'Negative values in data'.",
+}
+EXPECTED_FAILED_CHECKS.update({
+    "MSPDetector": OOD_DETECTOR,
+    "MaxLogitDetector": OOD_DETECTOR,
+    "EnergyDetector": OOD_DETECTOR,
+    "EntropyDetector": OOD_DETECTOR,
+    "GENDetector": OOD_DETECTOR,
+    "MahalanobisDetector": OOD_CLASS_STATS,
+    "RelativeMahalanobisDetector": OOD_CLASS_STATS,
+    "MultiLayerMahalanobisDetector": _all(
+        [*FIT_ON_XY, "check_fit1d", "check_estimators_empty_data_messages"],
+        "MultiLayerMahalanobisDetector takes a mapping {layer name: features}; the check "
+        "passes one array.",
+    ),
+    "ViMDetector": {
+        **OOD_DETECTOR,
+        "check_fit2d_1feature":
+            "ViM needs a principal subspace smaller than the width, so one feature is refused "
+            "('n_components ... must be less than n_features (1)').",
+    },
+    "KNNDetector": OOD_DETECTOR,
+    "GMMDetector": OOD_CLASS_STATS,
+    "ReAct": OOD_TRANSFORM,
+    "ASH": OOD_TRANSFORM,
+    "SCALE": OOD_TRANSFORM,
+})
+
+
 def _expected_failed_checks(estimator: BaseEstimator) -> dict[str, str]:
     return EXPECTED_FAILED_CHECKS[type(estimator).__name__]
 
@@ -218,13 +290,17 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 # ----------------------------------------------------------------------- coverage
+#: Public base classes that are not estimators of their own (no constructor contract to check).
+BASES = frozenset({"OODDetector", "FeatureTransform"})
+
+
 def _public_estimators() -> dict[str, type]:
     found = {}
     for package in PACKAGES:
         module = importlib.import_module(package)
         for name in module.__all__:
             obj = getattr(module, name)
-            if inspect.isclass(obj) and issubclass(obj, BaseEstimator):
+            if inspect.isclass(obj) and issubclass(obj, BaseEstimator) and name not in BASES:
                 found[name] = obj
     return found
 

@@ -57,7 +57,7 @@ def test_knn_variants_and_transforms_round_trip(rng, tmp_path, kw):
     back = KNNDetector.load(det.save(tmp_path / "knn.safetensors"))
     assert back.index_.dtype == np.float32
     assert np.array_equal(back.score_samples(Q), det.score_samples(Q))
-    energy = get_detector("energy", head="probe", transform=ASH(percentile=50, variant="b"),
+    energy = get_detector("energy", head="probe", feature_transform=ASH(percentile=50, variant="b"),
                           temperature=2.0).fit(X, y)
     back = OODDetector.load(energy.save(tmp_path / "energy.safetensors"))
     assert back.get_params()["temperature"] == 2.0

@@ -91,8 +91,8 @@ def test_a_logit_detector_without_logits_or_head_is_a_named_error(rng):
         det.score_samples(X)
     with pytest.raises(MissingLogitsError, match="needs head="):
         ViMDetector().fit(X)
-    with pytest.raises(MissingLogitsError, match=r"transform=.*needs head="):
-        EnergyDetector(transform="react").fit(np.abs(X))
+    with pytest.raises(MissingLogitsError, match=r"feature_transform=.*needs head="):
+        EnergyDetector(feature_transform="react").fit(np.abs(X))
 
 
 def test_logits_of_the_wrong_width_are_refused(rng):

@@ -83,11 +83,11 @@ def test_transforms_compose_with_logit_detectors(rng):
     X = _relu_features(rng)
     W, b = rng.standard_normal((4, X.shape[1])), rng.standard_normal(4)
     Q = _relu_features(rng, n=12)
-    det = EnergyDetector(head=(W, b), transform="react").fit(X)
+    det = EnergyDetector(head=(W, b), feature_transform="react").fit(X)
     clipped = np.minimum(Q, np.percentile(X, 90))
     np.testing.assert_allclose(det.score_samples(Q), logsumexp(clipped @ W.T + b, axis=1),
                                rtol=1e-12)
-    det = MSPDetector(head=(W, b), transform=SCALE(percentile=70)).fit(X)
+    det = MSPDetector(head=(W, b), feature_transform=SCALE(percentile=70)).fit(X)
     Z = _ref_scale(Q, 70) @ W.T + b
     P = np.exp(Z - logsumexp(Z, axis=1, keepdims=True))
     np.testing.assert_allclose(det.score_samples(Q), P.max(1), rtol=1e-10)
@@ -104,8 +104,8 @@ def test_signed_features_are_refused_with_a_clear_error(rng, name):
                                                   r"features; X has a minimum of -"):
         get_transform(name).fit(X)
     with pytest.raises(SignedFeaturesError, match="post-ReLU"):
-        EnergyDetector(head=(np.ones((2, 8)), np.zeros(2)), transform=name).fit(X)
-    fitted = EnergyDetector(head=(np.ones((2, 8)), np.zeros(2)), transform=name).fit(np.abs(X))
+        EnergyDetector(head=(np.ones((2, 8)), np.zeros(2)), feature_transform=name).fit(X)
+    fitted = EnergyDetector(head=(np.ones((2, 8)), np.zeros(2)), feature_transform=name).fit(np.abs(X))
     with pytest.raises(SignedFeaturesError, match="post-ReLU"):
         fitted.score_samples(X)
 

@@ -14,7 +14,8 @@ With logits :math:`z \in \mathbb{R}^K` and temperature :math:`T` (default 1), th
 Logits come from ``logits=`` (given) or from ``head=``: a fitted linear probe (anything with
 ``coef_`` and ``intercept_``), a pair ``(W, b)``, or ``"probe"`` to fit a
 :class:`~repscope.probe.LinearProbe` with ``C=1`` on the labelled training features. A binary
-head's single column ``z`` is expanded to the logits ``[0, z]``. With a head, ``transform=``
+head's single column ``z`` is expanded to the logits ``[0, z]``. With a head,
+``feature_transform=``
 (``"react"``, ``"ash"``, ``"scale"`` or a transform object) rewrites the features before the
 head (:mod:`repscope.ood._transforms`).
 """
@@ -62,14 +63,14 @@ class _LogitDetector(OODDetector):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "head": [None, StrOptions({"probe"}), LinearHead()],
         "temperature": [Interval(Real, 0, np.inf, closed="neither")],
-        "transform": [None, StrOptions({"react", "ash", "scale"}), FeatureTransform],
+        "feature_transform": [None, StrOptions({"react", "ash", "scale"}), FeatureTransform],
     }
 
     def __init__(self, *, head: Any = None, temperature: float = 1.0,
-                 transform: Any = None) -> None:
+                 feature_transform: Any = None) -> None:
         self.head = head
         self.temperature = temperature
-        self.transform = transform
+        self.feature_transform = feature_transform
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X: Any, y: Any, logits: Any) -> None:
@@ -102,17 +103,17 @@ class _LogitDetector(OODDetector):
                     f"shape {Xn.shape}. Pass the head fitted on this layer.")
             if self.n_features_in_ is None:
                 self.n_features_in_ = int(self.head_weight_.shape[1])
-        if self.transform is not None:
+        if self.feature_transform is not None:
             if self.head_weight_ is None:
                 raise MissingLogitsError(
-                    f"{name}(transform=...) rewrites the features before the head, so it needs "
+                    f"{name}(feature_transform=...) rewrites the features before the head, so it needs "
                     "head= (a fitted linear probe, a pair (W, b) or 'probe'); got no head.")
             if Xn is None:
                 raise MissingLogitsError(
-                    f"{name}(transform=...) is fitted on the training features; got X=None.")
+                    f"{name}(feature_transform=...) is fitted on the training features; got X=None.")
             from repscope.ood._transforms import make_transform
 
-            self.transform_ = make_transform(self.transform, owner=name).fit(Xn)
+            self.transform_ = make_transform(self.feature_transform, owner=name).fit(Xn)
         self.n_classes_: int | None = None
         if self.head_weight_ is not None:
             self.n_classes_ = int(self.head_weight_.shape[0])
@@ -186,7 +187,7 @@ _HEAD_DOC = """
         ``fit(X, y)``. A binary head's one column ``z`` becomes ``[0, z]``.
     temperature : float, default=1.0
         Logits are divided by it.
-    transform : "react", "ash", "scale", a transform object or None, default=None
+    feature_transform : "react", "ash", "scale", a transform object or None, default=None
         Rewrites post-ReLU features before the head (needs ``head``).
 """
 
@@ -260,9 +261,9 @@ class GENDetector(_LogitDetector):
         "top_m": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, *, head: Any = None, temperature: float = 1.0, transform: Any = None,
-                 gamma: float = 0.1, top_m: int = 100) -> None:
-        super().__init__(head=head, temperature=temperature, transform=transform)
+    def __init__(self, *, head: Any = None, temperature: float = 1.0,
+                 feature_transform: Any = None, gamma: float = 0.1, top_m: int = 100) -> None:
+        super().__init__(head=head, temperature=temperature, feature_transform=feature_transform)
         self.gamma = gamma
         self.top_m = top_m
 

@@ -11,15 +11,15 @@ Detectors (:func:`get_detector`)
 
 Feature transforms (:func:`get_transform`)
     ``react``, ``ash``, ``scale`` rescale or clip post-ReLU features before a linear head; they
-    compose with the logit-based detectors through their ``transform=`` parameter, e.g.
-    ``get_detector("energy", head=probe, transform="react")`` or
-    ``transform=ReAct(percentile=95)``. They need non-negative features and refuse signed
+    compose with the logit-based detectors through their ``feature_transform=`` parameter, e.g.
+    ``get_detector("energy", head=probe, feature_transform="react")`` or
+    ``feature_transform=ReAct(percentile=95)``. They need non-negative features and refuse signed
     ones with :class:`~repscope.ood.SignedFeaturesError`.
 
 Metadata of every detector (:func:`detector_info`): ``paper``, ``needs`` (a frozenset of
 ``"labels"``, ``"logits"``, ``"head"``, ``"nonnegative"``), ``level`` (``"class"``: scores
 from class statistics or a decision boundary; ``"instance"``: from individual training
-samples), ``transforms`` (whether ``transform=`` is accepted) and a one-line ``summary``.
+samples), ``transforms`` (whether ``feature_transform=`` is accepted) and a one-line ``summary``.
 """
 
 from __future__ import annotations

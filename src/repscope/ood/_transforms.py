@@ -1,7 +1,7 @@
 r"""Feature transforms for post-ReLU activations: ReAct, ASH and SCALE.
 
 They rewrite features *before* a linear head, so they compose with the logit-based detectors
-(``get_detector("energy", head=probe, transform="react")``). All three assume non-negative
+(``get_detector("energy", head=probe, feature_transform="react")``). All three assume non-negative
 (post-ReLU) activations and refuse signed features with :class:`SignedFeaturesError`: on
 signed features (e.g. a transformer's residual stream) clipping and pruning have no meaning.
 
@@ -50,15 +50,15 @@ class FeatureTransform(TransformerMixin, ValidatedEstimator):
         expected = getattr(self, "n_features_in_", None)
         if not fitting and expected is not None and int(X.shape[1]) != expected:
             raise RepscopeValueError(
-                f"X must have {expected} features (columns), as at fit; got shape "
-                f"{tuple(int(s) for s in X.shape)}.")
+                f"X has {int(X.shape[1])} features, but {type(self).__name__} is expecting "
+                f"{expected} features as input (the width at fit).")
         Xn = np.asarray(to_numpy(X), dtype=np.float64)
         lo = float(Xn.min()) if Xn.size else 0.0
         if lo < 0:
             raise SignedFeaturesError(
                 f"{type(self).__name__} assumes non-negative (post-ReLU) features; X has a "
                 f"minimum of {lo:.4g}. Use activations taken after a ReLU, or a detector "
-                "without transform=.")
+                "without feature_transform=.")
         return Xn
 
     def fit(self, X: Any, y: Any = None) -> FeatureTransform:
