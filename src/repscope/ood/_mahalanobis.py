@@ -162,9 +162,10 @@ class MahalanobisDetector(_ClassMahalanobis):
     Examples
     --------
     >>> import numpy as np
-    >>> X = np.array([[0.0, 0], [2, 0], [0, 2], [2, 2]]); y = [0, 0, 1, 1]
-    >>> MahalanobisDetector().fit(X, y).score_samples(np.array([[1.0, 0], [1, 9]])).tolist()
-    [-1.0, -50.0]
+    >>> X = np.array([[0.0, 0], [2, 0], [1, 1], [0, 2], [2, 2], [1, 3]]); y = [0, 0, 0, 1, 1, 1]
+    >>> det = MahalanobisDetector().fit(X, y)
+    >>> det.score_samples(np.array([[1.0, 0], [1, 9]])).round(3).tolist()
+    [-0.5, -200.0]
     """
 
     def _score(self, X: Any, logits: Any) -> np.ndarray:
