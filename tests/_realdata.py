@@ -125,6 +125,13 @@ def lite0_mnist(tmp: Path) -> RealFeatures:
                             layers="blocks", pooling="avg", batch_size=100)
 
 
+def lite0_fashion(tmp: Path) -> RealFeatures:
+    """EfficientNet-Lite0, every block, global-average pooled, on 1,000 Fashion-MNIST images at
+    64 px (the far-OOD partner of :func:`lite0_mnist`: same model and settings)."""
+    return _load_or_extract(tmp, model="efficientnet-lite0", dataset="fashion-mnist", n=1000,
+                            resolution=64, layers="blocks", pooling="avg", batch_size=100)
+
+
 def minilm_austen(tmp: Path) -> RealFeatures:
     """MiniLM-L6, embeddings + 6 layers, mean pooled, on 1,200 Austen paragraphs (128 tokens)."""
     return _load_or_extract(tmp, model="minilm-l6", dataset="austen", n=1200, layers="blocks",

@@ -124,3 +124,30 @@ def test_ood_command_errors_are_one_line(arrays, tmp_path, args, message):
     assert res.exit_code != 0
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_demo_step_records_digits_0_4_vs_5_9_on_spread_layers(tmp_path):
+    from repscope.capability import DemoContext
+    from repscope.ood._demo import DEMO_LAYERS, demo_ood_step
+
+    rng = np.random.default_rng(1)
+    n, layers = 300, [f"b{i}" for i in range(9)]
+    y = np.arange(n) % 10
+    centres = rng.standard_normal((10, 6)) * 3
+
+    class Store:
+        def read(self, layer):
+            return (rng.standard_normal((n, 6)) + centres[y]).astype(np.float32)
+
+    ctx = DemoContext(stores={"toy": Store()}, layers={"toy": layers}, labels=y,
+                      label_names=[str(i) for i in range(10)], inputs=None, ids=[],
+                      dataset="digits", db=None, run_id="r", seed=0, log=lambda m: None,
+                      out=tmp_path)
+    recs = demo_ood_step(ctx)
+    ood = [r for r in recs if r.analysis == "ood"]
+    assert {r.layer for r in ood} == {"b0", "b2", "b4", "b6", "b8"}
+    assert len({r.layer for r in ood}) == DEMO_LAYERS
+    assert {r.params["detector"] for r in ood} == {"msp", "energy", "maxlogit", "mahalanobis",
+                                                   "knn"}
+    assert all(r.values["n_ood"] == 150 and r.dataset == "digits" for r in ood)
+    assert all(r.params["split"] == "ID classes 0-4" for r in ood)

@@ -10,18 +10,21 @@ if TYPE_CHECKING:
     from repscope.capability import DemoContext
     from repscope.db import Record
 
-__all__ = ["DEMO_DETECTORS", "demo_ood_step"]
+__all__ = ["DEMO_DETECTORS", "DEMO_LAYERS", "demo_ood_step"]
 
 #: Detectors the demo runs: boundary-based (on a linear probe), class statistics, instances.
-DEMO_DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "relative_mahalanobis", "vim",
-                  "knn")
+DEMO_DETECTORS = ("msp", "energy", "maxlogit", "mahalanobis", "knn")
+
+#: Layers the demo evaluates: evenly spaced over the depth, the last always included.
+DEMO_LAYERS = 5
 
 
 def demo_ood_step(ctx: DemoContext) -> list[Record]:
     """Fit OOD detectors on digits 0-4 of every layer of the first model and score held-out
     digits 0-4 against digits 5-9 ("near" OOD: same kind of image, unseen classes).
 
-    Uses the first model's store (the demo's Lite0 features), the registered detectors of
+    Uses the first model's store (the demo's Lite0 features), :data:`DEMO_LAYERS` layers
+    spread over its depth (the last included), the registered detectors of
     :data:`DEMO_DETECTORS` that exist, and records analyses ``ood`` and ``ood_diagnostics``.
 
     Parameters
@@ -37,7 +40,9 @@ def demo_ood_step(ctx: DemoContext) -> list[Record]:
 
     y = np.asarray(ctx.labels)
     model = next(iter(ctx.stores))
-    store, layers = ctx.stores[model], ctx.layers[model]
+    store, every = ctx.stores[model], ctx.layers[model]
+    pick = np.unique(np.linspace(0, len(every) - 1, min(DEMO_LAYERS, len(every))).round())
+    layers = [every[int(i)] for i in pick]
     classes = np.unique(y)
     id_classes = classes[: max(1, classes.size // 2)]
     is_id = np.isin(y, id_classes)
