@@ -14,6 +14,19 @@ from repscope._lazy import attach
 
 if TYPE_CHECKING:
     from repscope.ood._base import MissingLogitsError, OODDetector, SignedFeaturesError
+    from repscope.ood._diagnostics import (
+        OODDiagnosticsResult,
+        OODSeparabilityResult,
+        confident_ood_share,
+        ood_linear_separability,
+        scoring_level,
+    )
+    from repscope.ood._evaluate import (
+        OODDetectorScoresResult,
+        OODLayersResult,
+        evaluate_detectors,
+        probe_logits,
+    )
     from repscope.ood._gmm import GMMDetector
     from repscope.ood._knn import KNNDetector
     from repscope.ood._logit import (
@@ -27,6 +40,16 @@ if TYPE_CHECKING:
         MahalanobisDetector,
         MultiLayerMahalanobisDetector,
         RelativeMahalanobisDetector,
+    )
+    from repscope.ood._metrics import (
+        EmptyScoresError,
+        OODMetricsResult,
+        OODThreshold,
+        auroc,
+        fit_threshold,
+        fpr_at_tpr,
+        ood_metrics,
+        roc_curve,
     )
     from repscope.ood._registry import (
         DetectorInfo,
@@ -47,6 +70,7 @@ __all__ = [
     "ASH",
     "SCALE",
     "DetectorInfo",
+    "EmptyScoresError",
     "EnergyDetector",
     "EntropyDetector",
     "FeatureTransform",
@@ -59,15 +83,31 @@ __all__ = [
     "MissingLogitsError",
     "MultiLayerMahalanobisDetector",
     "OODDetector",
+    "OODDetectorScoresResult",
+    "OODDiagnosticsResult",
+    "OODLayersResult",
+    "OODMetricsResult",
+    "OODSeparabilityResult",
+    "OODThreshold",
     "ReAct",
     "RelativeMahalanobisDetector",
     "SignedFeaturesError",
     "ViMDetector",
+    "auroc",
+    "confident_ood_share",
     "detector_info",
+    "evaluate_detectors",
+    "fit_threshold",
+    "fpr_at_tpr",
     "get_detector",
     "get_transform",
     "list_detectors",
     "list_transforms",
+    "ood_linear_separability",
+    "ood_metrics",
+    "probe_logits",
     "register_detector",
     "register_transform",
+    "roc_curve",
+    "scoring_level",
 ]
