@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["ProgressLike", "progress_bar", "progress_disabled", "progress_for", "quiet_loading",
+__all__ = ["ProgressLike", "bar_shown", "progress_bar", "progress_disabled", "progress_for", "quiet_loading",
            "quiet_transformers"]
 
 ProgressLike = bool | Callable[[int], None]
@@ -42,6 +42,14 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
+def bar_shown(enabled: bool = True) -> bool:
+    """Whether :func:`progress_bar` with ``enabled`` draws a bar here and now (not turned off,
+    and stderr a terminal or ``REPSCOPE_PROGRESS=1``); callers that print rows above a bar use
+    it to keep pipes and logs clean."""
+    return bool(enabled) and not progress_disabled() and (
+        _stderr_is_terminal() or _progress_forced())
+
+
 @contextlib.contextmanager
 def progress_bar(
     label: str, total: int | None, *, enabled: bool = True, completed: int = 0,
@@ -64,7 +72,7 @@ def progress_bar(
     prefix : str
         The bold word before the label (the command or the step).
     """
-    if not enabled or progress_disabled() or not (_stderr_is_terminal() or _progress_forced()):
+    if not bar_shown(enabled):
         yield _noop
         return
     from rich.console import Console

@@ -19,8 +19,11 @@ REPSCOPE = [sys.executable, "-m", "repscope"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS")}
+    # the CLI root sets the hub/transformers switches in its own process; a CliRunner test
+    # earlier in this session leaves them in os.environ, so drop them for a clean child
+    dropped = ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS", "HF_HUB_DISABLE_PROGRESS_BARS",
+               "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(REPSCOPE_DB=str(tmp_path / "results.db"), COLUMNS="120", **extra)
     return env
 

@@ -31,8 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from repscope._progress import _noop as _no_bar
-from repscope._progress import progress_bar
+from repscope._progress import bar_shown, progress_bar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 from repscope.sae.archs._base import (
     SAEConfig,
@@ -375,10 +374,9 @@ def _sweep(
     # ------------------------------------------------------------------ loop
     step = 0
     t0 = time.perf_counter()
-    show = st.progress and rank == 0
-    next_line = 0  # the step from which the next history row is printed under the bar
+    show = bar_shown(st.progress and rank == 0)  # rows go above a drawn bar only, never
+    next_line = 0  # into a pipe; the step from which the next history row is printed
     with progress_bar("training steps", planned, enabled=show, prefix="sae") as advance:
-        show = advance is not _no_bar  # rows go above a drawn bar only (never into a pipe)
         epoch = 0
         finished = False
         while not finished:
