@@ -117,6 +117,27 @@ def test_pca_spectrum(tmp_path, blobs):
     _shows(html, spec.effective_rank)
 
 
+def test_ood_layers_and_diagnostics(tmp_path, blobs):
+    from repscope.ood import evaluate_detectors
+
+    X, y = blobs
+    keep = y < 2
+    res = evaluate_detectors({"l1": X[keep], "l2": X[keep, :3]}, {"l1": X[~keep],
+                             "l2": X[~keep, :3]}, labels=y[keep],
+                             detectors=["mahalanobis", "energy"], folds=3)
+    stored, html = _round_trip(tmp_path, res, model="m", dataset="d", params={"seed": 0})
+    assert {(r.params["detector"], r.layer) for r in stored} == {
+        (d, layer) for d in ("mahalanobis", "energy") for layer in ("l1", "l2")}
+    e = res.get("mahalanobis", "l2")
+    got = next(r for r in stored if r.params["detector"] == "mahalanobis" and r.layer == "l2")
+    assert got.values["auroc"] == pytest.approx(e.metrics.auroc)
+    assert got.values["hist_ood"] == list(e.hist_ood)
+    _shows(html, e.metrics.auroc)
+    stored, html = _round_trip(tmp_path / "d", res.diagnostics, model="m", dataset="d")
+    assert [r.layer for r in stored] == ["l1", "l2"]
+    _shows(html, res.diagnostics.separability_accuracy[0])
+
+
 def test_extraction(tmp_path):
     from repscope.extract import ExtractionResult
 

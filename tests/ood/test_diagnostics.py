@@ -122,7 +122,7 @@ def test_driver_without_labels_keeps_logit_detectors_with_a_reason(rng):
     assert skipped.metrics is None and "give class labels" in skipped.reason
     assert res.get("knn3", "").metrics is not None
     assert np.isnan(res.diagnostics.confident_ood[0])  # no labels: no ID probe
-    recs = res.to_records(model="m", dataset="d", params={"seed": 0})
+    recs = res.all_records(model="m", dataset="d", params={"seed": 0})
     ood_recs = [r for r in recs if r.analysis == "ood"]
     assert {r.params["detector"] for r in ood_recs} == {"knn3", "msp"}
     assert [r.analysis for r in recs].count("ood_diagnostics") == 1

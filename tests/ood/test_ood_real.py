@@ -47,7 +47,7 @@ def far(lite0_mnist, lite0_fashion):
 
 
 def _records_cover_every_detector_and_layer(res, layers):
-    recs = res.to_records(model="m", dataset="d", params={"seed": 0})
+    recs = res.all_records(model="m", dataset="d", params={"seed": 0})
     ood = [r for r in recs if r.analysis == "ood"]
     got = {(r.params["detector"], r.layer) for r in ood}
     per_layer = {(d, layer) for d in list_detectors() if d != "multilayer_mahalanobis"

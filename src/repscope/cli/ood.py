@@ -206,7 +206,7 @@ def ood(id_features: str | None, ood_features: str | None, labels: str | None,
     with settings().db() as db, db.run(
             "ood", {"id_features": str(path), "ood_features": str(ood_features or ""),
                     **params}, model=model, dataset=dataset) as run_id:
-        db.add_many(res.to_records(model=model, dataset=dataset, run_id=run_id,
+        db.add_many(res.all_records(model=model, dataset=dataset, run_id=run_id,
                                    params=params))
     if as_json:
         out = res.to_dict()

@@ -56,5 +56,5 @@ def demo_ood_step(ctx: DemoContext) -> list[Record]:
                              {k: v[~is_id] for k, v in feats.items()}, labels=y[is_id],
                              detectors=dets, seed=ctx.seed, folds=3)
     split = f"ID classes {id_classes.min()}-{id_classes.max()}"
-    return res.to_records(model=model, params={"seed": ctx.seed, "split": split, "tpr": 0.95,
+    return res.all_records(model=model, params={"seed": ctx.seed, "split": split, "tpr": 0.95,
                                                "positive": "ood"}, **ctx.record_context())

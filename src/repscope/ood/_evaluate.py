@@ -153,18 +153,23 @@ class OODLayersResult(RecordedResult):
     def to_records(self, *, model: str = "", dataset: str = "", layer: str = "",
                    run_id: str | None = None,
                    params: Mapping[str, Any] | None = None) -> list[Record]:
-        """The ``ood`` records (one per detector and layer; ``params["detector"]`` names the
-        detector too) and, with diagnostics, the ``ood_diagnostics`` records."""
+        """The ``ood`` records: one per detector and layer, ``params["detector"]`` naming the
+        detector too. The diagnostics have their own:
+        ``result.diagnostics.to_records(...)`` (analysis ``ood_diagnostics``);
+        :meth:`all_records` gives both."""
         from repscope.results import make_record
 
         base = dict(params or {})
-        out = [make_record(self.analysis, values, model=model, dataset=dataset,
-                           layer=row_layer or layer, run_id=run_id,
-                           params={**base, "detector": values["detector"]})
-               for row_layer, values in self.record_rows()]
+        return [make_record(self.analysis, values, model=model, dataset=dataset,
+                            layer=row_layer or layer, run_id=run_id,
+                            params={**base, "detector": values["detector"]})
+                for row_layer, values in self.record_rows()]
+
+    def all_records(self, **context: Any) -> list[Record]:
+        """:meth:`to_records` plus the diagnostics' records (when computed)."""
+        out = self.to_records(**context)
         if self.diagnostics is not None:
-            out += self.diagnostics.to_records(model=model, dataset=dataset, layer=layer,
-                                               run_id=run_id, params=base)
+            out += self.diagnostics.to_records(**context)
         return out
 
 
