@@ -57,3 +57,41 @@ def test_readme_python_example_runs_twice(tmp_path):
         assert abs(float(out.stdout.split()[-1]) - 1.0) < 1e-9
     store = FeatureStore.open(tmp_path / "feats")
     assert store.n_samples == 10_000 and store.n_chunks == 2  # nothing written twice
+
+
+def _readme_cli_lines() -> list[list[str]]:
+    import shlex
+
+    block = re.search(r"## The command line\n\n```bash\n(.*?)```", README.read_text(), re.S)
+    assert block is not None, "README has no command-line block"
+    lines = []
+    for line in block.group(1).splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "repscope":
+            lines.append(words[1:])
+    return lines
+
+
+def test_readme_command_lines_name_real_commands_and_options():
+    """Every `repscope ...` line of the README's command-line block names a command that exists
+    and only options that command has (a renamed option fails here, not on a reader's screen)."""
+    import click
+
+    from repscope.cli import cli
+
+    lines = _readme_cli_lines()
+    assert len(lines) >= 10
+    for words in lines:
+        ctx = click.Context(cli)
+        command: click.Command = cli
+        rest = list(words)
+        while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+            sub = command.get_command(ctx, rest[0])
+            assert sub is not None, f"README: no command {rest[0]!r} in {' '.join(words)!r}"
+            command, rest = sub, rest[1:]
+        assert not isinstance(command, click.Group), f"README: {words!r} names a group"
+        known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+        for word in rest:
+            if word.startswith("-") and not word.lstrip("-").isdigit():
+                assert word.split("=")[0] in known, (
+                    f"README: {word!r} is not an option of 'repscope {command.name}'")
