@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 
 from repscope.exceptions import RepscopeValueError
 from repscope.ood._diagnostics import (
@@ -152,3 +152,36 @@ def test_driver_bad_inputs_are_named_errors(rng):
         evaluate_detectors(X, X[:, :5], detectors=dets, diagnostics=False)
     with pytest.raises(RepscopeValueError, match="one value per ID sample"):
         evaluate_detectors(X, X, labels=y[:10], detectors=dets, diagnostics=False)
+
+
+def test_driver_shares_one_moments_per_layer_between_class_detectors(rng, monkeypatch):
+    """Class statistics come from one Moments per layer, shared by the Mahalanobis family,
+    whitened kNN and the tied GMM (not one accumulation per detector), and the scores equal
+    each detector fitted on its own."""
+    from repscope.ood import get_detector
+    from repscope.stats import Moments
+
+    X, y = _blobs(rng)
+    ood = rng.normal(0, 1, (60, 12)) + 3.0
+    names = {"mahalanobis": get_detector("mahalanobis"),
+             "relative_mahalanobis": get_detector("relative_mahalanobis"),
+             "knn_whitened": get_detector("knn", k=3, metric="whitened"),
+             "gmm_tied": get_detector("gmm", covariance_type="tied")}
+    calls = []
+    original = Moments.update
+
+    def counting(self, X, Y=None, labels=None):
+        if labels is not None:  # class statistics (the ID probe's own scaling Moments has none)
+            calls.append(self)
+        return original(self, X, Y, labels)
+
+    monkeypatch.setattr(Moments, "update", counting)
+    res = evaluate_detectors({"a": X}, {"a": ood}, labels=y, detectors=names,
+                             id_test_fraction=0.25, seed=3, diagnostics=False)
+    assert len({id(m) for m in calls}) == 1  # one accumulator for the layer, shared by all four
+    monkeypatch.setattr(Moments, "update", original)
+    fit, test = _split(len(y), y, 0.25, 3)
+    for name, template in names.items():
+        det = clone(template).fit(X[fit], y[fit])
+        ref = ood_metrics(det.score_samples(X[test]), det.score_samples(ood))
+        assert res.get(name, "a").metrics.auroc == pytest.approx(ref.auroc, abs=1e-12), name

@@ -339,6 +339,7 @@ def evaluate_detectors(
     entries: list[OODDetectorScoresResult] = []
     diag: dict[str, list[float]] = {k: [] for k in ("acc", "auc", "cood", "cid")}
     n_fit = n_test = n_ood = 0
+    shared_by_layer: dict[str, Any] = {}
     with progress_for(progress, "layers", len(names), prefix="ood") as advance:
         for layer in names:
             A = _layer_array(src_id.read(layer))
@@ -371,14 +372,20 @@ def evaluate_detectors(
                 logits = (probe_logits(est, Xf), probe_logits(est, Xt), probe_logits(est, B),
                           est)
             nonneg = bool(A.min() >= 0 and B.min() >= 0)
+            # one labelled Moments of the fit split per layer, shared by every detector that
+            # reads class statistics (Mahalanobis family, whitened kNN, tied GMM)
+            shared = _shared_moments(Xf, yf)
             if multi:
                 kept[layer] = (Xf, Xt, B)
+                if shared is not None:
+                    shared_by_layer[layer] = shared
             for name, template in templates.items():
                 if name in multi:
                     continue
                 entries.append(_run_one(name, template, layer, Xf, yf, Xt, B, logits, nonneg,
                                         positive=positive, tpr=tpr, n_bins=n_bins,
-                                        roc_points=roc_points, roc=roc_curve, clone=clone))
+                                        roc_points=roc_points, roc=roc_curve, clone=clone,
+                                        moments=shared))
             if diagnostics:
                 sep = ood_linear_separability(Xt if Xt.shape[0] >= folds else Xf, B,
                                               folds=folds, seed=seed)
@@ -399,7 +406,9 @@ def evaluate_detectors(
             entries.append(_run_one(name, template, ALL_LAYERS, parts[0], yf, parts[1],
                                     parts[2], logits if len(kept) == 1 else None,
                                     nonneg_all, positive=positive, tpr=tpr, n_bins=n_bins,
-                                    roc_points=roc_points, roc=roc_curve, clone=clone))
+                                    roc_points=roc_points, roc=roc_curve, clone=clone,
+                                    moments=shared_by_layer if len(shared_by_layer) == len(kept)
+                                    else None))
     diag_res = None
     if diagnostics:
         diag_res = OODDiagnosticsResult(
@@ -423,6 +432,28 @@ def _is_multilayer(name: str, template: Any) -> bool:
     return bool(getattr(type(template), "multilayer", False)) or name == "multilayer_mahalanobis"
 
 
+def _shared_moments(Xf: np.ndarray, yf: np.ndarray | None) -> Any:
+    """The labelled Moments (no per-class matrices) of a layer's fit split, or None without
+    labels."""
+    if yf is None or np.unique(yf).size < 2:
+        return None
+    from repscope.stats import Moments
+
+    return Moments(class_cov="none").update(Xf, labels=yf)
+
+
+def _reads_shared_moments(det: Any) -> bool:
+    """Whether a detector takes its class statistics from a shared tied ``Moments``: it has a
+    ``moments`` parameter left unset, no feature transform in front, and (GMM) a tied
+    covariance, which needs no per-class matrices."""
+    params = det.get_params()
+    if "moments" not in params or params["moments"] is not None:
+        return False
+    if params.get("feature_transform") is not None:
+        return False
+    return params.get("covariance_type", "tied") == "tied"
+
+
 def _as_source(src: Any) -> Any:
     """A single array becomes one layer named ``""``."""
     if hasattr(src, "shape") and hasattr(src, "ndim"):
@@ -434,7 +465,7 @@ def _run_one(name: str, template: Any, layer: str, Xf: Any, yf: np.ndarray | Non
              Xt: Any, B: Any,
              logits: tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None, nonneg: bool, *,
              positive: str, tpr: float, n_bins: int, roc_points: int, roc: Any,
-             clone: Any) -> OODDetectorScoresResult:
+             clone: Any, moments: Any = None) -> OODDetectorScoresResult:
     needs = _needs(template)
     lvl = scoring_level(name, template)
 
@@ -454,6 +485,8 @@ def _run_one(name: str, template: Any, layer: str, Xf: Any, yf: np.ndarray | Non
     det = clone(template)
     if "head" in needs and logits is not None and "head" in det.get_params():
         det.set_params(head=logits[3])
+    if moments is not None and _reads_shared_moments(det):
+        det.set_params(moments=moments)
     kw_fit: dict[str, Any] = {}
     kw = [{}, {}]  # type: list[dict[str, Any]]
     if "logits" in needs and "head" not in needs and logits is not None:
