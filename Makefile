@@ -11,7 +11,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= dev,text,vision,onnx,bench
+EXTRAS  ?= dev,text,vision,onnx,bench,knn
 
 .PHONY: install test test-fast lint typecheck pytest demo system-data clean
 
