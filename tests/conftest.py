@@ -69,6 +69,12 @@ def lite0_mnist(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lite0_fashion(tmp_path_factory):
+    """EfficientNet-Lite0 block features on 1,000 Fashion-MNIST images (far OOD for MNIST)."""
+    return _real("lite0_fashion", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def minilm_austen(tmp_path_factory):
     """MiniLM-L6 mean-pooled layers on 1,200 Austen paragraphs, labelled by novel."""
     return _real("minilm_austen", tmp_path_factory)

@@ -20,13 +20,6 @@ IMAGE_LAYERS = ("_blocks.8", "_blocks.15")  # 80 and 320 features (the 1,280 hea
 N_OOD = 300  # OOD samples per test set (held-out ID: 30% of the ID samples)
 
 
-@pytest.fixture(scope="session")
-def lite0_fashion(tmp_path_factory):
-    """EfficientNet-Lite0 block features on 1,000 Fashion-MNIST images (tests/_realdata.py)."""
-    from conftest import _real
-
-    return _real("lite0_fashion", tmp_path_factory)
-
 
 @pytest.fixture(scope="module")
 def near(lite0_mnist):

@@ -111,7 +111,7 @@ def _barcode(bars: np.ndarray, title: str, colour: str, max_bars: int = 40) -> s
     height = top + row * max(1, bars.size) + 24
     span = float(bars.max()) if bars.size and bars.max() > 0 else 1.0
     out = [f'<svg role="img" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
-           f'height="{height:.0f}" xmlns="http://www.w3.org/2000/svg">',
+           f'height="{height:.0f}">',  # inline SVG in HTML needs no xmlns
            f"<title>{esc(title)}</title>",
            f'<text x="{left}" y="16" font-size="12" font-weight="600">{esc(title)}</text>']
     for i, b in enumerate(bars):
