@@ -363,3 +363,17 @@ def test_knn_beats_the_msp_of_a_logistic_probe_on_digits_near_ood():
     assert knn > 0.96
     assert knn > msp + 0.01
     assert 0.5 < maha < knn
+
+
+def test_knn_auto_k_scales_with_the_training_set(rng):
+    """kNN-OOD's k = 50 belongs to 50,000 training images; on a few hundred it reaches into
+    other classes. 'auto' keeps the paper's ratio (k = n / 1000, at least 1)."""
+    det = KNNDetector()
+    assert det.k == "auto"
+    assert [det.k_for(n) for n in (1, 350, 1499, 1500, 50_000, 1_281_167)] == [
+        1, 1, 1, 2, 50, 1281]
+    assert KNNDetector(k=7).k_for(50_000) == 7
+    X = rng.standard_normal((300, 6))
+    Q = rng.standard_normal((20, 6))
+    np.testing.assert_array_equal(KNNDetector().fit(X).score_samples(Q),
+                                  KNNDetector(k=1).fit(X).score_samples(Q))

@@ -53,8 +53,13 @@ class KNNDetector(OODDetector):
 
     Parameters
     ----------
-    k : int, default=50
-        The neighbour whose distance is the score (kNN-OOD's CIFAR default).
+    k : int or "auto", default="auto"
+        The neighbour whose distance is the score. ``"auto"`` scales it with the training
+        set as kNN-OOD does (Sun et al., 2022: k = 50 for CIFAR's 50,000 images, and k in
+        proportion when a fraction of the data is used): ``max(1, round(n_train / 1000))``.
+        A fixed 50 on a few hundred training samples reaches into other classes and washes
+        the score out (Lite0 MNIST 0-4 vs 5-9, 350 training images: AUROC 0.59 at k = 50,
+        0.82 at k = 1).
     metric : {"cosine", "whitened"}, default="cosine"
         L2-normalised features, or features whitened by the within-class covariance (needs
         labels or ``moments=``).
@@ -87,7 +92,7 @@ class KNNDetector(OODDetector):
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "k": [Interval(Integral, 1, None, closed="left")],
+        "k": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "metric": [StrOptions({"cosine", "whitened"})],
         "shrinkage": [Interval(Real, 0, 1, closed="both"), StrOptions({"oas"})],
         "moments": [None, Moments],
@@ -96,7 +101,7 @@ class KNNDetector(OODDetector):
         "margin": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, k: int = 50, *, metric: str = "cosine", shrinkage: float | str = 0.0,
+    def __init__(self, k: int | str = "auto", *, metric: str = "cosine", shrinkage: float | str = 0.0,
                  moments: Moments | None = None, backend: str = "auto",
                  block_size: int = 4096, margin: int = 8) -> None:
         self.k = k
@@ -118,7 +123,7 @@ class KNNDetector(OODDetector):
 
     def _fit(self, X: Any, y: Any, logits: Any) -> None:
         Xn = self._features(X, fitting=True, dtype=None)
-        if self.k > Xn.shape[0]:
+        if self.k != "auto" and int(self.k) > Xn.shape[0]:
             from repscope._params import parameter_error
 
             raise parameter_error(self, "k", f"at most the number of training samples "
@@ -144,6 +149,13 @@ class KNNDetector(OODDetector):
                 "or use backend='torch'.")
         return "torch" if self.backend == "auto" else str(self.backend)
 
+    def k_for(self, n_train: int) -> int:
+        """The neighbour used with ``n_train`` training samples (``k``, or the ``"auto"``
+        rule)."""
+        if self.k == "auto":
+            return max(1, min(n_train, round(n_train / 1000)))
+        return int(self.k)
+
     def kth_distances(self, X: Any) -> np.ndarray:
         """Distance to the k-th nearest training feature (float64), shape (n_samples,)."""
         from repscope._kernels.knn import Metric, knn_search
@@ -151,7 +163,7 @@ class KNNDetector(OODDetector):
         self._check_fitted()
         Q = self._embed(self._features(X, dtype=self.index_.dtype.type))
         n_index = self.index_.shape[0]
-        k = int(self.k)
+        k = self.k_for(n_index)
         if k > n_index:
             raise RepscopeValueError(f"k={k} exceeds the {n_index} training samples.")
         kc = min(k + int(self.margin), n_index)
