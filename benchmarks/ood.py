@@ -217,7 +217,7 @@ def _streamed_knn(path: Path, Q, chunk: int):  # type: ignore[no-untyped-def]
 
 _KNN = {
     "a: repscope KNNDetector (torch)": _knn_repscope("torch"),
-    "a: repscope KNNDetector (auto: faiss)": _knn_repscope("auto"),
+    "a: repscope KNNDetector (faiss)": _knn_repscope("faiss"),
     "a: faiss IndexFlatIP": _knn_faiss,
     "a: scikit-learn NearestNeighbors": _knn_sklearn,
     "a: pytorch-ood KNN": _knn_pyood,
