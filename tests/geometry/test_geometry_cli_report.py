@@ -72,6 +72,23 @@ def test_label_free_persistence_on_minilm(minilm_austen):
         geometry_layers(layers, None, ["fisher_ratio"])
 
 
+def test_every_measure_per_layer_on_minilm_austen_store(minilm_austen, tmp_path):
+    """Real text features (MiniLM-L6 on Austen paragraphs, labelled by novel) streamed from
+    their FeatureStore: every registered measure runs at each layer and lands in the
+    database."""
+    from repscope.store import FeatureStore
+
+    assert minilm_austen.store is not None
+    store = FeatureStore.open(minilm_austen.store, verify="none")
+    layers = minilm_austen.layers[-2:]
+    res = geometry_layers(store, minilm_austen.y, layers=layers, max_samples=400)
+    assert set(res.measures) == set(list_geometry_measures())
+    assert np.isfinite(np.asarray(res.values)).all()
+    with ResultsDB(tmp_path / "r.db") as db:
+        db.add_many(res.to_records(model="minilm-l6", dataset="austen"))
+        assert [r.layer for r in db.query(analysis="geometry")] == list(layers)
+
+
 def test_geometry_command(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 40)
