@@ -131,7 +131,7 @@ def test_sample_without_tokens_is_an_error_not_inf(tmp_path) -> None:
         src = open_layers(store, pooling=pooling)
         with pytest.raises(RepscopeValueError,
                            match=r"layer 'tok' of .* has 2 sample\(s\) without tokens \(the "
-                                 r"first is sample 3\); pooling='" + pooling):
+                                 r"first is sample 3\); " + pooling + " pooling"):
             src.read("tok")
         with pytest.raises(RepscopeValueError, match=r"the first is sample 11\)"):
             list(src.iter_batches("tok", 5, start=5))

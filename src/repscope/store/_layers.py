@@ -510,8 +510,9 @@ def _pool(r: RaggedArray, how: str, layer: str, where: str, first: int) -> np.nd
     if empty.size:
         raise RepscopeValueError(
             f"layer {layer!r} of {where} has {empty.size} sample(s) without tokens (the first is "
-            f"sample {first + int(empty[0])}); pooling={how!r} needs at least one token per "
-            "sample. Drop those samples, or read the tokens with pooling='none'."
+            f"sample {first + int(empty[0])}); {how} pooling needs at least one token per "
+            "sample. Drop those samples (e.g. empty texts) and extract again, or analyse the "
+            "tokens unpooled (in Python: open_layers(..., pooling=\"none\"))."
         )
     values = np.asarray(r.values)
     values = values.reshape(values.shape[0], -1)
