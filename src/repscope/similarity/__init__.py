@@ -17,7 +17,11 @@ from repscope.similarity._measures.cka import (
     rbf_cka,
 )
 from repscope.similarity._measures.kernel import hsic, kjem
-from repscope.similarity._measures.regression import linear_r2, ridge_predictivity
+from repscope.similarity._measures.regression import (
+    kernel_ridge_predictivity,
+    linear_r2,
+    ridge_predictivity,
+)
 from repscope.similarity._measures.rsa import rdm, rsa, rsa_euclidean
 from repscope.similarity._measures.shape import procrustes_distance, shape_distance
 from repscope.similarity._neurons import (
@@ -77,6 +81,7 @@ __all__ = [
     "get_measure",
     "hsic",
     "jackknife",
+    "kernel_ridge_predictivity",
     "kjem",
     "knn_jaccard",
     "linear_cka",

@@ -9,6 +9,11 @@ stream of batches gives the same split as the concatenation); each fold is predi
 ridge map fitted on the other folds, and ``R^2 = 1 - sum_folds SSE / sum_folds SST`` with SST
 about each test fold's mean. The penalty is relative, ``lambda = alpha tr(S_xx) / d_x`` with the
 training scatter ``S_xx``, which keeps the measure invariant to isotropic scaling.
+
+Kernel ridge predictivity (:func:`kernel_ridge_predictivity`) is KRR-ST's map itself, in the
+dual: on the same folds, ``Y_hat = K_te,tr (K_tr + lambda I)^{-1} (Y_tr - mean) + mean`` with
+an RBF (or centred linear) kernel and ``lambda = alpha tr(K_tr)`` computed from the training
+kernel exactly (KRR-ST: ``alpha = 1e-6``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repscope._array import as_float64_numpy
 from repscope._validation import check_choice, check_paired, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
 from repscope.similarity._measures._common import PairStats, centered_f64, row_space
@@ -25,7 +31,7 @@ from repscope.similarity._measures._streaming_specs import register_streaming
 from repscope.similarity._registry import register_measure
 from repscope.stats import Moments
 
-__all__ = ["linear_r2", "ridge_predictivity"]
+__all__ = ["kernel_ridge_predictivity", "linear_r2", "ridge_predictivity"]
 
 Direction = Literal["forward", "backward", "mean"]
 _ALL4 = {"orthogonal", "isotropic_scale", "translation", "permutation"}
@@ -167,8 +173,9 @@ def ridge_predictivity(X: Any, Y: Any, *, alpha: float = 1e-2, folds: int = 5,
     X : array-like of shape (n_samples, n_features_x)
     Y : array-like of shape (n_samples, n_features_y)
     alpha : float, default=1e-2
-        Relative ridge penalty, ``lambda = alpha * tr(S_xx) / d_x`` (KRR-ST's
-        ``1e-6 tr(K)`` is ``alpha = 1e-6 d_x``).
+        Relative ridge penalty, ``lambda = alpha * tr(S_xx) / d_x``. KRR-ST's
+        ``lambda = 1e-6 tr(K)`` on the centred linear kernel is ``alpha = 1e-6 d_x`` here
+        (exactly); :func:`kernel_ridge_predictivity` takes ``tr(K)`` as it is, for any kernel.
     folds : int, default=5
         Row ``i`` is in fold ``i % folds``.
     direction : {"forward", "backward", "mean"}, default="forward"
@@ -194,3 +201,136 @@ def ridge_predictivity(X: Any, Y: Any, *, alpha: float = 1e-2, folds: int = 5,
 register_streaming("ridge_predictivity", folds="folds")(
     lambda f, **o: _ridge_from_folds(f, **{k: v for k, v in o.items() if k != "folds"})
 )
+
+
+def _sq_dists(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    d = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
+    return np.maximum(d, 0.0)
+
+
+def _median_gamma(Xtr: np.ndarray) -> float:
+    """``1 / (2 sigma^2)`` with ``sigma^2`` the median squared distance over distinct pairs."""
+    D = _sq_dists(Xtr, Xtr)
+    med = float(np.median(D[np.triu_indices(D.shape[0], 1)]))
+    if not med > 0:
+        raise RepscopeValueError(
+            "kernel_ridge_predictivity's median-heuristic bandwidth is 0: more than half of the "
+            "training rows of the predictor are identical. Pass gamma explicitly."
+        )
+    return 1.0 / (2.0 * med)
+
+
+def _kernels(Xtr: np.ndarray, Xte: np.ndarray, kernel: str,
+             gamma: float | None) -> tuple[np.ndarray, np.ndarray]:
+    if kernel == "rbf":
+        g = _median_gamma(Xtr) if gamma is None else float(gamma)
+        return np.exp(-g * _sq_dists(Xtr, Xtr)), np.exp(-g * _sq_dists(Xte, Xtr))
+    mx = Xtr.mean(0)
+    A, B = Xtr - mx, Xte - mx
+    return A @ A.T, B @ A.T
+
+
+def _krr_fold(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, Yte: np.ndarray,
+              kernel: str, gamma: float | None, alpha: float) -> tuple[float, float]:
+    """(SSE, SST) of kernel ridge with ``lambda = alpha tr(K_tr)`` on one held-out fold."""
+    K, Kte = _kernels(Xtr, Xte, kernel, gamma)
+    lam = alpha * float(np.trace(K))
+    w, V = np.linalg.eigh(K)
+    keep = (w + lam) > 1e-12 * max(float(w[-1] + lam), 0.0)
+    V, w = V[:, keep], w[keep]
+    my = Ytr.mean(0)
+    coef = V @ ((V.T @ (Ytr - my)) / (w + lam)[:, None])
+    resid = Yte - (Kte @ coef + my)
+    return float((resid * resid).sum()), float(((Yte - Yte.mean(0)) ** 2).sum())
+
+
+@register_measure(
+    "kernel_ridge_predictivity", higher_is_better=True, is_metric=False, invariances=_ALL4,
+    symmetric=False, requires_fit=True,
+    estimator="RBF kernel ridge (median bandwidth), lambda = alpha tr K (KRR-ST), interleaved "
+              "k-fold held-out variance-weighted R^2",
+)
+def kernel_ridge_predictivity(X: Any, Y: Any, *, kernel: Literal["rbf", "linear"] = "rbf",
+                              gamma: float | None = None, alpha: float = 1e-6, folds: int = 5,
+                              direction: Direction = "forward") -> float:
+    r"""Held-out R^2 of a kernel ridge map from X to Y (KRR-ST's representation predictivity).
+
+    For each of ``folds`` interleaved folds (row ``i`` in fold ``i % folds``, as
+    :func:`ridge_predictivity`), with ``K`` the kernel among the training rows and ``K_*`` between
+    the test and training rows:
+
+    .. math::
+
+        \hat Y_* = K_* (K + \lambda I)^{-1} (Y - \bar Y) + \bar Y, \qquad
+        \lambda = \alpha \operatorname{tr} K,
+
+    and ``R^2 = 1 - sum_folds SSE / sum_folds SST`` (SST about each test fold's mean).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    kernel : {"rbf", "linear"}, default="rbf"
+        ``"rbf"``: :math:`k(x, x') = \exp(-\gamma \lVert x - x' \rVert^2)` (``tr K`` is the
+        number of training rows). ``"linear"``: the Gram matrix of the training-centred rows
+        (then equal to :func:`ridge_predictivity` with ``alpha * d_x``).
+    gamma : float, optional
+        RBF width; default ``1 / (2 sigma^2)`` with ``sigma^2`` the median squared distance
+        between distinct training rows (the :func:`rbf_cka` bandwidth), per fold.
+    alpha : float, default=1e-6
+        ``lambda = alpha * tr(K)`` of each training kernel, exactly (KRR-ST's ``1e-6 tr K``).
+    folds : int, default=5
+    direction : {"forward", "backward", "mean"}, default="forward"
+
+    Returns
+    -------
+    float at most 1 (can be negative when the map does not generalise)
+
+    Notes
+    -----
+    Memory and time grow as ``n^2`` and ``n^3`` (one ``n_train x n_train`` kernel per fold);
+    not streamable. KRR-ST appends a bias column to the features, an intercept that ``lambda``
+    also shrinks; here the intercept is the training mean of ``Y`` (not shrunk), which makes the
+    measure exactly invariant to translations of either input. With the median bandwidth it is
+    also invariant to orthogonal transforms, isotropic scaling and permutation of either input
+    (not to general invertible maps).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from repscope.similarity import ridge_predictivity
+    >>> X = np.random.default_rng(0).standard_normal((200, 2))
+    >>> round(kernel_ridge_predictivity(X, np.sin(2 * X)), 2), round(ridge_predictivity(X, np.sin(2 * X)), 2)
+    (0.99, 0.16)
+    """
+    X, Y = check_paired(X, Y, min_samples=3, reject_constant=True)
+    kernel = check_choice(kernel, "kernel", ("rbf", "linear"),  # type: ignore[assignment]
+                          caller="kernel_ridge_predictivity")
+    check_scalar(alpha, "alpha", caller="kernel_ridge_predictivity", min_value=0)
+    if gamma is not None:
+        check_scalar(gamma, "gamma", caller="kernel_ridge_predictivity", min_value=0,
+                     include_min=False)
+    k = check_positive_int(folds, "folds", caller="kernel_ridge_predictivity")
+    if k < 2:
+        raise RepscopeValueError(
+            f"The 'folds' parameter of kernel_ridge_predictivity must be >= 2. Got {k}.")
+    Xn, Yn = as_float64_numpy(X, name="X"), as_float64_numpy(Y, name="Y")
+    idx = np.arange(Xn.shape[0]) % k
+    if np.bincount(idx, minlength=k).min() < 2:
+        raise RepscopeValueError(
+            f"kernel_ridge_predictivity needs at least 2 samples in each of its {k} folds; got "
+            f"{Xn.shape[0]} samples. Pass more samples or fewer folds."
+        )
+
+    def run(A: np.ndarray, B: np.ndarray) -> float:
+        sse = sst = 0.0
+        for f in range(k):
+            te = idx == f
+            a, b = _krr_fold(A[~te], B[~te], A[te], B[te], kernel, gamma, alpha)
+            sse += a
+            sst += b
+        if not sst > 0:
+            raise RepscopeValueError("R^2 is undefined: the target representation is constant.")
+        return 1.0 - sse / sst
+
+    return _directed(direction, lambda: run(Xn, Yn), lambda: run(Yn, Xn))
