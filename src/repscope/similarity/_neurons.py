@@ -9,8 +9,12 @@ the same inputs (conv maps flattened over positions into samples by the caller):
   correlation) or greedy, per-unit matched correlation vs the within-network next best.
 * :func:`sparse_predictability` -- lasso ``b_j ~ A w_j`` per unit ``j`` of ``B`` over a grid of
   penalties: normalised MSE vs number of non-zero weights (local vs distributed codes).
-* :func:`unit_coclusters` -- spectral co-clustering of the ``|corr|`` bipartite matrix: groups
-  of units of both networks that span a shared subspace.
+* :func:`unit_mutual_information` -- plug-in mutual information between units on
+  equal-frequency bins (the paper's alternative to correlation; sees non-linear links).
+* :func:`unit_coclusters` -- spectral co-clustering of the ``|corr|`` (or MI) bipartite matrix,
+  or spectral clustering of the joint ``[[C11, C12], [C21, C22]]`` matrix (the paper's
+  many-to-many analysis): groups of units of both networks that span a shared subspace, and
+  groups of one network alone (net-specific features).
 
 Constant units (dead ReLUs) have no defined correlation; they get correlation 0 everywhere.
 """
@@ -23,8 +27,8 @@ from typing import Any, Literal
 import numpy as np
 
 from repscope._kernels.assignment import greedy_assignment, linear_assignment
-from repscope._kernels.spectral import spectral_cocluster
-from repscope._validation import check_choice, check_paired
+from repscope._kernels.spectral import spectral_cluster, spectral_cocluster
+from repscope._validation import check_choice, check_paired, check_positive_int
 from repscope.exceptions import RepscopeValueError
 from repscope.results import Result
 from repscope.stats import Moments
@@ -40,6 +44,7 @@ __all__ = [
     "sparse_predictability",
     "unit_coclusters",
     "unit_correlation",
+    "unit_mutual_information",
 ]
 
 
@@ -96,12 +101,6 @@ def _all_corr(A: Any, B: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     va, vb = np.diag(sxx).copy(), np.diag(syy).copy()
     return (_corr_from_scatter(sxy, va, vb), _corr_from_scatter(sxx, va, va),
             _corr_from_scatter(syy, vb, vb))
-
-
-def _c12(A: Any, B: Any) -> np.ndarray:
-    m = _moments(A, B)
-    return _corr_from_scatter(m.cross_scatter(), np.diag(m.scatter()).copy(),
-                              np.diag(m.scatter_y()).copy())
 
 
 def _next_best(c: np.ndarray) -> np.ndarray:
@@ -332,6 +331,79 @@ def sparse_predictability(
     return SparsePredictabilityResult(alphas=grid, units=idx, nmse=nmse, n_nonzero=nnz)
 
 
+def _bin_codes(X: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, codes ``0 .. b_j - 1`` of equal-frequency bins (quantile edges, ties merged)."""
+    q = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    codes = np.empty(X.shape, dtype=np.int64)
+    nb = np.empty(X.shape[1], dtype=np.int64)
+    for j in range(X.shape[1]):
+        edges = np.unique(np.quantile(X[:, j], q))
+        c = np.searchsorted(edges, X[:, j], side="right")
+        _, c = np.unique(c, return_inverse=True)  # drop empty bins
+        codes[:, j] = c
+        nb[j] = int(c.max()) + 1
+    return codes, nb
+
+
+def _mi_matrix(X: np.ndarray, n_bins: int) -> np.ndarray:
+    """Plug-in MI (nats) between every pair of columns, from one one-hot Gram matrix."""
+    codes, nb = _bin_codes(X, n_bins)
+    n = codes.shape[0]
+    offsets = np.concatenate([[0], np.cumsum(nb)[:-1]])
+    H = np.zeros((n, int(nb.sum())))
+    H[np.arange(n)[:, None], codes + offsets] = 1.0
+    P = (H.T @ H) / n
+    p = H.mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        T = np.where(P > 0, P * np.log(P / np.outer(p, p)), 0.0)
+    M = np.add.reduceat(np.add.reduceat(T, offsets, axis=0), offsets, axis=1)
+    return np.maximum(M, 0.0)
+
+
+def unit_mutual_information(
+    A: Any, B: Any, *, n_bins: int = 10, within: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Mutual information between the units of two networks (plug-in, binned).
+
+    Each unit is cut into ``n_bins`` equal-frequency bins (quantile edges; tied edges merge,
+    so a ReLU unit that is 0 on most inputs keeps one bin for 0); for every pair of units
+
+    .. math:: I_{ij} = \sum_{a, b} p_{ij}(a, b) \log \frac{p_{ij}(a, b)}{p_i(a)\, p_j(b)}
+
+    in nats, from the joint bin frequencies. All pairs come from one one-hot Gram matrix
+    (memory ``O((n_units x n_bins)^2)``).
+
+    Parameters
+    ----------
+    A : array-like of shape (n_samples, n_units_a)
+    B : array-like of shape (n_samples, n_units_b)
+    n_bins : int, default=10
+    within : bool, default=False
+        Also return the within-network matrices ``I^{11}`` and ``I^{22}``.
+
+    Returns
+    -------
+    ndarray of shape (n_units_a, n_units_b), or ``(I12, I11, I22)`` when ``within``.
+        A constant unit has MI 0 with everything.
+    """
+    from repscope._array import to_numpy
+
+    b = check_positive_int(n_bins, "n_bins", caller="unit_mutual_information")
+    if b < 2:
+        raise RepscopeValueError(
+            f"The 'n_bins' parameter of unit_mutual_information must be >= 2. Got {b}.")
+    if isinstance(A, Moments):
+        raise RepscopeValueError(
+            "mutual information needs the activations themselves, not a Moments (which holds "
+            "only second moments); pass the arrays A and B.")
+    A, B = check_paired(A, B, names=("A", "B"), min_samples=2)
+    An, Bn = to_numpy(A).astype(np.float64), to_numpy(B).astype(np.float64)
+    M = _mi_matrix(np.concatenate([An, Bn], axis=1), b)
+    ua = An.shape[1]
+    i12, i11, i22 = M[:ua, ua:], M[:ua, :ua], M[ua:, ua:]
+    return (i12, i11, i22) if within else i12
+
+
 @dataclass(frozen=True)
 class UnitCoclustersResult(Result):
     """Spectral co-clusters of the units of two networks.
@@ -344,14 +416,23 @@ class UnitCoclustersResult(Result):
     sizes : ndarray of int64, shape (n_clusters, 2)
         Units of A and of B in each co-cluster.
     mean_abs_corr : ndarray of shape (n_clusters,)
-        Mean ``|corr|`` between the A-units and B-units of each co-cluster (NaN if one side
-        is empty).
+        Mean weight between the A-units and B-units of each co-cluster: ``|corr|``, or the
+        mutual information in nats when ``stat="mi"`` (NaN if one side is empty).
+    matrix : {"bipartite", "joint"}
+    stat : {"corr", "mi"}
     """
 
     labels_a: np.ndarray
     labels_b: np.ndarray
     sizes: np.ndarray
     mean_abs_corr: np.ndarray
+    matrix: str = "bipartite"
+    stat: str = "corr"
+
+    @property
+    def n_shared(self) -> int:
+        """Clusters holding units of both networks (shared subspaces)."""
+        return int(((self.sizes[:, 0] > 0) & (self.sizes[:, 1] > 0)).sum())
 
 
 #: The former name of :class:`UnitCoclustersResult` (kept for one release).
@@ -359,32 +440,72 @@ UnitCoclusters = UnitCoclustersResult
 
 
 def unit_coclusters(
-    A: Any, B: Any = None, *, n_clusters: int, random_state: int | None = 0
+    A: Any,
+    B: Any = None,
+    *,
+    n_clusters: int,
+    random_state: int | None = 0,
+    matrix: Literal["bipartite", "joint"] = "bipartite",
+    stat: Literal["corr", "mi"] = "corr",
+    n_bins: int = 10,
 ) -> UnitCoclustersResult:
-    """Spectral co-clustering of units of A and B on the ``|corr|`` bipartite matrix.
+    """Spectral clustering of the units of A and B together.
 
     Parameters
     ----------
     A : array-like of shape (n_samples, n_units_a), or a paired Moments of (A, B)
+        (``stat="corr"`` only)
     B : array-like of shape (n_samples, n_units_b), optional
     n_clusters : int
-        Number of co-clusters.
+        Number of clusters.
     random_state : int or None, default=0
+    matrix : {"bipartite", "joint"}, default="bipartite"
+        ``"bipartite"``: spectral co-clustering (Dhillon) of the between-network matrix
+        ``W12`` alone. ``"joint"``: normalised spectral clustering of the
+        ``(n_units_a + n_units_b)`` square matrix ``[[W11, W12], [W12^T, W22]]`` with a zero
+        diagonal (Li et al.'s many-to-many analysis): within-network links count too, so a
+        group of units with no counterpart in the other network forms a cluster of its own.
+    stat : {"corr", "mi"}, default="corr"
+        ``W = |corr|`` (:func:`unit_correlation`) or the mutual information
+        (:func:`unit_mutual_information`, ``n_bins`` equal-frequency bins), which also links
+        units related non-linearly.
+    n_bins : int, default=10
+        Bins per unit for ``stat="mi"``.
 
     Returns
     -------
     UnitCoclustersResult
     """
-    W = np.abs(_c12(A, B))
-    cc = spectral_cocluster(W, n_clusters, random_state=random_state)
+    matrix = check_choice(matrix, "matrix", ("bipartite", "joint"),  # type: ignore[assignment]
+                          caller="unit_coclusters")
+    stat = check_choice(stat, "stat", ("corr", "mi"), caller="unit_coclusters")  # type: ignore[assignment]
+    if stat == "mi":
+        W, W11, W22 = unit_mutual_information(A, B, n_bins=n_bins, within=True)
+    else:
+        c12, c11, c22 = _all_corr(A, B)
+        W, W11, W22 = np.abs(c12), np.abs(c11), np.abs(c22)
     k = int(n_clusters)
+    if matrix == "bipartite":
+        cc = spectral_cocluster(W, n_clusters, random_state=random_state)
+        row_labels, col_labels = cc.row_labels, cc.col_labels
+    else:
+        ua, ub = W.shape
+        if not 2 <= k <= ua + ub:
+            raise RepscopeValueError(
+                f"The 'n_clusters' parameter of unit_coclusters must be in [2, {ua + ub}] (the "
+                f"units of both networks). Got {n_clusters!r} instead.")
+        J = np.block([[W11, W], [W.T, W22]])
+        np.fill_diagonal(J, 0.0)
+        labels = spectral_cluster(J, k, random_state=random_state)
+        row_labels, col_labels = labels[:ua], labels[ua:]
     sizes = np.zeros((k, 2), dtype=np.int64)
     mac = np.full(k, np.nan)
     for c in range(k):
-        ra, rb = cc.row_labels == c, cc.col_labels == c
+        ra, rb = row_labels == c, col_labels == c
         sizes[c] = (int(ra.sum()), int(rb.sum()))
         if ra.any() and rb.any():
             mac[c] = float(W[np.ix_(ra, rb)].mean())
     return UnitCoclustersResult(
-        labels_a=cc.row_labels, labels_b=cc.col_labels, sizes=sizes, mean_abs_corr=mac
+        labels_a=row_labels, labels_b=col_labels, sizes=sizes, mean_abs_corr=mac,
+        matrix=str(matrix), stat=str(stat),
     )
