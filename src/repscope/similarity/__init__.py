@@ -35,6 +35,7 @@ from repscope.similarity._neurons import (
     sparse_predictability,
     unit_coclusters,
     unit_correlation,
+    unit_mutual_information,
 )
 from repscope.similarity._registry import (
     INVARIANCES,
@@ -109,4 +110,5 @@ __all__ = [
     "svcca",
     "unit_coclusters",
     "unit_correlation",
+    "unit_mutual_information",
 ]
