@@ -112,3 +112,87 @@ def test_moment_probe_on_minilm_tokens_at_least_matches_mean_probe(minilm_austen
     assert mean_acc > 1 / 6 + 0.1
     # within noise: 150 test paragraphs -> one standard error is about 0.04
     assert mp_acc >= mean_acc - 0.05, (mp_acc, mean_acc)
+
+
+def _issue_tokens(case: str, n: int, seed: int, t: int = 16, d: int = 16):
+    """Issue 18's two cases: channel scales fall linearly from 2 to 1 and the class shows only
+    in the second order of the leading channels. Case "A": channel 1 = ±0.7 channel 0 + noise,
+    the sign set by the class; case "B": channel 0's standard deviation doubled in class 1."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    z = rng.standard_normal((n, t, d))
+    if case == "A":
+        sign = np.where(y == 1, 0.7, -0.7)[:, None]
+        z[:, :, 1] = sign * z[:, :, 0] + np.sqrt(1 - 0.49) * z[:, :, 1]
+    else:
+        z[:, :, 0] *= np.where(y == 1, 2.0, 1.0)[:, None]
+    return (z * np.linspace(2.0, 1.0, d)).astype(np.float32), y
+
+
+@pytest.mark.parametrize(("case", "floor"), [("A", 0.95), ("B", 0.85)])
+def test_default_projection_sees_second_order_structure_of_the_leading_components(case, floor):
+    # Before: the leading PCs all sat in head 0, whose inside no neighbouring-head covariance
+    # sees, and row normalisation dropped their scale: A scored 0.60, B 0.52 (chance 0.5).
+    Xtr, ytr = _issue_tokens(case, 300, 0)
+    Xte, yte = _issue_tokens(case, 300, 1)
+    acc = MomentProbe(n_heads=4, head_dim=4).fit(Xtr, ytr).score(Xte, yte)
+    assert acc >= floor, acc
+    mean_acc = MomentProbe(second_order=False).fit(Xtr, ytr).score(Xte, yte)
+    assert mean_acc < 0.62, mean_acc  # the class is not in the first order
+
+
+def test_pca_projection_deals_components_round_robin_over_heads():
+    Xtr, ytr = _issue_tokens("B", 100, 0)
+    probe = MomentProbe(n_heads=4, head_dim=4).fit(Xtr, ytr)
+    flat = Xtr.reshape(-1, 16).astype(np.float64)
+    _, _, vt = np.linalg.svd(flat - flat.mean(0), full_matrices=False)
+    proj = probe.projection_.numpy()
+    # column h * head_dim + k of the projection is principal component k * n_heads + h
+    for h in range(4):
+        for k in range(4):
+            cos = abs(proj[:, h * 4 + k] @ vt[k * 4 + h])
+            assert cos > 1 - 1e-4, (h, k, cos)
+
+
+def test_moment_features_variances_match_a_numpy_reference():
+    rng = np.random.default_rng(4)
+    tok = rng.standard_normal((3, 5, 6)) * np.array([1, 2, 3, 4, 5, 6])
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=bool)
+    args = (torch.as_tensor(tok), torch.as_tensor(mask))
+    out = moment_features(*args, n_heads=3, variances=True).numpy()
+    ref = np.array([tok[i][mask[i]].var(axis=0) for i in range(3)])
+    np.testing.assert_allclose(out[:, :6], ref, atol=1e-10)
+    np.testing.assert_allclose(out[:, 6:], moment_features(*args, n_heads=3).numpy(), atol=0)
+
+
+def test_cls_first_order_keeps_the_cls_token_out_of_the_covariance():
+    # Scaling the CLS token leaves its standardised first-order features as they were; if it
+    # entered the covariance (or the PCA), a 1000x louder CLS token would dominate both.
+    rng = np.random.default_rng(5)
+    (Xtr, ytr), (Xte, _) = _issue_tokens("A", 200, 0), _issue_tokens("A", 40, 1)
+    Xtr[:, 0] += rng.standard_normal((200, 16)).astype(np.float32)
+    loud_tr, loud_te = Xtr.copy(), Xte.copy()
+    loud_tr[:, 0] *= 1000
+    loud_te[:, 0] *= 1000
+    quiet = MomentProbe(first_order="cls", n_heads=4, head_dim=4).fit(Xtr, ytr)
+    loud = MomentProbe(first_order="cls", n_heads=4, head_dim=4).fit(loud_tr, ytr)
+    np.testing.assert_allclose(loud.predict_proba(loud_te), quiet.predict_proba(Xte),
+                               atol=1e-4)
+    learned = MomentProbe(first_order="cls", projection="learned", n_heads=2, head_dim=4,
+                          max_iter=5)
+    a = learned.fit(Xtr[:60], ytr[:60]).predict_proba(Xte)
+    b = learned.fit(loud_tr[:60], ytr[:60]).predict_proba(loud_te)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_cls_first_order_needs_a_token_after_the_cls_token():
+    X = np.random.default_rng(6).standard_normal((6, 3, 8)).astype(np.float32)
+    mask = np.ones((6, 3), bool)
+    mask[2, 1:] = False
+    with pytest.raises(ValueError, match="sample 2 has no valid token after it"):
+        MomentProbe(first_order="cls").fit(X, [0, 1] * 3, mask=mask)
+    probe = MomentProbe(first_order="cls", n_heads=2, head_dim=2).fit(X, [0, 1] * 3)
+    with pytest.raises(ValueError, match="sample 2 has no valid token after it"):
+        probe.predict(X, mask=mask)
+    # the plain CLS probe needs no second token
+    MomentProbe(first_order="cls", second_order=False).fit(X, [0, 1] * 3, mask=mask)

@@ -67,6 +67,7 @@ def moment_features(
     n_heads: int = 4,
     pairing: Literal["near", "all"] = "near",
     layer_norm: bool = True,
+    variances: bool = False,
 ) -> Any:
     r"""Normalised cross-covariance features of projected token sets (the MHC³ second order).
 
@@ -76,7 +77,10 @@ def moment_features(
 
     .. math:: \Sigma_{ij} = \frac{1}{T} \tilde A_i^\top \tilde A_j \in \mathbb{R}^{g\times g}
 
-    is L2-normalised row by row and flattened.
+    is L2-normalised row by row and flattened. Row normalisation removes each channel's scale
+    and the pairs never look inside a head, so ``variances=True`` puts in front the variance of
+    every channel over the valid tokens (before layer norm): the diagonal of each head's own
+    covariance.
 
     Parameters
     ----------
@@ -87,10 +91,12 @@ def moment_features(
         ``"near"``: pairs (i, i+1) (the paper's default); ``"all"``: every i < j (``cn2``).
     layer_norm : bool, default=True
         Layer-normalise each head's channels per token (no affine), as in the paper.
+    variances : bool, default=False
+        Prepend the ``n_heads * g`` per-channel variances.
 
     Returns
     -------
-    torch.Tensor of shape (n_samples, n_pairs * g * g)
+    torch.Tensor of shape (n_samples, n_heads * g * variances + n_pairs * g * g)
     """
     import torch
 
@@ -106,6 +112,11 @@ def moment_features(
     mean = (heads * w).sum(dim=1, keepdim=True) / cnt[:, :, :, None]
     centred = (heads - mean) * w
     feats = []
+    if variances:
+        raw = tokens[:, :, : g * n_heads].reshape(n, t, n_heads, g)
+        raw_mean = (raw * w).sum(dim=1, keepdim=True) / cnt[:, :, :, None]
+        var = (((raw - raw_mean) * w) ** 2).sum(dim=1) / cnt
+        feats.append(var.reshape(n, n_heads * g))
     for i, j in _pairs(n_heads, pairing):
         cov = torch.einsum("ntg,nth->ngh", centred[:, :, i], centred[:, :, j]) / cnt
         cov = torch.nn.functional.normalize(cov, dim=2)
@@ -122,7 +133,9 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
       (``"cls"``), giving logits :math:`z_1 = W_1 m + b_1`;
     * second order (MHC³): project :math:`P X` to ``n_heads x head_dim`` channels, form the
       row-normalised cross-covariances of neighbouring heads (:func:`moment_features`), giving
-      :math:`z_2 = W_2\,\mathrm{vec}(\Sigma) + b_2`;
+      :math:`z_2 = W_2\,\mathrm{vec}(\Sigma) + b_2`. With ``first_order="cls"`` the
+      covariance is over the tokens after the first, as the paper takes it over the patch
+      tokens and reads the CLS token only in the first order;
     * output :math:`(z_1 + z_2)/2`, trained with cross-entropy plus
       :math:`\frac{\alpha}{2}\lVert W\rVert^2` end to end in torch.
 
@@ -132,6 +145,14 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
     :math:`P` by the top principal directions of the training tokens, so the second-order
     features are computed once and training is a convex logistic regression (fast on frozen
     features). ``projection="learned"`` trains :math:`P` too (the paper's recipe).
+
+    A fixed projection cannot move structure between heads the way a learned one does, so
+    ``projection="pca"`` deals the components round-robin over the heads (component ``k`` to
+    head ``k % n_heads``: the leading components meet in the neighbouring-head covariances)
+    and adds the variance of every projected channel over the tokens
+    (``moment_features(..., variances=True)``), the scale that row normalisation removes.
+    Either alone misses a class difference: with the leading components all in head 0 a
+    class-dependent sign of their correlation, or a class-dependent variance, is invisible.
 
     Parameters
     ----------
@@ -234,12 +255,28 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
             return tok[:, 0]
         return (tok * m[:, :, None]).sum(dim=1) / m.sum(dim=1, keepdim=True)
 
+    def _second_mask(self, m: Any, caller: str) -> Any:
+        """The tokens the covariance sees: all valid ones, or the patch tokens after the CLS."""
+        if self.first_order != "cls":
+            return m
+        m2 = m.clone()
+        m2[:, 0] = 0.0
+        empty = (m2.sum(dim=1) == 0).nonzero()
+        if empty.numel():
+            raise RepscopeValueError(
+                f"MomentProbe with first_order 'cls' takes the covariance over the tokens after "
+                f"the first (CLS) token; sample {int(empty[0, 0])} has no valid token after it "
+                f"(in {caller}). Use first_order 'mean', or second_order False."
+            )
+        return m2
+
     def _second(self, tok: Any, m: Any, proj: Any) -> Any:
         z = tok @ proj
-        return moment_features(z, m, n_heads=self.n_heads, pairing=self.pairing)
+        return moment_features(z, m, n_heads=self.n_heads, pairing=self.pairing, variances=True)
 
     def _fit_pca(self, tok: Any, m: Any, width: int) -> Any:
-        """Top ``width`` principal directions of the valid training tokens (float64 Gram)."""
+        """Top ``width`` principal directions of the valid training tokens (float64 Gram),
+        dealt round-robin over the heads: PC ``k`` goes to head ``k % n_heads``."""
         import torch
 
         flat = tok[m > 0].to(torch.float64)
@@ -247,6 +284,10 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
         gram = centred.T @ centred
         evals, evecs = torch.linalg.eigh(gram)
         order = torch.argsort(evals, descending=True)[:width]
+        h = int(self.n_heads)
+        g = width // h
+        column = torch.arange(width)  # head column // g, channel column % g within the head
+        order = order[(column % g) * h + column // g]
         return evecs[:, order].to(torch.float32)
 
     # -- training --------------------------------------------------------------------------
@@ -278,6 +319,7 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
         n_classes = len(self.classes_)
         gen = torch.Generator().manual_seed(int(self.random_state))
         f1 = self._first(tok, m)
+        m2 = self._second_mask(m, "MomentProbe.fit") if self.second_order else m
         self._mu1 = f1.mean(dim=0)
         self._sd1 = f1.std(dim=0).clamp(min=1e-6)
         head: Any = torch.nn.ModuleDict({"lin1": torch.nn.Linear(int(d), n_classes)})
@@ -293,8 +335,8 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
             self._g = g
             n_pairs = len(_pairs(int(self.n_heads), self.pairing))
             if self.projection == "pca":
-                self.projection_ = self._fit_pca(tok, m, width)
-                f2 = self._second(tok, m, self.projection_)
+                self.projection_ = self._fit_pca(tok, m2, width)
+                f2 = self._second(tok, m2, self.projection_)
                 self._mu2 = f2.mean(dim=0)
                 self._sd2 = f2.std(dim=0).clamp(min=1e-6)
             else:
@@ -303,7 +345,8 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
                 head["proj"] = torch.nn.Linear(int(d), width, bias=False)
                 with torch.no_grad():
                     head["proj"].weight.copy_(p.T)
-            head["lin2"] = torch.nn.Linear(n_pairs * g * g, n_classes)
+            n_var = width if self.projection == "pca" else 0
+            head["lin2"] = torch.nn.Linear(n_var + n_pairs * g * g, n_classes)
         with torch.no_grad():
             for lin in [v for k, v in head.items() if k.startswith("lin")]:
                 torch.nn.init.normal_(lin.weight, std=1e-3, generator=gen)
@@ -319,7 +362,7 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
             if self.projection == "pca":
                 s = head["lin2"](z2[idx])
             else:
-                feats = moment_features(head["proj"](tok[idx]), m[idx], n_heads=self.n_heads,
+                feats = moment_features(head["proj"](tok[idx]), m2[idx], n_heads=self.n_heads,
                                         pairing=self.pairing)
                 s = head["lin2"](feats * float(np.sqrt(self._g)))
             return (out + s) / 2.0
@@ -365,11 +408,12 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
             out = head["lin1"]((self._first(tok, m) - self._mu1) / self._sd1)
             if not self.second_order:
                 return out
+            m2 = self._second_mask(m, "MomentProbe.predict")
             if self.projection == "pca":
-                f2 = self._second(tok, m, self.projection_)
+                f2 = self._second(tok, m2, self.projection_)
                 s = head["lin2"]((f2 - self._mu2) / self._sd2)
             else:
-                feats = moment_features(head["proj"](tok), m, n_heads=self.n_heads,
+                feats = moment_features(head["proj"](tok), m2, n_heads=self.n_heads,
                                         pairing=self.pairing)
                 s = head["lin2"](feats * float(np.sqrt(self._g)))
             return (out + s) / 2.0
