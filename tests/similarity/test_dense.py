@@ -149,6 +149,7 @@ def test_compare_dense_rotation_resizing_and_artifacts(rng) -> None:
     assert abs(res.com_agreement_shuffled) < 0.3
     np.testing.assert_allclose(res.per_image, 1.0)
     assert res.linear_cka == pytest.approx(1.0)
+    assert res.linear_cka_shuffled < 0.5
     # the finer grid of B is resized to A's (the smaller) by default
     assert compare_dense(a, resize_grid(b, (16, 18)), window=3).grid == (12, 12)
     spiky = a.copy()
@@ -216,9 +217,9 @@ def test_dense_cli_records_and_report(tmp_path, dense_files) -> None:
         html = render_report(db, tmp_path / "r.html").read_text()
     assert rec.model == "vit vs cnn" and rec.dataset == "toy" and rec.layer == "block | stage"
     assert 'id="sec-dense-com"' in html and "could not be rendered" not in html
-    for key in ("com_agreement", "com_agreement_shuffled", "linear_cka"):
+    for key in ("com_agreement", "com_agreement_shuffled", "linear_cka", "linear_cka_shuffled"):
         assert fmt(out[0][key], 3) in html
-    assert "vit layer" in html and "artifacts cnn" in html
+    assert "vit layer" in html and "high-norm tokens" in html
 
     bad = CliRunner().invoke(app, ["dense", pa, pb, "--layer-b", "pooled"], obj=settings)
     assert bad.exit_code == 1
@@ -255,5 +256,6 @@ def test_real_dinov2_vs_lite0_com_agreement() -> None:
     assert res.grid == (14, 14)
     assert res.com_agreement > 0.5
     assert res.com_agreement > res.com_agreement_shuffled + 0.4
+    assert res.linear_cka > res.linear_cka_shuffled + 0.4
     assert (res.per_image > 0.4).all()
     assert res.artifacts_a == 0 and res.artifacts_b == 0  # no high-norm tokens at block 5

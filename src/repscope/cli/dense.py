@@ -137,11 +137,13 @@ def dense(features_a: str, features_b: str, layers_a: tuple[str, ...], layers_b:
         echo_json(results)
         return
     rows = [(r["layer_a"], r["layer_b"], "x".join(map(str, r["grid"])), r["com_agreement"],
-             r["com_agreement_shuffled"], r["linear_cka"], r["artifacts_a"], r["artifacts_b"])
+             r["com_agreement_shuffled"], r["linear_cka"], r["linear_cka_shuffled"],
+             r["artifacts_a"], r["artifacts_b"])
             for r in results]
-    print_table(rows, [f"{ma} layer", f"{mb} layer", "grid", "COM agreement",
-                       "shuffled images", "linear CKA", "artifacts A", "artifacts B"],
-                title=f"COM-field agreement (DiveUp): {model}, window {window}, tau {tau:g}")
+    print_table(rows, ["layer A", "layer B", "grid", "COM", "COM shuffled", "CKA",
+                       "CKA shuffled", "high-norm A", "high-norm B"],
+                title=f"COM-field agreement (DiveUp) and linear CKA: A = {ma}, B = {mb}; window "
+                      f"{window}, tau {tau:g}; shuffled: image i of A vs image i+1 of B")
 
 
 COMMANDS = [dense]

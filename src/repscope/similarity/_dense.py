@@ -312,6 +312,8 @@ class DenseComparisonResult(RecordedResult):
         the agreement two unrelated images reach; NaN for one image.
     linear_cka : float
         Linear CKA of the features themselves, each kept position of each image a sample.
+    linear_cka_shuffled : float
+        The same with the images of B shifted by one; NaN for one image.
     per_image : ndarray of shape (n_images,)
         ``com_agreement`` of each image.
     grid : tuple of int
@@ -330,6 +332,7 @@ class DenseComparisonResult(RecordedResult):
     com_agreement: float
     com_agreement_shuffled: float
     linear_cka: float
+    linear_cka_shuffled: float
     per_image: np.ndarray
     grid: tuple[int, int]
     n_images: int
@@ -349,7 +352,8 @@ class DenseComparisonResult(RecordedResult):
             "layer_a": self.layer_a, "layer_b": self.layer_b,
             "com_agreement": self.com_agreement,
             "com_agreement_shuffled": self.com_agreement_shuffled,
-            "linear_cka": self.linear_cka, "per_image": [float(v) for v in self.per_image],
+            "linear_cka": self.linear_cka, "linear_cka_shuffled": self.linear_cka_shuffled,
+            "per_image": [float(v) for v in self.per_image],
             "grid": list(self.grid), "n_images": self.n_images, "n_positions": self.n_positions,
             "artifacts_a": self.artifacts_a, "artifacts_b": self.artifacts_b,
             "window": self.window, "tau": self.tau,
@@ -372,7 +376,11 @@ def compare_dense(
 
     Both grids are resized (bilinear) to ``size``, their COM fields computed, and the fields
     compared on interior positions (``window // 2`` cells from the edge) where neither model
-    has a high-norm token; the linear CKA uses the same positions as samples.
+    has a high-norm token; the linear CKA uses the same positions as samples. Both measures
+    are also given for mismatched images (image i of A against image i+1 of B), the level
+    unrelated images reach. Prefer the default size (the smaller grid): upsampling gives
+    every image the same interpolation pattern, which the COM field sees (the mismatched-image
+    agreement rises).
 
     Parameters
     ----------
@@ -421,11 +429,16 @@ def compare_dense(
     agree = com_agreement(ca, cb, mask=keep)
     per_image = np.array([com_agreement(ca[i], cb[i], mask=keep[i]) for i in range(len(ca))])
     n = len(ca)
-    shuffled = (com_agreement(ca, np.roll(cb, 1, axis=0), mask=keep & np.roll(keep, 1, axis=0))
-                if n > 1 else float("nan"))
     cka = float(linear_cka(ra[keep], rb[keep])) if keep.sum() >= 2 else float("nan")
+    shuffled = cka_shuffled = float("nan")
+    if n > 1:
+        both = keep & np.roll(keep, 1, axis=0)
+        shuffled = com_agreement(ca, np.roll(cb, 1, axis=0), mask=both)
+        if both.sum() >= 2:
+            cka_shuffled = float(linear_cka(ra[both], np.roll(rb, 1, axis=0)[both]))
     return DenseComparisonResult(
         com_agreement=agree, com_agreement_shuffled=shuffled, linear_cka=cka,
+        linear_cka_shuffled=cka_shuffled,
         per_image=per_image, grid=(int(hh), int(ww)), n_images=n,
         n_positions=int(keep.sum()) // max(n, 1), artifacts_a=flags[0], artifacts_b=flags[1],
         window=window, tau=float(tau), artifact_threshold=float(artifact_threshold),

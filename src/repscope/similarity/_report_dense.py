@@ -35,6 +35,7 @@ def render_dense_com(records: Sequence[RecordLike]) -> str:
                 _num(v.get("com_agreement")),
                 _num(v.get("com_agreement_shuffled"), _NO_SHUFFLE),
                 _num(v.get("linear_cka")),
+                _num(v.get("linear_cka_shuffled"), _NO_SHUFFLE),
                 int(v.get("artifacts_a", 0)), int(v.get("artifacts_b", 0)),
             ])
         side_a, _, side_b = str(model).partition(" vs ")
@@ -45,13 +46,14 @@ def render_dense_com(records: Sequence[RecordLike]) -> str:
         caption = f"{model}" + (f" on {dataset}" if dataset else "") + f" ({settings})"
         table = html_table(
             [f"{side_a} layer", f"{side_b} layer", "common grid", "images", "positions / image",
-             "COM agreement", "shuffled images", "linear CKA", f"artifacts {side_a}",
-             f"artifacts {side_b}"],
-            rows, caption=caption, digits=3)
+             "same images", "shuffled images", "same images", "shuffled images", side_a, side_b],
+            rows, caption=caption, digits=3,
+            header_groups=[("layers", 5), ("COM agreement", 2), ("linear CKA", 2),
+                           ("high-norm tokens", 2)])
         note = ("COM agreement: cosine between the two models' local centre-of-mass fields "
                 "(where each patch's look-alikes lie) on interior positions free of high-norm "
-                "tokens; shuffled images pairs image i of one model with image i+1 of the "
-                "other, the agreement unrelated images reach. Linear CKA compares the features "
-                "themselves, each position a sample.")
+                "tokens. Linear CKA compares the features themselves on the same positions, "
+                "each a sample. Each measure's shuffled-images column pairs image i of one "
+                "model with image i+1 of the other: the level unrelated images reach.")
         out.append(f'<div class="block">{table}<p class="note">{esc(note)}</p></div>')
     return "".join(out)
