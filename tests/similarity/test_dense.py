@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from repscope.exceptions import RepscopeValueError
-from repscope.similarity._dense import (
+from repscope.similarity import (
     com_agreement,
     com_field,
     compare_dense,

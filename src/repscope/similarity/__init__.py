@@ -7,6 +7,16 @@ ones exactly over batches.
 """
 
 from repscope.similarity._cka import cka_from_moments, linear_cka, linear_cka_matrix
+from repscope.similarity._dense import (
+    ArtifactTokens,
+    DenseComparisonResult,
+    com_agreement,
+    com_field,
+    compare_dense,
+    high_norm_tokens,
+    patch_grid,
+    resize_grid,
+)
 from repscope.similarity._knn_measures import cknna, knn_jaccard, mutual_knn
 from repscope.similarity._layers import LayerMatrix, LayerMatrixResult, compare_layers
 from repscope.similarity._measures.cca import canonical_correlations, cca_similarity, pwcca, svcca
@@ -59,7 +69,9 @@ from repscope.similarity._streaming import StreamingSimilarity
 
 __all__ = [
     "INVARIANCES",
+    "ArtifactTokens",
     "BootstrapResult",
+    "DenseComparisonResult",
     "JackknifeResult",
     "LayerMatrix",
     "LayerMatrixResult",
@@ -77,9 +89,13 @@ __all__ = [
     "cca_similarity",
     "cka_from_moments",
     "cknna",
+    "com_agreement",
+    "com_field",
     "compare",
+    "compare_dense",
     "compare_layers",
     "get_measure",
+    "high_norm_tokens",
     "hsic",
     "jackknife",
     "kernel_ridge_predictivity",
@@ -96,12 +112,14 @@ __all__ = [
     "minibatch_cka",
     "mutual_knn",
     "null_calibrated",
+    "patch_grid",
     "permutation_test",
     "procrustes_distance",
     "pwcca",
     "rbf_cka",
     "rdm",
     "register_measure",
+    "resize_grid",
     "ridge_predictivity",
     "rsa",
     "rsa_euclidean",
