@@ -92,3 +92,29 @@ def test_default_latents_are_the_most_frequent_and_bad_input_is_named():
         interaction_cooccurrence(order1, X)
     with pytest.raises(RepscopeValueError, match="at least 3 distinct indices into the 16 latents"):
         interaction_cooccurrence(sae, X, latents=[0, 16, 2])
+
+
+def test_sae_eval_cli_reports_the_interaction_correlations_of_a_poly_sae(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from repscope.cli import cli
+    from repscope.sae.io import save_sae
+
+    sae = _planted_sae()
+    X = _inputs(PLANTED, n=800)
+    np.save(tmp_path / "x.npy", X)
+    save_sae(sae, tmp_path / "poly")
+    res = CliRunner().invoke(cli, ["--db", str(tmp_path / "r.db"), "sae", "eval",
+                                   str(tmp_path / "poly"), str(tmp_path / "x.npy"), "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)["interactions"]
+    ref = interaction_cooccurrence(sae, X)
+    assert got["r_interaction"] == pytest.approx(ref.r_interaction, rel=1e-9)
+    assert got["r_covariance"] == pytest.approx(ref.r_covariance, rel=1e-9)
+    assert got["r_interaction"] > 0.9 and got["n_latents"] == 16
+    table = CliRunner().invoke(cli, ["--db", str(tmp_path / "r.db"), "sae", "eval",
+                                     str(tmp_path / "poly"), str(tmp_path / "x.npy")])
+    assert table.exit_code == 0, table.output
+    assert "interaction strength vs co-occurrence" in table.output

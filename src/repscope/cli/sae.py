@@ -332,6 +332,14 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
             "clean": rec.clean, "spliced": rec.spliced, "zero_ablated": rec.zero_ablated,
             "fraction_recovered": rec.fraction_recovered, "n_tokens": rec.n_tokens,
             "model": lm_name, "texts": texts_dataset, "n_texts": len(texts)}
+    from repscope.sae.archs.poly import PolySAE
+
+    if isinstance(sae_model, PolySAE) and sae_model.cfg.order >= 2:
+        from repscope.sae.evaluation import interaction_cooccurrence
+
+        ic = interaction_cooccurrence(sae_model, vectors.data, batch_size=batch_size)
+        extra["interactions"] = {"r_interaction": ic.r_interaction,
+                                 "r_covariance": ic.r_covariance, "n_latents": int(ic.latents.size)}
     run = SAERunResult(sae_model, ev, top_latents=tops, extra={
         "path": str(sae_path.resolve()), "n_eval": vectors.n_vectors,
         "n_eval_samples": vectors.n_samples, "eval_on": "features", "skip_first": skip_first,
@@ -347,7 +355,11 @@ def eval_(sae_dir: str, features: str, layer: str | None, batch_size: int, lm_na
         echo_json(values)
         return
     rows = [(label, values[key]) for label, key in _EVAL_ROWS]
-    rows += [(label, extra["loss_recovered"][key]) for label, key in _LM_ROWS if extra]
+    rows += [(label, extra["loss_recovered"][key]) for label, key in _LM_ROWS
+             if "loss_recovered" in extra]
+    if "interactions" in extra:
+        rows += [("interaction strength vs co-occurrence (r)", extra["interactions"]["r_interaction"]),
+                 ("latent covariance vs co-occurrence (r)", extra["interactions"]["r_covariance"])]
     print_table(rows, ["metric", "value"],
                 title=f"{values['architecture']} SAE (width {values['d_sae']}) on "
                 f"{model} · {vectors.layer}, {values['n_eval']} vectors")

@@ -546,7 +546,7 @@ def interaction_cooccurrence(
     ----------
     sae : PolySAE
         With ``order >= 2``; run in eval mode on its device.
-    X : Tensor or ndarray of shape (n, d_in)
+    X : Tensor, ndarray of shape (n, d_in), or a re-iterable of such batches
         Raw inputs.
     latents : array-like of int, optional
         Latents to compare; default the ``max_latents`` most often firing on ``X`` (one extra
