@@ -1,5 +1,6 @@
 """Closed-form probe cases for ``benchmarks/probe_path.py``: ridge and LDA paths and the small
-(digits) fast path, each against its scikit-learn (or himalaya) counterpart.
+(digits) fast path, each against its scikit-learn (or himalaya) counterpart; (f) the ridge
+path when n < d (the dual form ``solver="auto"`` picks), with the primal forced beside it.
 
 Every case fits on the training split, selects on the training data only (LOO / GCV / a
 holdout split of it), and reports test accuracy of the selected model. Imports are lazy so
@@ -39,13 +40,18 @@ def _acc(model: Any, X: Any, y: np.ndarray, data: dict[str, Any]) -> float:
 
 
 # --------------------------------------------------------------------------- ridge
-def _ridge_repscope(name: str, selection: str) -> Any:
+def _ridge_repscope(name: str, selection: str, solver: str = "auto",
+                    dtype: Any = None) -> Any:
+    """RidgeProbe's path; ``dtype`` converts the training rows inside the timed call."""
     def run(data: dict[str, Any]) -> dict[str, Any]:
         from repscope.probe._ridge import RidgeProbe
 
         Xtr, ytr, Xte, yte = _split(data, name)
-        m = RidgeProbe(alphas=ALPHAS, selection=selection).fit(_dev(Xtr, data), ytr)
-        return {"accuracy": _acc(m, Xte, yte, data), "extra": f"alpha={m.alpha_:g}"}
+        Xfit = np.asarray(Xtr, dtype=dtype) if dtype is not None else Xtr
+        m = RidgeProbe(alphas=ALPHAS, selection=selection, solver=solver).fit(
+            _dev(Xfit, data), ytr)
+        return {"accuracy": _acc(m, Xte, yte, data),
+                "extra": f"alpha={m.alpha_:g} {m.solver_}"}
     return run
 
 
@@ -163,6 +169,13 @@ CASES = {
     "sklearn_ridgecv_lite0": _ridge_sklearn("lite0"),
     "lda_path_lite0": _lda_repscope("lite0"),
     "sklearn_lda_loop_lite0": _lda_sklearn_loop("lite0"),
+    "ridge_path_loo_primal_lite0": _ridge_repscope("lite0", "loo", solver="primal"),
+    "ridge_path_loo_wide1000": _ridge_repscope("wide1000", "loo"),
+    "ridge_path_loo_wide1000_float64": _ridge_repscope("wide1000", "loo", dtype=np.float64),
+    "sklearn_ridgecv_wide1000": _ridge_sklearn("wide1000"),
+    "ridge_path_loo_wide600": _ridge_repscope("wide600", "loo"),
+    "ridge_path_loo_primal_wide600": _ridge_repscope("wide600", "loo", solver="primal"),
+    "sklearn_ridgecv_wide600": _ridge_sklearn("wide600"),
     "ridge_probe_digits": _small(_mk_ridge_probe),
     "sklearn_ridgecv_digits": _small(_mk_ridge_cv),
     "lda_probe_digits": _small(_mk_lda_probe),
@@ -182,7 +195,8 @@ PRELOAD = {
 PYTHON = {"himalaya_ridgecv_synthetic": "/tmp/venv-himalaya/bin/python"}
 
 RUNS = {"sklearn_lda_loop_synthetic": 1, "himalaya_ridgecv_synthetic": 1,
-        "sklearn_ridgecv_synthetic": 1, "sklearn_lda_loop_lite0": 1}
+        "sklearn_ridgecv_synthetic": 1, "sklearn_lda_loop_lite0": 1,
+        "ridge_path_loo_primal_wide600": 1}
 
 COMPARISONS = [
     ("(a) ridge 8-alpha path, LOO (synthetic 50k x 768, 100 cl.)", "ridge_path_loo_synthetic",
@@ -196,6 +210,16 @@ COMPARISONS = [
     ("(a) ridge path, LOO (lite0 _bn1, 800 x 1280)", "ridge_path_loo_lite0",
      "sklearn_ridgecv_lite0", 5.0),
     ("(b) LDA path, holdout (lite0 _bn1)", "lda_path_lite0", "sklearn_lda_loop_lite0", 10.0),
+    ("(f) ridge LOO path, n < d: dual (auto) (synthetic 1,000 x 4,096 float32, 10 cl.)",
+     "ridge_path_loo_wide1000", "sklearn_ridgecv_wide1000", 3.0),
+    ("(f) the same, float64 input (dual in float64)", "ridge_path_loo_wide1000_float64",
+     "sklearn_ridgecv_wide1000", 1.0),
+    ("(f) ridge LOO path, n < d: dual (auto) (synthetic 600 x 3,000 float32)",
+     "ridge_path_loo_wide600", "sklearn_ridgecv_wide600", 3.0),
+    ("(f) ridge LOO path, primal forced (synthetic 600 x 3,000)",
+     "ridge_path_loo_primal_wide600", "sklearn_ridgecv_wide600", 1.0),
+    ("(f) ridge LOO path, primal forced (lite0 _bn1, 800 x 1280)",
+     "ridge_path_loo_primal_lite0", "sklearn_ridgecv_lite0", 1.0),
     ("(e) RidgeProbe LOO path vs RidgeClassifierCV (digits)", "ridge_probe_digits",
      "sklearn_ridgecv_digits", 1 / 1.5),
     ("(e) LDAProbe vs LDA lsqr (digits)", "lda_probe_digits", "sklearn_lda_digits", 1 / 1.5),

@@ -8,7 +8,11 @@ every subprocess memory-maps the same data:
 * ``lite0``: real EfficientNet-Lite0 features of 1,000 MNIST images (``_bn1``, 1,280-d, via
   ``tests/_realdata.py``; skipped with a message when the model or data is missing),
   800 train / 200 test;
-* ``digits``: scikit-learn digits (1,797 x 64), 1,437 train / 360 test.
+* ``digits``: scikit-learn digits (1,797 x 64), 1,437 train / 360 test;
+* ``wide1000`` / ``wide600``: fewer samples than features, as when probing LLM features
+  with a few labelled examples: the synthetic recipe at n = 1,000, d = 4,096 and n = 600,
+  d = 3,000, 10 classes, 1,000 test rows, float32 (built only when a selected case names
+  them).
 
 Cases come from every ``benchmarks/_probe_cases_*.py`` module present. Each exposes
 
@@ -78,6 +82,8 @@ def _have(name: str, keys: tuple[str, ...]) -> dict[str, str] | None:
 
 
 KEYS = ("X_train", "y_train", "X_test", "y_test")
+#: n < d data sets: name -> (n_train, d, classes); a case whose name holds the key uses it
+WIDE = {"wide1000": (1_000, 4_096, 10), "wide600": (600, 3_000, 10)}
 
 
 def make_synthetic(n: int, d: int, k: int, n_test: int, seed: int = 0) -> dict[str, str]:
@@ -208,9 +214,13 @@ def main() -> None:
     lite0 = make_lite0()
     if lite0:
         data["lite0"] = lite0
+    wanted = set(args.cases.split(",")) if args.cases else None
+    selected = [c for mod in mods.values() for c in mod.CASES if not wanted or c in wanted]
+    for name, (n, d, k) in WIDE.items():
+        if any(name in c for c in selected):
+            data[name] = make_synthetic(n, d, k, n_test=1_000)
     data_file = ROOT / f"data_{args.device}_{os.getpid()}.json"  # one per harness run
     data_file.write_text(json.dumps({**data, "device": args.device}))
-    wanted = set(args.cases.split(",")) if args.cases else None
     print(f"device={args.device} threads={args.threads} runs={args.runs} "
           f"as-limit={args.mem_limit_gb} GB; synthetic n={args.n} d={args.d} "
           f"classes={args.classes}; X_train {args.n * args.d * 4 / 2**20:.0f} MB (float32)")

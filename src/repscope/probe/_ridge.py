@@ -31,11 +31,13 @@ from repscope._kernels.eigenpath import (
 from repscope._params import ValidatedEstimator, parameter_error
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.probe._ridge_dual import DualGram, dual_problem, fold_decisions
 from repscope.stats import Moments
 
 __all__ = ["RidgeProbe"]
 
 Selection = Literal["gcv", "loo", "holdout", "kfold"]
+Solver = Literal["auto", "primal", "dual"]
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
 # constraints shared by the closed-form probes (RidgeProbe, LDAProbe, GaussianNBProbe)
@@ -340,6 +342,22 @@ class RidgeProbe(_ClosedFormClassifier):
 
         The final model is refit on all rows at ``alpha_`` (from the total moments).
     fit_intercept : bool, default=True
+    solver : {"auto", "primal", "dual"}, default="auto"
+        Which Gram is decomposed:
+
+        * ``"primal"``: the ``d x d`` Gram of the features, accumulated as Moments in one
+          streaming pass (the only form :meth:`fit_moments` offers);
+        * ``"dual"``: the ``n x n`` Gram of the samples, :math:`K = X_c X_c^T = U S U^T`
+          (kernel ridge with a linear kernel, centred on the training mean like the primal's
+          intercept): every alpha is :math:`W_a = X_c^T U (S + a I)^{-1} U^T T_c`, with the
+          same GCV, leave-one-out and held-out criteria (:mod:`repscope.probe._ridge_dual`).
+          It holds the rows in memory (:meth:`from_store` reads the layer in);
+        * ``"auto"``: ``"dual"`` when ``n_samples < n_features``, the cheaper ``eigh``
+          (``n^3`` against ``d^3``; building the Gram costs ``n^2 d`` against ``n d^2``),
+          else ``"primal"``.
+
+        Both give the same path, selection and coefficients (to rounding). For float32
+        input the dual's Gram and ``eigh`` run in float32.
     multilabel : bool, default=False
         ``y`` is a multi-hot (n_samples, n_labels) matrix; one ridge target per label.
     cv : int, default=5
@@ -362,12 +380,17 @@ class RidgeProbe(_ClosedFormClassifier):
     path_ : ndarray of shape (n_alphas,)
         Validation score of every alpha, higher is better: accuracy (``holdout``/``kfold``)
         or minus the mean squared error of the ``±1`` targets (``gcv``/``loo``).
+    solver_ : {"primal", "dual"}
+        The form that was solved.
     n_features_in_ : int
 
     Notes
     -----
-    Cost: one pass to accumulate the ``d x d`` Gram and ``K x d`` class sums, one ``eigh``
-    (plus one per fold), and ``O(d^2 K)`` per alpha; ``"loo"`` adds ``O(n d^2 + n d K A)``.
+    Cost (primal): one pass to accumulate the ``d x d`` Gram and ``K x d`` class sums, one
+    ``eigh`` (plus one per fold), and ``O(d^2 K)`` per alpha; ``"loo"`` adds
+    ``O(n d^2 + n d K A)``. Dual: ``O(n^2 d)`` for the Gram, one ``n x n`` ``eigh`` (plus one
+    per fold), ``O(n K)`` per alpha (``O(n^2 K)`` for ``"loo"``) and ``O(n d K)`` for the
+    coefficients.
     Bad input: one class raises; a class with a single sample is fine; NaN features raise;
     string labels work.
 
@@ -384,6 +407,7 @@ class RidgeProbe(_ClosedFormClassifier):
         "alphas": [Interval(Real, 0, None, closed="left"), "array-like"],
         "selection": [StrOptions({"gcv", "loo", "holdout", "kfold"})],
         "fit_intercept": ["boolean"],
+        "solver": [StrOptions({"auto", "primal", "dual"})],
         "multilabel": ["boolean"],
         "cv": CV_FOLDS,
         "validation_fraction": FRACTION,
@@ -397,6 +421,7 @@ class RidgeProbe(_ClosedFormClassifier):
         *,
         selection: Selection = "gcv",
         fit_intercept: bool = True,
+        solver: Solver = "auto",
         multilabel: bool = False,
         cv: int = 5,
         validation_fraction: float = 0.2,
@@ -406,6 +431,7 @@ class RidgeProbe(_ClosedFormClassifier):
         self.alphas = alphas
         self.selection = selection
         self.fit_intercept = fit_intercept
+        self.solver = solver
         self.multilabel = multilabel
         self.cv = cv
         self.validation_fraction = validation_fraction
@@ -435,19 +461,38 @@ class RidgeProbe(_ClosedFormClassifier):
         """
         alphas = self._check_params()
         X, targets = self._encode(X, y)
+        if self._dual(int(X.shape[0])):
+            return self._fit_dual(X, targets, alphas)
         return self._fit_source(_Source(X, targets, self.batch_size), alphas)
+
+    def _dual(self, n: int) -> bool:
+        """Whether to solve the dual (``n x n``) form; sets ``solver_``."""
+        dual = self.solver == "dual" or (self.solver == "auto" and n < self.n_features_in_)
+        self.solver_ = "dual" if dual else "primal"
+        return dual
 
     @classmethod
     def from_store(cls, store: Any, layer: str, *, labels: Any, **params: Any) -> RidgeProbe:
         """Fit on one layer of a :class:`~repscope.store.FeatureStore`, streaming.
 
         ``labels`` is a metadata column name or an array with one label per sample. The
-        moments take one pass; ``"loo"``, ``"holdout"`` and ``"kfold"`` take a second.
+        moments take one pass; ``"loo"``, ``"holdout"`` and ``"kfold"`` take a second. The
+        dual form (``solver="dual"``, or ``"auto"`` with fewer samples than features) reads
+        the layer into memory in one pass instead.
         """
         probe = cls(**params)
         alphas = probe._check_params()
         targets = probe._store_targets(store, layer, labels)
-        return probe._fit_source(_Source(None, targets, probe.batch_size, store, layer), alphas)
+        source = _Source(None, targets, probe.batch_size, store, layer)
+        if probe._dual(source.n):
+            rows = [Xb for Xb, _, _ in source.batches()]
+            if rows and is_torch(rows[0]):
+                import torch
+
+                return probe._fit_dual(torch.cat(rows), targets, alphas)
+            return probe._fit_dual(np.concatenate([np.asarray(r) for r in rows]), targets,
+                                   alphas)
+        return probe._fit_source(source, alphas)
 
     def fit_moments(self, moments: Moments) -> RidgeProbe:
         """Fit from precomputed (e.g. all-reduced) Moments, selecting by GCV.
@@ -457,6 +502,11 @@ class RidgeProbe(_ClosedFormClassifier):
         moments; the other criteria need the rows (use :meth:`fit` or :meth:`from_store`).
         """
         alphas = self._check_params()
+        if self.solver == "dual":
+            raise RepscopeValueError(
+                "fit_moments solves the primal form (the d x d Gram the moments hold); got "
+                "solver='dual', which needs the rows. Use fit(X, y) or from_store for it.")
+        self.solver_ = "primal"
         if self.selection != "gcv" and alphas.size > 1:
             raise RepscopeValueError(
                 f"fit_moments selects alpha by GCV only; got selection={self.selection!r}. Use "
@@ -493,6 +543,56 @@ class RidgeProbe(_ClosedFormClassifier):
         self._select_and_refit(total, fold_sums, source, folds, alphas)
         return self
 
+    def _fit_dual(self, X: Any, targets: np.ndarray, alphas: np.ndarray) -> RidgeProbe:
+        """The whole path from one ``eigh`` of the ``n x n`` Gram (see ``solver``)."""
+        n = int(targets.shape[0])
+        if n <= 1:
+            raise RepscopeValueError(f"RidgeProbe needs at least 2 samples; got {n}.")
+        folds, k = fold_ids(n, self.selection, self.cv, self.validation_fraction,
+                            self.random_state)
+        gram = DualGram.of(X, center=self.fit_intercept)
+        T = self._targets(targets, None)
+        prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
+        sel = self.selection
+        if alphas.size == 1:
+            path = np.zeros(1)
+        elif sel == "gcv":
+            path = -ridge_gcv_path(prob.basis.values, prob.C, prob.tss, n, alphas,
+                                   fit_intercept=self.fit_intercept).mean(1)
+        elif sel == "loo":
+            F = ridge_filters(prob.basis.values, alphas)
+            sq = loo_sq_errors(prob.Z, prob.Tc, F, prob.C, n, fit_intercept=self.fit_intercept)
+            path = -sq.sum(1) / (n * T.shape[1])
+        else:
+            correct, counts = np.zeros((k, alphas.size)), np.zeros(k)
+            for f in range(k):
+                held = folds == f
+                train = ~held
+                if train.sum() <= 1:
+                    raise RepscopeValueError(
+                        f"a training fold has {int(train.sum())} samples; use fewer folds or "
+                        "more data.")
+                D = fold_decisions(gram.K, T, train, held, alphas,
+                                   fit_intercept=self.fit_intercept, single=gram.single)
+                correct[f] = self._count_correct(D, targets[held])
+                counts[f] = held.sum()
+            path = (correct / np.maximum(counts, 1)[:, None]).mean(0)
+        best = int(np.argmax(path))
+        self.path_ = path
+        self.alpha_ = float(alphas[best])
+        W = gram.coefs(prob.dual_coefs(self.alpha_))  # (d, t)
+        self.coef_ = np.ascontiguousarray(W.T)
+        self.intercept_ = prob.tbar - gram.mean @ W
+        return self
+
+    def _count_correct(self, D: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Correct predictions (label-averaged if multilabel) of every path value, shape (A,),
+        from decision values ``D`` of shape (b, A, t) and encoded targets ``truth``."""
+        if self.multilabel:
+            return ((D > 0) == (truth[:, None, :] > 0)).mean(2).sum(0)
+        pred = (D[:, :, 0] > 0).astype(np.int64) if D.shape[2] == 1 else D.argmax(2)
+        return (pred == truth[:, None]).sum(0)
+
     def _problem(self, cs: ClassSums) -> tuple[EigenBasis, np.ndarray, np.ndarray, np.ndarray,
                                                np.ndarray]:
         """Eigenbasis, ``C = V^T B``, target means, centred target sums of squares, x shift."""
@@ -517,7 +617,7 @@ class RidgeProbe(_ClosedFormClassifier):
         return basis, basis.vectors.T @ B, tbar, tss, xm
 
     def _targets(self, tb: np.ndarray, like: Any) -> Any:
-        """``±1`` targets of a batch, in ``like``'s backend."""
+        """``±1`` targets of a batch, in ``like``'s backend (numpy when ``like`` is None)."""
         if self.multilabel:
             T = 2.0 * tb - 1.0
         else:
@@ -591,11 +691,6 @@ class RidgeProbe(_ClosedFormClassifier):
                 if not mask.any():
                     continue
                 D = to_numpy(path_decision(_take(Xb, mask), xm, W_all, off)).reshape(-1, A, t)
-                truth = tb[mask]
-                if self.multilabel:
-                    correct[f] += ((D > 0) == (truth[:, None, :] > 0)).mean(2).sum(0)
-                else:
-                    pred = (D[:, :, 0] > 0).astype(np.int64) if t == 1 else D.argmax(2)
-                    correct[f] += (pred == truth[:, None]).sum(0)
+                correct[f] += self._count_correct(D, tb[mask])
                 counts[f] += mask.sum()
         return (correct / np.maximum(counts, 1)[:, None]).mean(0)
