@@ -153,6 +153,9 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
     (``moment_features(..., variances=True)``), the scale that row normalisation removes.
     Either alone misses a class difference: with the leading components all in head 0 a
     class-dependent sign of their correlation, or a class-dependent variance, is invisible.
+    It skips the per-head layer norm, which on components of very different scales is led by
+    the largest one in each head (on MiniLM-L6 Austen tokens, 4 heads of 16, four splits,
+    mean test accuracy 0.70 without it, 0.65 with it).
 
     Parameters
     ----------
@@ -272,7 +275,8 @@ class MomentProbe(ClassifierMixin, ValidatedEstimator):
 
     def _second(self, tok: Any, m: Any, proj: Any) -> Any:
         z = tok @ proj
-        return moment_features(z, m, n_heads=self.n_heads, pairing=self.pairing, variances=True)
+        return moment_features(z, m, n_heads=self.n_heads, pairing=self.pairing,
+                               layer_norm=False, variances=True)
 
     def _fit_pca(self, tok: Any, m: Any, width: int) -> Any:
         """Top ``width`` principal directions of the valid training tokens (float64 Gram),
