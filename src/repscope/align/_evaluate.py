@@ -118,6 +118,22 @@ class AlignmentResult(RecordedResult):
 AlignmentEvaluation = AlignmentResult
 
 
+def anchor_split(
+    X: np.ndarray, n_train: int, anchors: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training (anchor) and test row indices: ``n_train`` random rows, or a projection-DPP
+    choice of ``n_train`` diverse rows of ``X``; the test rows are the rest."""
+    n = int(X.shape[0])
+    if anchors == "dpp":
+        from repscope.geometry import dpp_subset
+
+        tr = np.sort(np.asarray(dpp_subset(X, n_train, seed=seed, max_samples=None).indices))
+        te = np.setdiff1d(np.arange(n), tr)
+        return tr, te
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[:n_train], perm[n_train:]
+
+
 def evaluate_alignment(
     X: Any,
     Y: Any,
@@ -131,6 +147,7 @@ def evaluate_alignment(
     retrieval_ks: Sequence[int] = (1, 5, 10),
     sweep_ks: Sequence[int] | None = (),
     max_matching: int = 5000,
+    anchors: Literal["random", "dpp"] = "random",
 ) -> AlignmentResult:
     """Split paired ``(X, Y)`` into train/test, fit a map on train, score it on test.
 
@@ -152,6 +169,11 @@ def evaluate_alignment(
         two; empty: no sweep).
     max_matching : int, default=5000
         Skip the ``n x n`` matching accuracy above this many test pairs (NaN).
+    anchors : {"random", "dpp"}, default="random"
+        How the ``n_train`` anchor pairs are chosen: uniformly at random, or a projection DPP
+        on ``X`` (:func:`repscope.geometry.dpp_subset`: pairs spread over the dominant
+        directions of ``X``, the budget of annotated pairs spent on diverse inputs). The
+        other rows are the test pairs either way.
 
     Returns
     -------
@@ -168,9 +190,9 @@ def evaluate_alignment(
             f"The 'n_train' parameter of {caller} must leave at least 2 test pairs; got "
             f"n_train={n_tr} of n={n}."
         )
+    anchors = check_choice(anchors, "anchors", ("random", "dpp"), caller=caller)  # type: ignore[assignment]
     Xn, Yn = as_float64_numpy(X), as_float64_numpy(Y)
-    perm = np.random.default_rng(seed).permutation(n)
-    tr, te = perm[:n_tr], perm[n_tr:]
+    tr, te = anchor_split(Xn, n_tr, anchors, seed)
     est: Any
     if map == "orthogonal":
         est = OrthogonalMap(scale=scale)
@@ -206,5 +228,6 @@ def evaluate_alignment(
         n_train=int(n_tr),
         n_test=len(te),
         params={"map": str(map), "seed": int(seed), "scale": bool(scale),
-                "n_components": int(n_components), "method": str(method)},
+                "n_components": int(n_components), "method": str(method),
+                "anchors": str(anchors)},
     )

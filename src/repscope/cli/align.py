@@ -39,7 +39,11 @@ def _parse_ints(text: str, option: str) -> list[int]:
               help="orthogonal: Procrustes + mean shift; linear: ridge (GCV); subspace: top-k "
                    "CCA/PCA then orthogonal.")
 @click.option("--n-train", type=int, default=None,
-              help="Training pairs (random subset; default half). The rest are held out.")
+              help="Training (anchor) pairs (default half). The rest are held out.")
+@click.option("--anchors", type=click.Choice(["random", "dpp"]), default="random",
+              show_default=True,
+              help="How the anchor pairs are chosen: at random, or diverse inputs of A by a "
+                   "projection DPP (see `repscope subset`).")
 @click.option("--scale", is_flag=True, help="Fit an isotropic scale with the orthogonal map.")
 @click.option("--k", "n_components", type=int, default=32, show_default=True,
               help="Subspace size for --map subspace.")
@@ -53,8 +57,9 @@ def _parse_ints(text: str, option: str) -> list[int]:
 @pair_by_option
 @json_option
 def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | None,
-          map_kind: str, n_train: int | None, scale: bool, n_components: int, method: str,
-          sweep: str, tops: str, dataset: str, pair_by: str, as_json: bool) -> None:
+          map_kind: str, n_train: int | None, anchors: str, scale: bool, n_components: int,
+          method: str, sweep: str, tops: str, dataset: str, pair_by: str,
+          as_json: bool) -> None:
     """Map FEATURES_A onto FEATURES_B (samples paired by id when both have ids, see
     --pair-by) and score it held out.
 
@@ -75,7 +80,7 @@ def align(features_a: str, features_b: str, layer_a: str | None, layer_b: str | 
     ev = evaluate_alignment(X, Y, map=map_kind, n_train=n_train, seed=seed,  # type: ignore[arg-type]
                             n_components=n_components, method=method,  # type: ignore[arg-type]
                             scale=scale, retrieval_ks=_parse_ints(tops, "--top"),
-                            sweep_ks=sweep_ks)
+                            sweep_ks=sweep_ks, anchors=anchors)  # type: ignore[arg-type]
     ma, mb = model_name(pa_), model_name(pb_)
     model = f"{ma} vs {mb}"
     with settings().db() as db, db.run("align", {"a": str(pa_), "b": str(pb_), **ev.params},

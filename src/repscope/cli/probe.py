@@ -65,6 +65,10 @@ def _parse_shots(text: str) -> tuple[int, ...]:
 @click.option("--few-shot", "few_shot_spec", default=None,
               help="Shots per class at the best layer, e.g. 1,5,10.")
 @click.option("--tries", default=5, show_default=True, help="Random draws per few-shot size.")
+@click.option("--few-shot-sampler", "shot_sampler", type=click.Choice(["random", "dpp"]),
+              default="random", show_default=True,
+              help="How each class's shots are drawn: at random, or diverse examples by a "
+                   "projection DPP.")
 @click.option("--learning-curve", "do_curve", is_flag=True,
               help="Learning curve (accuracy vs training size) at the best layer.")
 @click.option("--calibration", "do_calibration", is_flag=True,
@@ -73,7 +77,8 @@ def _parse_shots(text: str) -> tuple[int, ...]:
 @progress_option
 @json_option
 def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, folds: int,
-          few_shot_spec: str | None, tries: int, do_curve: bool, do_calibration: bool,
+          few_shot_spec: str | None, tries: int, shot_sampler: str, do_curve: bool,
+          do_calibration: bool,
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
     from repscope.cli._errors import check_labels_file
@@ -111,8 +116,9 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
             fs_factory = make_probe(probe_name, k=max(1, min(10, min(shots) * n_classes)),
                                     seed=seed, small=True)
             fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed,
-                          progress=bars)
-            db.add_many(fs.to_records(**ctx, layer=best, params={**params, "n_tries": tries}))
+                          progress=bars, sampler=shot_sampler)  # type: ignore[arg-type]
+            db.add_many(fs.to_records(**ctx, layer=best, params={**params, "n_tries": tries,
+                                                                   "sampler": shot_sampler}))
             out["few_shot"] = {"layer": best, **fs.to_dict()}
             out["few_shot"].pop("test_indices", None)
         if do_curve:

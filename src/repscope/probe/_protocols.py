@@ -339,6 +339,20 @@ class FewShotResult(RecordedResult):
             "n_test": self.n_test})]
 
 
+def _draw_shots(X: Any, pool: np.ndarray, s: int, rng: np.random.Generator,
+                sampler: str) -> np.ndarray:
+    """``s`` rows of one class's ``pool``: uniform, or a projection DPP on their features
+    (seeded from ``rng``, so each try differs)."""
+    if sampler == "dpp" and s > 1:
+        from repscope._array import to_numpy
+        from repscope.geometry import dpp_subset
+
+        F = np.asarray(to_numpy(_take(X, pool)), dtype=np.float64).reshape(pool.size, -1)
+        pick = dpp_subset(F, s, seed=int(rng.integers(2**31)), max_samples=None).indices
+        return pool[np.asarray(pick)]
+    return rng.choice(pool, size=s, replace=False)
+
+
 def few_shot(
     estimator: EstimatorFactory,
     X: Any,
@@ -351,6 +365,7 @@ def few_shot(
     test_indices: Sequence[int] | None = None,
     ci: Literal["t", "bootstrap"] = "t",
     progress: ProgressLike = False,
+    sampler: Literal["random", "dpp"] = "random",
 ) -> FewShotResult:
     """Few-shot accuracy: ``shots`` examples per class, ``n_tries`` draws, fixed test split.
 
@@ -375,6 +390,10 @@ def few_shot(
     progress : bool or callable, default=False
         True shows a progress bar (fits done, with an ETA) on stderr; a callable
         ``advance(k)`` is called once per fit.
+    sampler : {"random", "dpp"}, default="random"
+        How each class's shots are drawn from its pool: uniformly, or a projection DPP on the
+        class's features (:func:`repscope.geometry.dpp_subset`: diverse examples, the
+        labelling budget spent on inputs that differ). Each try still uses its own seed.
 
     Returns
     -------
@@ -384,6 +403,7 @@ def few_shot(
     labels = check_labels(y, n_samples=_n_rows(X), name="y", min_classes=2)
     check_positive_int(n_tries, "n_tries", caller=caller)
     check_choice(ci, "ci", ("t", "bootstrap"), caller=caller)
+    check_choice(sampler, "sampler", ("random", "dpp"), caller=caller)
     shots_t = tuple(check_positive_int(s, "shots", caller=caller) for s in shots)
     if not shots_t:
         raise RepscopeValueError(f"The 'shots' parameter of {caller} must not be empty.")
@@ -407,7 +427,7 @@ def few_shot(
             row = []
             for j in range(n_tries):
                 rng = np.random.default_rng([seed, s, j])
-                idx = np.concatenate([rng.choice(by_class[c], size=s, replace=False)
+                idx = np.concatenate([_draw_shots(X, by_class[c], s, rng, sampler)
                                       for c in classes])
                 est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
                 row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
