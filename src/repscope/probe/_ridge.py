@@ -31,7 +31,7 @@ from repscope._kernels.eigenpath import (
 from repscope._params import ValidatedEstimator, parameter_error
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.probe._ridge_dual import DualGram, dual_problem, fold_decisions
+from repscope.probe._ridge_dual import SINGLE_SAFE, DualGram, dual_problem, fold_decisions
 from repscope.stats import Moments
 
 __all__ = ["RidgeProbe"]
@@ -357,7 +357,8 @@ class RidgeProbe(_ClosedFormClassifier):
           else ``"primal"``.
 
         Both give the same path, selection and coefficients (to rounding). For float32
-        input the dual's Gram and ``eigh`` run in float32.
+        input the dual's Gram and ``eigh`` run in float32 when every alpha is at least
+        ``64 eps32`` times the Gram's largest eigenvalue (else in float64).
     multilabel : bool, default=False
         ``y`` is a multi-hot (n_samples, n_labels) matrix; one ridge target per label.
     cv : int, default=5
@@ -553,6 +554,9 @@ class RidgeProbe(_ClosedFormClassifier):
         gram = DualGram.of(X, center=self.fit_intercept)
         T = self._targets(targets, None)
         prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
+        if gram.single and alphas.min() < SINGLE_SAFE * prob.basis.values.max(initial=0.0):
+            gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
+            prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept)
         sel = self.selection
         if alphas.size == 1:
             path = np.zeros(1)

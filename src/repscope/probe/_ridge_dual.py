@@ -20,7 +20,10 @@ are entries of ``K`` corrected by row means (no second pass over ``X``).
 
 Precision: float64 throughout, except for float32 input, whose Gram and ``eigh`` run in
 float32: ``eigh`` is backward stable, so the computed eigenpairs are exact for a Gram perturbed
-by about float32 rounding of ``K``, the same order as the rounding already in float32 features.
+by about float32 rounding of ``K`` (``eps32 * lambda_max``), the order of the rounding already
+in float32 features. That perturbation only matters for alphas near it, so the float32 result
+is kept only when every alpha on the grid is at least :data:`SINGLE_SAFE` ``* lambda_max``;
+otherwise the Gram and ``eigh`` are redone in float64 (:meth:`DualGram.in_float64`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ import numpy as np
 from repscope._array import is_torch, to_numpy
 from repscope._kernels.eigenpath import EigenBasis, ridge_filters
 
-__all__ = ["DualGram", "DualProblem", "dual_problem", "fold_decisions"]
+__all__ = ["SINGLE_SAFE", "DualGram", "DualProblem", "dual_problem", "fold_decisions"]
+
+#: smallest alpha / lambda_max for which a float32 Gram and eigh are kept (64 float32 eps)
+SINGLE_SAFE = 64 * float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,18 @@ class DualGram:
         Xc = Xf - mean.astype(Xf.dtype) if center else Xf
         K = (Xc @ Xc.T).astype(np.float64, copy=False)  # X @ X.T is one syrk
         return cls(Xc, K, mean, single)
+
+    def in_float64(self) -> DualGram:
+        """The same rows with the Gram recomputed in float64."""
+        if not self.single:
+            return self
+        if is_torch(self.Xc):
+            import torch
+
+            Xc = self.Xc.to(torch.float64)
+            return DualGram(Xc, to_numpy(Xc @ Xc.T), self.mean, False)
+        Xc64 = self.Xc.astype(np.float64)
+        return DualGram(Xc64, Xc64 @ Xc64.T, self.mean, False)
 
     def coefs(self, M: np.ndarray) -> np.ndarray:
         """``Xc^T M`` in float64, shape (d, t), for dual coefficients ``M`` (n, t)."""
