@@ -553,10 +553,9 @@ class RidgeProbe(_ClosedFormClassifier):
                             self.random_state)
         gram = DualGram.of(X, center=self.fit_intercept)
         T = self._targets(targets, None)
-        prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
-        if gram.single and alphas.min() < SINGLE_SAFE * prob.basis.values.max(initial=0.0):
+        if gram.single and alphas.min() < SINGLE_SAFE * gram.top_eigenvalue():
             gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
-            prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept)
+        prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
         sel = self.selection
         if alphas.size == 1:
             path = np.zeros(1)
