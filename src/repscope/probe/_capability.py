@@ -5,7 +5,7 @@ from repscope.capability import Capability, DemoStep, Kind, Section
 CAPABILITY = Capability(
     name="probe",
     summary="Linear probes per layer with intervals, few-shot, learning curves, calibration.",
-    commands=("repscope.cli.probe:probe",),
+    commands=("repscope.cli.probe:probe", "repscope.cli.readout:readout"),
     sections=(
         Section("probe", "Probe accuracy by layer", order=21,
                 render="repscope.probe._report:render_probe",
@@ -26,6 +26,11 @@ CAPABILITY = Capability(
                 description="Reliability diagram of the probe's top-label confidence on "
                 "held-out data, before and after temperature scaling (fitted on a validation "
                 "split); the diagonal is perfect calibration."),
+        Section("readout", "Cross-attention readout", order=47,
+                render="repscope.probe._report_readout:render_readout",
+                description="Held-out R² of learned queries (one per target) cross-attending "
+                "to patch tokens, beside ridge on pooled and on flattened tokens, and where "
+                "each target's query attends."),
     ),
     demo=(
         DemoStep("probes", order=30, run="repscope.probe._demo:demo_probe_step",
