@@ -5,7 +5,8 @@ from repscope.capability import Capability, DemoStep, Kind, Section
 CAPABILITY = Capability(
     name="probe",
     summary="Linear probes per layer with intervals, few-shot, learning curves, calibration.",
-    commands=("repscope.cli.probe:probe", "repscope.cli.readout:readout"),
+    commands=("repscope.cli.probe:probe", "repscope.cli.readout:readout",
+              "repscope.cli.probe_points:probe_points"),
     sections=(
         Section("probe", "Probe accuracy by layer", order=21,
                 render="repscope.probe._report:render_probe",
@@ -31,6 +32,11 @@ CAPABILITY = Capability(
                 description="Held-out R² of learned queries (one per target) cross-attending "
                 "to patch tokens, beside ridge on pooled and on flattened tokens, and where "
                 "each target's query attends."),
+        Section("probe_points", "Per-point probes (mIoU by layer)", order=25,
+                render="repscope.probe._report_points:render_probe_points",
+                description="Per-point probes (Masked Scene Modeling): every level's map "
+                "sampled bilinearly at each point, a ridge and a kNN probe per point, test "
+                "mIoU layer by layer and on all levels concatenated (multi-level)."),
     ),
     demo=(
         DemoStep("probes", order=30, run="repscope.probe._demo:demo_probe_step",
