@@ -36,6 +36,13 @@ if TYPE_CHECKING:
         mdl_online,
         selectivity,
     )
+    from repscope.probe._drift import (
+        CheckpointMismatchError,
+        FeatureDriftResult,
+        checkpoint_drift,
+        feature_drift,
+        head_kernel,
+    )
     from repscope.probe._encoding import EncodingModel
     from repscope.probe._generative import (
         GaussianNBProbe,
@@ -74,8 +81,10 @@ __getattr__, __dir__, _ = attach(__name__, __file__)
 __all__ = [
     "C_from_lambda",
     "CalibrationResult",
+    "CheckpointMismatchError",
     "EncodingModel",
     "EvaluationResult",
+    "FeatureDriftResult",
     "FewShotResult",
     "FixedValidation",
     "GaussianNBProbe",
@@ -103,12 +112,15 @@ __all__ = [
     "balanced_accuracy",
     "brier_score",
     "calibration_report",
+    "checkpoint_drift",
     "control_task_labels",
     "ece",
     "evaluate",
     "few_shot",
+    "feature_drift",
     "fit_temperature",
     "head_diagnostics",
+    "head_kernel",
     "kmeans_types",
     "lambda_from_C",
     "learning_curve",
