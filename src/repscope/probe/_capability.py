@@ -6,7 +6,7 @@ CAPABILITY = Capability(
     name="probe",
     summary="Linear probes per layer with intervals, few-shot, learning curves, calibration.",
     commands=("repscope.cli.probe:probe", "repscope.cli.readout:readout",
-              "repscope.cli.probe_points:probe_points"),
+              "repscope.cli.probe_points:probe_points", "repscope.cli.drift:drift"),
     sections=(
         Section("probe", "Probe accuracy by layer", order=21,
                 render="repscope.probe._report:render_probe",
@@ -37,6 +37,11 @@ CAPABILITY = Capability(
                 description="Per-point probes (Masked Scene Modeling): every level's map "
                 "sampled bilinearly at each point, a ridge and a kNN probe per point, test "
                 "mIoU layer by layer and on all levels concatenated (multi-level)."),
+        Section("feature_drift", "Feature drift between checkpoints", order=32,
+                render="repscope.probe._report_drift:render_feature_drift",
+                description="How far each layer's features moved from one checkpoint to "
+                "another on the same inputs (e.g. before and after fine-tuning): linear CKA, "
+                "per-sample cosine and L2, head-kernel change."),
     ),
     demo=(
         DemoStep("probes", order=30, run="repscope.probe._demo:demo_probe_step",
