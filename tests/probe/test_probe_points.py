@@ -183,6 +183,22 @@ def test_probe_points_command_and_report(lite0_maps, tmp_path):
     assert "Per-point probes (mIoU by layer)" in html and "<svg" in html
     assert "_blocks.15" in html
 
+    # the same map as ViT-style tokens (a CLS token, then the row-major patch grid) gives the
+    # same scores: token layers are laid out on their square grid first
+    toks = tmp_path / "tokens"
+    toks.mkdir()
+    m = maps["_blocks.2"][:120]
+    grid = m.reshape(120, m.shape[1], -1).transpose(0, 2, 1)
+    np.save(toks / "_blocks.2.npy", np.concatenate([np.ones_like(grid[:, :1]), grid], axis=1))
+    np.save(toks / "_blocks.15.npy", maps["_blocks.15"][:120])
+    run = CliRunner().invoke(cli, ["--db", str(db), "probe-points", str(toks), "--points",
+                                   str(tmp_path / "pts.npz"), "--probe", "linear", "--json",
+                                   "--layer", keep[0], "--layer", keep[1]])
+    assert run.exit_code == 0, run.output
+    again = json.loads(run.output)
+    for a, b in zip(out, again):
+        assert a["miou"]["linear"] == pytest.approx(b["miou"]["linear"], abs=1e-9)
+
     # a point outside the image: one line naming --points
     bad = pts[:120].copy()
     bad[3, 5] = (30.0, 2.0)

@@ -1,6 +1,7 @@
 """``repscope probe-points``: per-point probes on spatial feature maps (Masked Scene Modeling).
 
-Every spatial layer of FEATURES (a store extracted with ``--pooling none``) is sampled
+Every spatial layer of FEATURES (a store extracted with ``--pooling none``; ViT patch
+tokens are laid out as their square grid first) is sampled
 bilinearly at each point of ``--points`` (an ``.npz`` with ``points`` (n_images, n_points, 2)
 as (row, col), ``labels`` (n_images, n_points) and optionally ``image_size`` (height, width)
 when the points are in pixels); per-point ridge and kNN probes are scored by mIoU on held-out
@@ -68,13 +69,17 @@ def _read_points(path: Path) -> tuple[Any, Any, tuple[int, int] | None]:
 @click.option("--test-fraction", default=0.33, show_default=True,
               help="Fraction of the images held out for testing (split by image).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the image split.")
+@click.option("--prefix-tokens", type=int, default=None,
+              help="Tokens before the patch grid (CLS, registers) of token layers "
+                   "(default: those above the largest square).")
 @dataset_option
 @json_option
 def probe_points(features: str, points_path: str, layers: tuple[str, ...],
-                 probes: tuple[str, ...], k: int, test_fraction: float, seed: int, dataset: str,
-                 as_json: bool) -> None:
-    """Per-point probes on every spatial layer of FEATURES and on all of them concatenated
-    (bilinear sampling per level at each point), scored by mIoU on held-out images."""
+                 probes: tuple[str, ...], k: int, test_fraction: float, seed: int,
+                 prefix_tokens: int | None, dataset: str, as_json: bool) -> None:
+    """Per-point probes on every spatial (or patch-token) layer of FEATURES and on all of them
+    concatenated (bilinear sampling per level at each point), scored by mIoU on held-out
+    images."""
     from repscope._validation import check_scalar
     from repscope.exceptions import RepscopeValueError
     from repscope.probe._dense import (
@@ -85,34 +90,41 @@ def probe_points(features: str, points_path: str, layers: tuple[str, ...],
     from repscope.probe._dense import (
         probe_points as run_probe_points,
     )
+    from repscope.similarity._dense import patch_grid
     from repscope.store import open_layers
 
     caller = "repscope probe-points"
     check_scalar(k, "--k", caller=caller, kind=int, min_value=1)
+    if prefix_tokens is not None:
+        check_scalar(prefix_tokens, "--prefix-tokens", caller=caller, kind=int, min_value=0)
     if not 0.0 < test_fraction < 1.0:
         raise RepscopeValueError(f"--test-fraction must be in (0, 1); got {test_fraction:g}.")
     path = check_exists(features, "features")
     ppath = check_exists(points_path, "--points file")
     pts, labels, size = _read_points(ppath)
     src = open_layers(path, layers or None, name=f"FEATURES ({path})")
-    names = [n for n in src.layers if len(src.shape(n)) == 3]
-    for n in layers:
-        if len(src.shape(n)) != 3:
+    names = list(layers) or [n for n in src.layers if len(src.shape(n)) in (2, 3)]
+    for n in names:
+        if len(src.shape(n)) not in (2, 3):
             raise RepscopeValueError(
                 f"--layer {n!r} of {path} holds {src.shape(n)} per sample; expected a spatial "
-                "map (channels, height, width). Extract it with --pooling none.")
+                "map (channels, height, width) or patch tokens (tokens, d). Extract it with "
+                "--pooling none.")
     if not names:
         raise RepscopeValueError(
-            f"FEATURES ({path}) has no spatial layer (channels, height, width); extract with "
-            "--pooling none.")
+            f"FEATURES ({path}) has no spatial or token layer; extract with --pooling none.")
     maps = {}
     for n in names:
         x = src.read(n)
-        maps[n] = x.reshape(x.shape[0], *src.shape(n))
+        x = x.reshape(x.shape[0], *src.shape(n))
+        if x.ndim == 3:  # ViT tokens: the trailing square of patches as a (d, h, w) map
+            x = patch_grid(x, prefix_tokens=prefix_tokens,
+                           name=f"layer {n!r} of FEATURES").transpose(0, 3, 1, 2)
+        maps[n] = x
     chosen = probes or _PROBES
     every = default_point_probes(k)
     params = {"points": str(ppath), "probes": list(chosen), "k": k,
-              "test_fraction": test_fraction, "seed": seed,
+              "test_fraction": test_fraction, "seed": seed, "prefix_tokens": prefix_tokens,
               "image_size": list(size) if size else None}
     try:
         res = run_probe_points(maps, pts, labels, layers=names,
