@@ -317,6 +317,10 @@ class FewShotResult(RecordedResult):
         Size of the fixed test split (never sampled as a shot).
     test_indices : tuple of int
     chance : float
+    ece, nll : tuple of float
+        Per shot: the mean over tries of the test expected calibration error (15 bins) and
+        negative log-likelihood of the estimator's ``predict_proba`` (NaN for an estimator
+        without ``predict_proba``).
     """
 
     analysis: ClassVar[str] = "probe_few_shot"
@@ -330,13 +334,29 @@ class FewShotResult(RecordedResult):
     n_test: int
     test_indices: tuple[int, ...]
     chance: float
+    ece: tuple[float, ...] = ()
+    nll: tuple[float, ...] = ()
 
     def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
-        """One ``probe_few_shot`` record: accuracy per shot count with its interval."""
+        """One ``probe_few_shot`` record: accuracy per shot count with its interval, and the
+        test ECE and NLL per shot count."""
         return [("", {
             "shots": list(self.shots), "mean": list(self.mean), "std": list(self.std),
             "ci_low": list(self.ci_low), "ci_high": list(self.ci_high), "chance": self.chance,
-            "n_test": self.n_test})]
+            "n_test": self.n_test, "ece": list(self.ece), "nll": list(self.nll)})]
+
+
+def _calibration(est: Any, X_te: Any, y_te: np.ndarray) -> tuple[float, float]:
+    """Test ECE and NLL of a fitted estimator's ``predict_proba`` (NaN without one)."""
+    if not hasattr(est, "predict_proba"):
+        return math.nan, math.nan
+    from repscope._array import to_numpy
+    from repscope.probe._calibration import ece, nll
+
+    P = np.asarray(to_numpy(est.predict_proba(X_te)), dtype=np.float64)
+    classes = np.asarray(getattr(est, "classes_", np.unique(y_te)))
+    cols = np.searchsorted(classes, y_te)
+    return ece(P, cols), nll(P, cols)
 
 
 def _draw_shots(X: Any, pool: np.ndarray, s: int, rng: np.random.Generator,
@@ -398,6 +418,8 @@ def few_shot(
     Returns
     -------
     FewShotResult
+        Accuracy per shot count, and the test ECE and NLL of ``predict_proba`` (mean over
+        tries).
     """
     caller = "few_shot"
     labels = check_labels(y, n_samples=_n_rows(X), name="y", min_classes=2)
@@ -420,18 +442,21 @@ def few_shot(
             f"({smallest} rows after holding out the test split); use fewer shots."
         )
     X_te, y_te = _take(X, te), labels[te]
-    means, stds, los, his, accs = [], [], [], [], []
+    means, stds, los, his, accs, eces, nlls = [], [], [], [], [], [], []
     with progress_for(progress, "few-shot fits", len(shots_t) * n_tries,
                       prefix="probe") as advance:
         for s in shots_t:
-            row = []
+            row, cal = [], []
             for j in range(n_tries):
                 rng = np.random.default_rng([seed, s, j])
                 idx = np.concatenate([_draw_shots(X, by_class[c], s, rng, sampler)
                                       for c in classes])
                 est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
                 row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
+                cal.append(_calibration(est, X_te, y_te))
                 advance(1)
+            eces.append(float(np.mean([c[0] for c in cal])))
+            nlls.append(float(np.mean([c[1] for c in cal])))
             lo, hi = mean_interval(row, method=ci, seed=seed)
             accs.append(tuple(row))
             means.append(float(np.mean(row)))
@@ -442,7 +467,8 @@ def few_shot(
     return FewShotResult(shots=shots_t, mean=tuple(means), std=tuple(stds), ci_low=tuple(los),
                          ci_high=tuple(his), accuracies=tuple(accs), n_test=int(te.size),
                          test_indices=tuple(int(i) for i in te),
-                         chance=float(counts.max() / counts.sum()))
+                         chance=float(counts.max() / counts.sum()), ece=tuple(eces),
+                         nll=tuple(nlls))
 
 
 # ---------------------------------------------------------------------------------------------
