@@ -211,3 +211,25 @@ def test_probe_points_command_and_report(lite0_maps, tmp_path):
     run = CliRunner().invoke(cli, ["--db", str(db), "probe-points", str(feats), "--points",
                                    str(tmp_path / "short.npz")])
     assert run.exit_code != 0 and "one label per point" in run.output
+
+
+def test_records_round_trip_to_the_report(tmp_path, rng):
+    from repscope.db import ResultsDB
+    from repscope.report import fmt, render_report
+
+    n = 30
+    cls = rng.integers(0, 2, n)
+    fine = rng.standard_normal((n, 4, 6, 6))
+    fine[:, 0] += 2 * cls[:, None, None]
+    maps = {"fine": fine, "coarse": rng.standard_normal((n, 3, 2, 2))}
+    u = rng.uniform(0, 1, size=(n, 10, 2))
+    res = probe_points(maps, u, np.repeat(cls[:, None], 10, axis=1))
+    with ResultsDB(tmp_path / "r.db") as db:
+        db.add_many(res.to_records(model="m", dataset="d"))
+        stored = db.query(analysis="probe_points")
+        html = render_report(db, tmp_path / "r.html").read_text()
+    assert [r.layer for r in stored] == ["fine", "coarse", MULTI_LEVEL]
+    assert stored[2].values["miou"]["knn"] == pytest.approx(res.score(MULTI_LEVEL, "knn"))
+    assert stored[0].values["n_features"] == 4 and stored[2].values["n_features"] == 7
+    assert 'id="sec-probe-points"' in html and "could not be rendered" not in html
+    assert fmt(res.score("fine", "linear"), 3) in html
