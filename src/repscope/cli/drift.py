@@ -62,7 +62,7 @@ def drift(features_a: str, features_b: str, layers: tuple[str, ...], dataset: st
             raise CheckpointMismatchError(
                 f"layer {name!r} holds {tuple(sa)} per sample in FEATURES_A but {tuple(sb)} in "
                 "FEATURES_B; expected two checkpoints of one architecture (the same widths).")
-    a, b, note = pair_sources(a, b, by=pair_by, caller=caller)
+    a, b, note = pair_sources(a, b, by=pair_by, caller=caller)  # type: ignore[arg-type]
     if note:
         click.echo(f"{caller}: {note}", err=True)
     ma, mb = model_name(pa), model_name(pb)
