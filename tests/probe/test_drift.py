@@ -115,6 +115,9 @@ def test_drift_measures_equal_hand_computation(lpft_runs):
     same = feature_drift(A, A)
     assert same.cosine_mean == pytest.approx(1.0) and same.l2_mean == 0.0
     assert same.linear_cka == pytest.approx(1.0) and same.head_kernel_change == 0.0
+    # a layer that collapsed to one vector: CKA is undefined (NaN), the rest still measured
+    dead = feature_drift(A, np.ones_like(A))
+    assert np.isnan(dead.linear_cka) and dead.relative_l2 > 0
 
 
 def test_lpft_moves_features_less_than_ft(lpft_runs):

@@ -72,7 +72,8 @@ class FeatureDriftResult(RecordedResult):
         ``mean_i ||h_b - h_a|| / mean_i ||h_a||``: the mean drift in units of the mean norm of
         the first checkpoint's features.
     linear_cka : float
-        Linear CKA of the two feature sets (1 = the same up to rotation and scale).
+        Linear CKA of the two feature sets (1 = the same up to rotation and scale); NaN when
+        either side is the same for every input (a collapsed layer), where CKA is undefined.
     head_kernel_change : float
         ``||K_b - K_a||_F / ||K_a||_F`` for the head kernels ``K = H Hᵀ``.
     """
@@ -151,9 +152,13 @@ def feature_drift(before: Any, after: Any, *, layer: str = "") -> FeatureDriftRe
         cosine_mean=float(cos.mean()), cosine_median=float(np.median(cos)),
         l2_mean=float(l2.mean()),
         relative_l2=float(l2.mean() / mean_norm) if mean_norm > 0 else float("nan"),
-        linear_cka=float(linear_cka(A, B)),
+        linear_cka=float(linear_cka(A, B)) if _varies(A) and _varies(B) else float("nan"),
         head_kernel_change=float(np.linalg.norm(Kb - Ka) / ka) if ka > 0 else float("nan"),
     )
+
+
+def _varies(A: np.ndarray) -> bool:
+    return bool(A.shape[0] > 1 and np.any(A[0] != A))
 
 
 def checkpoint_drift(before: Mapping[str, Any], after: Mapping[str, Any]
