@@ -194,3 +194,22 @@ def test_cli_table_records_and_report(lpft_runs, tmp_path):
     d = _save(tmp_path / "fewer", {"l2": base["l2"]})
     res = invoke(a, d)
     assert res.exit_code != 0 and "layers only in A: l1" in res.output
+
+
+def test_record_round_trip_renders_under_its_section(tmp_path):
+    from repscope.capability import section_for
+    from repscope.db import ResultsDB
+    from repscope.report import fmt, render_report
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((30, 5))
+    res = feature_drift(A, A + 0.3 * rng.standard_normal(A.shape), layer="blk")
+    records = res.to_records(model="m", dataset="d", params={"a": "pre", "b": "post"})
+    assert [r.analysis for r in records] == ["feature_drift"] and records[0].layer == "blk"
+    with ResultsDB(tmp_path / "r.db") as db:
+        db.add_many(records)
+        html = render_report(db, tmp_path / "r.html").read_text()
+    assert section_for("feature_drift") is not None
+    assert 'id="sec-feature-drift"' in html and "could not be rendered" not in html
+    for v in (res.linear_cka, res.relative_l2, res.cosine_mean):
+        assert fmt(v, 3) in html
