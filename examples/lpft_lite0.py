@@ -14,7 +14,14 @@ gradient reaches the backbone. This script checks the claim on ImageNet Lite0:
    and the head-kernel change (``repscope.probe.checkpoint_drift``), beside the heads'
    diagnostics at the start (``repscope.probe.head_diagnostics``).
 
-Run: ``.venv/bin/python examples/lpft_lite0.py`` (about 7 minutes on 2 shared CPU cores).
+The claim depends on the learning rate. Measured (seed 0, 300 steps, batch 64): at the
+default 3e-4 both reach 0.927 (FT) and 0.924 (LP-FT) test accuracy and LP-FT keeps the head
+features (CKA 0.996 to the pre-trained ones, relative L2 0.21) where FT moves them (0.797,
+1.78); at 1e-3 the accuracies still agree (0.930, 0.928) but the picture is mixed (LP-FT: less
+L2 drift of the head features, lower CKA, more drift in blocks 11-15); at 3e-3 LP-FT diverges
+(0.315): the large probe head (||V|| 8.6) also sharpens the loss in the backbone's directions.
+
+Run: ``.venv/bin/python examples/lpft_lite0.py [--lr 3e-4]`` (about 5 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--n", type=int, default=3000, help="digits used (train + test)")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--resolution", type=int, default=64)
