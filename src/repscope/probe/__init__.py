@@ -36,6 +36,16 @@ if TYPE_CHECKING:
         mdl_online,
         selectivity,
     )
+    from repscope.probe._dense import (
+        PointLabelShapeError,
+        PointOutOfRangeError,
+        PointProbeResult,
+        mean_iou,
+        pixel_point_labels,
+        probe_points,
+        sample_levels,
+        sample_points,
+    )
     from repscope.probe._drift import (
         CheckpointMismatchError,
         FeatureDriftResult,
@@ -74,6 +84,12 @@ if TYPE_CHECKING:
         few_shot,
         learning_curve,
     )
+    from repscope.probe._readout import (
+        CrossAttentionReadout,
+        ReadoutResult,
+        readout_comparison,
+        region_mass,
+    )
     from repscope.probe._ridge import RidgeProbe
 
 __getattr__, __dir__, _ = attach(__name__, __file__)
@@ -82,6 +98,7 @@ __all__ = [
     "C_from_lambda",
     "CalibrationResult",
     "CheckpointMismatchError",
+    "CrossAttentionReadout",
     "EncodingModel",
     "EvaluationResult",
     "FeatureDriftResult",
@@ -102,6 +119,10 @@ __all__ = [
     "MultiLevelProbe",
     "PathPoint",
     "PathPointResult",
+    "PointLabelShapeError",
+    "PointOutOfRangeError",
+    "PointProbeResult",
+    "ReadoutResult",
     "ReliabilityDiagram",
     "ReliabilityDiagramResult",
     "RidgeProbe",
@@ -116,8 +137,8 @@ __all__ = [
     "control_task_labels",
     "ece",
     "evaluate",
-    "few_shot",
     "feature_drift",
+    "few_shot",
     "fit_temperature",
     "head_diagnostics",
     "head_kernel",
@@ -128,11 +149,18 @@ __all__ = [
     "macro_f1",
     "mdl_online",
     "mean_average_precision",
+    "mean_iou",
     "moment_features",
     "nll",
     "oas_shrinkage",
+    "pixel_point_labels",
     "probe_layers",
+    "probe_points",
+    "readout_comparison",
+    "region_mass",
     "reliability_diagram",
+    "sample_levels",
+    "sample_points",
     "selectivity",
     "top_k_accuracy",
 ]
