@@ -27,9 +27,11 @@ from repscope.exceptions import RepscopeError, RepscopeTypeError, RepscopeValueE
 
 __all__ = [
     "DistributedRunError",
+    "cli_env",
     "free_port",
     "random_orthogonal",
     "run_distributed",
+    "run_on_terminal",
     "skip_or_fail",
     "strict_skips",
 ]
@@ -258,3 +260,45 @@ def demo_context(
                        labels=np.zeros(0) if labels is None else np.asarray(labels),
                        label_names=[], inputs=inputs, ids=[], dataset=dataset, db=db,
                        run_id=run_id, seed=seed, log=log or (lambda m: None), out=Path(out))
+
+
+#: Switches a CLI test's child must not inherit: the progress switches, and those the CLI root
+#: sets in its own process (an in-process CliRunner test leaves them in ``os.environ``).
+_CLI_SWITCHES = ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS", "HF_HUB_DISABLE_PROGRESS_BARS",
+                 "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS")
+
+
+def cli_env(db: str | os.PathLike[str], **extra: str) -> dict[str, str]:
+    """The environment for a ``repscope`` child process: this one's, without the progress and
+    transformers switches, with ``REPSCOPE_DB=db``, a 120-column terminal and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in _CLI_SWITCHES}
+    env.update(REPSCOPE_DB=str(db), COLUMNS="120", **extra)
+    return env
+
+
+def run_on_terminal(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str],
+                    timeout: float = 300.0) -> tuple[int, str, str]:
+    """Run ``args`` with stderr on a pseudo-terminal, as a user at a shell sees it.
+
+    Returns the exit code, stdout, and stderr without colour and cursor escape sequences.
+    """
+    import pty
+    import re
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=dict(env), cwd=cwd)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closes when the child exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    rc = proc.wait(timeout=timeout)
+    os.close(master)
+    err = b"".join(chunks).decode(errors="replace")
+    return rc, out, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)

@@ -6,8 +6,6 @@ output on stdout stays parseable while bars draw on stderr."""
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from repscope._testing import cli_env, run_on_terminal
+
 REPSCOPE = [sys.executable, "-m", "repscope"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    # the CLI root sets the hub/transformers switches in its own process; a CliRunner test
-    # earlier in this session leaves them in os.environ, so drop them for a clean child
-    dropped = ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS", "HF_HUB_DISABLE_PROGRESS_BARS",
-               "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS")
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env.update(REPSCOPE_DB=str(tmp_path / "results.db"), COLUMNS="120", **extra)
-    return env
+    return cli_env(tmp_path / "results.db", **extra)
 
 
 @pytest.fixture
@@ -48,47 +42,29 @@ def labelled(tmp_path: Path) -> tuple[str, str]:
     return str(tmp_path / "x.npy"), str(tmp_path / "y.npy")
 
 
-def _run_on_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """Run with stderr on a pseudo-terminal (as a user at a shell sees it)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=cwd)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the terminal closes when the child exits
-            break
-        if not data:
-            break
-        chunks.append(data)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    rc = proc.wait(timeout=300)
-    os.close(master)
-    return rc, out, b"".join(chunks).decode(errors="replace")
 
 
 def test_similarity_permutations_draw_a_bar_with_eta_on_a_terminal(tmp_path, pair):
     args = [*REPSCOPE, "similarity", *pair, "--permutations", "300"]
-    rc, _, err = _run_on_terminal(args, _env(tmp_path), tmp_path)
+    rc, _, err = run_on_terminal(args, _env(tmp_path), tmp_path)
     assert rc == 0, err
     assert "similarity" in err and "linear_cka permutations" in err
     assert "300/300" in err and "eta" in err
 
-    rc, _, err = _run_on_terminal([*args, "--no-progress"], _env(tmp_path), tmp_path)
+    rc, _, err = run_on_terminal([*args, "--no-progress"], _env(tmp_path), tmp_path)
     assert rc == 0, err
     assert "permutations" not in err and "eta" not in err
 
 
 def test_root_no_progress_and_the_environment_hide_every_bar(tmp_path, pair):
-    rc, _, err = _run_on_terminal(
+    rc, _, err = run_on_terminal(
         [*REPSCOPE, "--no-progress", "similarity", *pair, "--bootstrap", "50"],
         _env(tmp_path), tmp_path)
     assert rc == 0 and "bootstrap" not in err, err
-    rc, _, err = _run_on_terminal([*REPSCOPE, "similarity", *pair, "--bootstrap", "50"],
+    rc, _, err = run_on_terminal([*REPSCOPE, "similarity", *pair, "--bootstrap", "50"],
                                   _env(tmp_path, REPSCOPE_NO_PROGRESS="1"), tmp_path)
     assert rc == 0 and "bootstrap" not in err, err
-    rc, _, err = _run_on_terminal([*REPSCOPE, "similarity", *pair, "--bootstrap", "50"],
+    rc, _, err = run_on_terminal([*REPSCOPE, "similarity", *pair, "--bootstrap", "50"],
                                   _env(tmp_path), tmp_path)
     assert rc == 0 and "linear_cka bootstrap" in err and "50/50" in err, err
 

@@ -5,10 +5,6 @@ entry point on a pseudo-terminal; ``--no-progress`` hides every bar."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import re
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,35 +13,15 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
+from repscope._testing import cli_env, run_on_terminal
+
 REPSCOPE = [sys.executable, "-m", "repscope"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("REPSCOPE_PROGRESS", "REPSCOPE_NO_PROGRESS")}
-    env.update(REPSCOPE_DB=str(tmp_path / "results.db"), COLUMNS="120", **extra)
-    return env
+    return cli_env(tmp_path / "results.db", **extra)
 
 
-def _run_on_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """Run with stderr on a pseudo-terminal (as a user at a shell sees it)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=cwd)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the terminal closes when the child exits
-            break
-        if not data:
-            break
-        chunks.append(data)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    rc = proc.wait(timeout=300)
-    os.close(master)
-    err = b"".join(chunks).decode(errors="replace")
-    return rc, out, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err)  # colours and cursor moves
 
 
 def test_train_and_eval_draw_bars_with_eta_and_no_progress_hides_them(tmp_path):
@@ -53,19 +29,19 @@ def test_train_and_eval_draw_bars_with_eta_and_no_progress_hides_them(tmp_path):
     np.save(tmp_path / "x.npy", X)
     train = [*REPSCOPE, "sae", "train", "x.npy", "--width", "16", "--k", "2", "--steps", "600",
              "--batch-size", "64", "--out", "sae"]
-    rc, out, err = _run_on_terminal(train, _env(tmp_path), tmp_path)
+    rc, out, err = run_on_terminal(train, _env(tmp_path), tmp_path)
     assert rc == 0, err
     assert "sae training steps" in err and "600/600" in err and "eta" in err
     assert "evaluating sae" in err  # the held-out evaluation has its own bar
     assert "step 600/600: loss" in err  # history rows go above the bar
     assert "FVU" in out
     evaluate = [*REPSCOPE, "sae", "eval", "sae", "x.npy"]
-    rc, out, err = _run_on_terminal(evaluate, _env(tmp_path), tmp_path)
+    rc, out, err = run_on_terminal(evaluate, _env(tmp_path), tmp_path)
     assert rc == 0, err
     assert "evaluation vectors" in err and "6000/6000" in err and "eta" in err  # two passes
 
     for args in ([*train[:-1], "sae2", "--no-progress"], [*evaluate, "--no-progress"]):
-        rc, out, err = _run_on_terminal(args, _env(tmp_path), tmp_path)
+        rc, out, err = run_on_terminal(args, _env(tmp_path), tmp_path)
         assert rc == 0, err
         for bar in ("training steps", "evaluating", "evaluation vectors", "eta", "step 600"):
             assert bar not in err, (bar, err)
@@ -77,7 +53,7 @@ def test_json_output_stays_clean_while_the_bar_draws(tmp_path):
     np.save(tmp_path / "x.npy", X)
     args = [*REPSCOPE, "sae", "train", "x.npy", "--width", "16", "--k", "2", "--steps", "50",
             "--out", "sae", "--json"]
-    rc, out, err = _run_on_terminal(args, _env(tmp_path), tmp_path)
+    rc, out, err = run_on_terminal(args, _env(tmp_path), tmp_path)
     assert rc == 0, err
     assert "training steps" in err
     assert json.loads(out)[0]["n_steps"] == 50
