@@ -141,9 +141,12 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
                 title=f"{probe_name} probe: {model} (chance {res.chance:.3f}; best {best})")
     if "few_shot" in out:
         fs_out = out["few_shot"]
-        print_table([(s, m, f"[{lo:.3f}, {hi:.3f}]") for s, m, lo, hi in
-                     zip(fs_out["shots"], fs_out["mean"], fs_out["ci_low"], fs_out["ci_high"])],
-                    ["shots/class", "accuracy", "95% interval"], title=f"Few-shot at {best}")
+        nan = [float("nan")] * len(fs_out["shots"])
+        print_table([(s, m, f"[{lo:.3f}, {hi:.3f}]", e, n) for s, m, lo, hi, e, n in
+                     zip(fs_out["shots"], fs_out["mean"], fs_out["ci_low"], fs_out["ci_high"],
+                         fs_out.get("ece", nan), fs_out.get("nll", nan))],
+                    ["shots/class", "accuracy", "95% interval", "ECE", "NLL"],
+                    title=f"Few-shot at {best}")
     if "learning_curve" in out:
         lc_out = out["learning_curve"]
         print_table([(s, m) for s, m in zip(lc_out["sizes"], lc_out["mean"])],

@@ -82,11 +82,22 @@ def _n_rows(X: Any) -> int:
 # ---------------------------------------------------------------------------------------------
 def mean_interval(values: Sequence[float], level: float = 0.95,
                   method: Literal["t", "bootstrap"] = "t", seed: int = 0,
-                  n_boot: int = 2000) -> tuple[float, float]:
+                  n_boot: int = 2000,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float]:
     """Confidence interval of the mean of ``values`` (Student t, or percentile bootstrap).
 
-    Fewer than two values give ``(nan, nan)``.
+    Fewer than two values give ``(nan, nan)``. ``bounds`` clips the interval to the range the
+    quantity can take (an accuracy's ``(0, 1)``: a t interval of a few tries can reach past
+    it, e.g. [0.68, 1.16] for three tries at 2 shots).
     """
+    lo, hi = _mean_interval(values, level, method, seed, n_boot)
+    if bounds is not None and math.isfinite(lo):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return lo, hi
+
+
+def _mean_interval(values: Sequence[float], level: float, method: str, seed: int,
+                   n_boot: int) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     if v.size < 2:
         return (math.nan, math.nan)
@@ -457,7 +468,7 @@ def few_shot(
                 advance(1)
             eces.append(float(np.mean([c[0] for c in cal])))
             nlls.append(float(np.mean([c[1] for c in cal])))
-            lo, hi = mean_interval(row, method=ci, seed=seed)
+            lo, hi = mean_interval(row, method=ci, seed=seed, bounds=(0.0, 1.0))
             accs.append(tuple(row))
             means.append(float(np.mean(row)))
             stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)
@@ -624,7 +635,7 @@ def learning_curve(
                 est = make_estimator(estimator).fit(_take(X, idx), labels[idx])
                 row.append(float(np.mean(np.asarray(est.predict(X_te)) == y_te)))
                 advance(1)
-            lo, hi = mean_interval(row)
+            lo, hi = mean_interval(row, bounds=(0.0, 1.0))
             accs.append(tuple(row))
             means.append(float(np.mean(row)))
             stds.append(float(np.std(row, ddof=1)) if len(row) > 1 else 0.0)

@@ -245,10 +245,30 @@ def render_probe_learning_curve(records: Sequence[RecordLike]) -> str:
 
 
 def render_probe_few_shot(records: Sequence[RecordLike]) -> str:
-    """Few-shot curves."""
-    return _curve_section(records, "shots", "examples per class", "Few-shot accuracy",
-                          "Accuracy against shots per class; shaded: 95% interval.", True,
-                          [("chance", "chance")])
+    """Few-shot curves, and a table of accuracy, test ECE and NLL per shot count."""
+    curves = _curve_section(records, "shots", "examples per class", "Few-shot accuracy",
+                            "Accuracy against shots per class; shaded: 95% interval.", True,
+                            [("chance", "chance")])
+    recs = _latest(records)
+    labels = series_labels(recs)
+    rows = []
+    for r in recs:
+        v = r.values
+        shots = list(v.get("shots") or [])
+        n = len(shots)
+        ece_v = list(v.get("ece") or [float("nan")] * n)
+        nll_v = list(v.get("nll") or [float("nan")] * n)
+        mean = list(v.get("mean") or [float("nan")] * n)
+        name = f"{_series_name(r, labels)} @ {r.layer}"
+        rows += [[name, s, as_float(m), as_float(e), as_float(ll)]
+                 for s, m, e, ll in zip(shots, mean, ece_v, nll_v)]
+    if not rows:
+        return curves
+    table = html_table(["model · probe @ layer", "shots/class", "accuracy", "ECE", "NLL"],
+                       rows, digits=3)
+    note = ('<p class="note">ECE and NLL of the test predictions, mean over tries; a dash '
+            'where the probe gives no probabilities or the record predates them.</p>')
+    return curves + table + note
 
 
 def render_probe_calibration(records: Sequence[RecordLike]) -> str:
