@@ -118,3 +118,10 @@ def test_sae_eval_cli_reports_the_interaction_correlations_of_a_poly_sae(tmp_pat
                                      str(tmp_path / "poly"), str(tmp_path / "x.npy")])
     assert table.exit_code == 0, table.output
     assert "interaction strength vs co-occurrence" in table.output
+    from repscope.db import ResultsDB
+    from repscope.report import render_report
+
+    with ResultsDB(tmp_path / "r.db") as db:
+        html = render_report(db, tmp_path / "r.html").read_text()
+    assert "interaction strength vs co-occurrence (r)" in html
+    assert f"{got['r_interaction']:.3g}" in html

@@ -154,6 +154,22 @@ def _summary(records: Sequence[RecordLike], labels: list[str]) -> str:
             caption="Next-token loss (nats per token) with the layer's output replaced",
             digits=4,
         )
+    inter = [
+        (lab, r.values["interactions"])
+        for r, lab in zip(records, labels)
+        if isinstance(r.values.get("interactions"), Mapping)
+    ]
+    if inter:
+        out += html_table(
+            ["SAE", "interaction strength vs co-occurrence (r)",
+             "latent covariance vs co-occurrence (r)", "latent pairs from"],
+            [[lab, as_float(d.get("r_interaction")), as_float(d.get("r_covariance")),
+              f"{d.get('n_latents')} most active latents"] for lab, d in inter],
+            caption="PolySAE: does the decoder's pairwise interaction strength follow how often "
+            "two latents fire together (PolySAE's claim), beside the plain covariance of the "
+            "latents as the baseline",
+            digits=3,
+        )
     return out
 
 
