@@ -37,6 +37,7 @@ from repscope.ood import (
     ViMDetector,
 )
 from repscope.probe import (
+    CrossAttentionReadout,
     EncodingModel,
     GaussianNBProbe,
     KNNProbe,
@@ -58,6 +59,7 @@ ESTIMATORS = [
     LinearProbe(max_iter=50),
     KNNProbe(k=3),
     MomentProbe(n_heads=2, head_dim=2, max_iter=10),
+    CrossAttentionReadout(dim=4, n_components=4, max_iter=5, batch_size=16),
     EncodingModel(cv="gcv"),
     MultiLevelProbe(layers=("a",)),
     OrthogonalMap(),
@@ -204,6 +206,25 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
          "check_decision_proba_consistency"],
         "MomentProbe takes token sets (n_samples, n_tokens, n_features); the check passes "
         "2-D X.",
+    ),
+    "CrossAttentionReadout": _all(
+        ['check_complex_data', 'check_dict_unchanged', 'check_dont_overwrite_parameters',
+         'check_dtype_object', 'check_estimator_sparse_array', 'check_estimator_sparse_matrix',
+         'check_estimator_sparse_tag', 'check_estimators_dtypes',
+         'check_estimators_empty_data_messages', 'check_estimators_fit_returns_self',
+         'check_estimators_nan_inf', 'check_estimators_overwrite_params',
+         'check_estimators_pickle', 'check_f_contiguous_array_estimator',
+         'check_fit2d_1feature', 'check_fit2d_1sample', 'check_fit2d_predict1d',
+         'check_fit_check_is_fitted', 'check_fit_idempotent', 'check_fit_score_takes_y',
+         'check_methods_sample_order_invariance', 'check_methods_subset_invariance',
+         'check_n_features_in', 'check_n_features_in_after_fitting',
+         'check_non_transformer_estimators_n_iter', 'check_pipeline_consistency',
+         'check_positive_only_tag_during_fit', 'check_readonly_memmap_input',
+         'check_regressor_data_not_an_array', 'check_regressors_int',
+         'check_regressors_no_decision_function', 'check_regressors_train',
+         'check_requires_y_none', 'check_supervised_y_2d'],
+        "CrossAttentionReadout takes token sets (n_samples, n_tokens, n_features); the check "
+        "passes 2-D X.",
     ),
     "EncodingModel": {
         **DENSE_INPUT,
