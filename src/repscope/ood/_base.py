@@ -9,6 +9,7 @@ by ``n`` (the number of samples, ``n_k`` within a class), never by ``n - 1`` or 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -55,7 +56,7 @@ class LinearHead(HasMethods):
         return "a fitted linear probe (with coef_ and intercept_) or a pair (W, b)"
 
 
-class OODDetector(ValidatedEstimator):
+class OODDetector(ValidatedEstimator, ABC):
     """Base class of every out-of-distribution detector on frozen features.
 
     Subclasses implement ``_fit(X, y, logits)`` and ``_score(X, logits)``; this class
@@ -123,11 +124,13 @@ class OODDetector(ValidatedEstimator):
         return det
 
     # ------------------------------------------------------------------ for subclasses
-    def _fit(self, X: Any, y: Any, logits: Any) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, X: Any, y: Any, logits: Any) -> None:
+        """Fit the detector's statistics on in-distribution ``X`` (``y``, ``logits``)."""
 
-    def _score(self, X: Any, logits: Any) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _score(self, X: Any, logits: Any) -> np.ndarray:
+        """Scores of ``X`` (higher = more in-distribution)."""
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

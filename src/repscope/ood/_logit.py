@@ -22,6 +22,7 @@ head (:mod:`repscope.ood._transforms`).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -143,8 +144,9 @@ class _LogitDetector(OODDetector):
     def _score(self, X: Any, logits: Any) -> np.ndarray:
         return self._from_logits(self._logits(X, logits) / float(self.temperature))
 
-    def _from_logits(self, Z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _from_logits(self, Z: np.ndarray) -> np.ndarray:
+        """Scores from (temperature-scaled) logits ``Z`` of shape (n, n_classes)."""
 
     def fit(self, X: Any = None, y: Any = None, *, logits: Any = None) -> _LogitDetector:
         """Take the head (and fit the transform) from in-distribution data.

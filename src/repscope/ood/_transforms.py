@@ -23,6 +23,7 @@ which fills every kept entry, can tell the difference).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -40,7 +41,7 @@ from repscope.ood._registry import TRANSFORMS, register_transform
 __all__ = ["ASH", "SCALE", "FeatureTransform", "ReAct", "make_transform"]
 
 
-class FeatureTransform(TransformerMixin, ValidatedEstimator):
+class FeatureTransform(TransformerMixin, ValidatedEstimator, ABC):
     """Base of the post-ReLU feature transforms: validation and the non-negativity check."""
 
     transform_name: ClassVar[str] = ""
@@ -81,8 +82,9 @@ class FeatureTransform(TransformerMixin, ValidatedEstimator):
     def _fit(self, X: np.ndarray) -> None:
         pass
 
-    def _transform(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        """The transformed features of checked, non-negative ``X``."""
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
