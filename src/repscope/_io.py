@@ -19,7 +19,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = [
     "TMP_PREFIX",
@@ -29,7 +29,9 @@ __all__ = [
     "atomic_write_bytes",
     "fsync_dir",
     "fsync_file",
+    "read_tagged_safetensors",
     "tmp_path_for",
+    "write_tagged_safetensors",
 ]
 
 #: Prefix of every temporary file or directory an atomic write creates.
@@ -202,3 +204,51 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+def write_tagged_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any],
+                             meta: dict[str, Any]) -> Path:
+    """Write ``arrays`` as one safetensors file with ``meta`` as JSON under the header key
+    ``repscope``, atomically; nothing is pickled. The format of saved Moments and detectors."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={"repscope": json.dumps(meta)})
+    return path
+
+
+def read_tagged_safetensors(
+    path: str | os.PathLike[str], *, kind: str, fmt: str, version: int, missing: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a file written by :func:`write_tagged_safetensors`: ``(meta, arrays)``.
+
+    ``kind`` names the object in messages ("Moments", "OOD detector"), ``missing`` is the
+    message for an absent file; a file that is not safetensors, carries no ``repscope`` header
+    or holds another format (or a newer ``version`` of ``fmt``) is a CorruptStoreError.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    from repscope.exceptions import CorruptStoreError, DataNotFoundError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(missing)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            header = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises its own error types
+        raise CorruptStoreError(f"cannot read {kind} file {path}: {err}") from None
+    if "repscope" not in header:
+        raise CorruptStoreError(f"{path} is a safetensors file but not a saved {kind}.")
+    meta = json.loads(header["repscope"])
+    if meta.get("format") != fmt or int(meta.get("format_version", 0)) > version:
+        raise CorruptStoreError(
+            f"{path} holds format {meta.get('format')!r} v{meta.get('format_version')}; this "
+            f"repscope reads {fmt} up to v{version}.")
+    return meta, arrays

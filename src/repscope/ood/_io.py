@@ -11,13 +11,12 @@ identically tomorrow.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from repscope.exceptions import CorruptStoreError, DataNotFoundError, RepscopeTypeError
+from repscope.exceptions import RepscopeTypeError
 
 __all__ = ["load_detector", "save_detector"]
 
@@ -89,9 +88,7 @@ def _restore(obj: Any, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> N
 
 def save_detector(detector: Any, path: str | Path) -> Path:
     """Write a fitted detector to ``path`` (a ``.safetensors`` file); returns the path."""
-    from safetensors.numpy import save_file
-
-    from repscope._io import atomic_path
+    from repscope._io import write_tagged_safetensors
 
     detector._check_fitted()
     arrays: dict[str, np.ndarray] = {}
@@ -119,34 +116,17 @@ def save_detector(detector: Any, path: str | Path) -> Path:
                          "str" if "strings" in classes else
                          str(arrays[classes["array"]].dtype)),
     }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={"repscope": json.dumps(meta)})
-    return path
+    return write_tagged_safetensors(path, arrays, meta)
 
 
 def load_detector(path: str | Path) -> Any:
     """Read a detector written by :func:`save_detector`."""
-    from safetensors import safe_open
-
+    from repscope._io import read_tagged_safetensors
     from repscope.ood._registry import get_detector, get_transform
 
-    path = Path(path)
-    if not path.exists():
-        raise DataNotFoundError(f"no saved OOD detector at {path}.")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            header = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:  # safetensors raises its own error types
-        raise CorruptStoreError(f"cannot read OOD detector file {path}: {err}") from None
-    if "repscope" not in header:
-        raise CorruptStoreError(f"{path} is a safetensors file but not a saved OOD detector.")
-    meta = json.loads(header["repscope"])
-    if meta.get("format") != _FORMAT or int(meta.get("format_version", 0)) > _VERSION:
-        raise CorruptStoreError(
-            f"{path} holds format {meta.get('format')!r} v{meta.get('format_version')}; this "
-            f"repscope reads {_FORMAT} up to v{_VERSION}.")
+    meta, arrays = read_tagged_safetensors(path, kind="OOD detector", fmt=_FORMAT,
+                                           version=_VERSION,
+                                           missing=f"no saved OOD detector at {path}.")
     params: dict[str, Any] = {}
     for key, entry in meta["params"].items():
         if "transform" in entry:

@@ -12,7 +12,6 @@ shift (the first rank holding data), rebases, and then does a plain SUM.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -723,40 +722,19 @@ class Moments:
 
         Nothing is pickled; :meth:`load` reads it back exactly.
         """
-        from safetensors.numpy import save_file
-
-        from repscope._io import atomic_path
+        from repscope._io import write_tagged_safetensors
 
         arrays, meta = self.state_dict()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            save_file(arrays, str(tmp), metadata={"repscope": json.dumps(meta)})
-        return path
+        return write_tagged_safetensors(path, arrays, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> Moments:
         """Load a file written by :meth:`save`."""
-        from safetensors import safe_open
+        from repscope._io import read_tagged_safetensors
 
-        from repscope.exceptions import CorruptStoreError, DataNotFoundError
-
-        path = Path(path)
-        if not path.exists():
-            raise DataNotFoundError(f"no Moments file at {path}.")
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                header = f.metadata() or {}
-                arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as err:  # safetensors raises its own error types
-            raise CorruptStoreError(f"cannot read Moments file {path}: {err}") from None
-        if "repscope" not in header:
-            raise CorruptStoreError(f"{path} is a safetensors file but not a saved Moments.")
-        meta = json.loads(header["repscope"])
-        if meta.get("format") != _FORMAT or meta.get("format_version", 0) > _FORMAT_VERSION:
-            raise CorruptStoreError(
-                f"{path} holds format {meta.get('format')!r} v{meta.get('format_version')}; "
-                f"this repscope reads {_FORMAT} up to v{_FORMAT_VERSION}."
-            )
+        meta, arrays = read_tagged_safetensors(path, kind="Moments", fmt=_FORMAT,
+                                               version=_FORMAT_VERSION,
+                                               missing=f"no Moments file at {path}.")
         m = cls(class_cov=meta["class_cov"])
         m.n = int(meta["n"])
         m.n_features, m.n_targets = meta["n_features"], meta["n_targets"]
