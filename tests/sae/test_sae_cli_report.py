@@ -243,37 +243,11 @@ def test_token_layer_holds_out_whole_paragraphs_drawn_at_random_with_texts(tmp_p
 def test_eval_with_a_language_model_records_the_loss_recovered(trained, tmp_path, monkeypatch):
     from safetensors.numpy import save_file
 
-    import repscope.zoo
+    from _tiny_lm import install_tiny_lm
     from repscope.sae.evaluation._fidelity import spliced_lm_loss
 
-    class TinyLM(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            g = torch.Generator().manual_seed(0)
-            self.emb = torch.nn.Embedding(20, D)
-            self.emb.weight.data = torch.randn(20, D, generator=g)
-            self.block = torch.nn.Linear(D, D)
-            self.head = torch.nn.Linear(D, 20)
-
-        def forward(self, input_ids, attention_mask):
-            return SimpleNamespace(logits=self.head(torch.relu(self.block(self.emb(input_ids)))))
-
-    class Tok:
-        pad_token = "."
-
-        def __call__(self, texts, *, max_length, **_k):
-            ids = [[1 + ord(c) % 19 for c in t[:max_length]] for t in texts]
-            width = max(len(s) for s in ids)
-            pad = [s + [0] * (width - len(s)) for s in ids]
-            mask = [[1] * len(s) + [0] * (width - len(s)) for s in ids]
-            return {"input_ids": torch.tensor(pad), "attention_mask": torch.tensor(mask)}
-
-    lm = SimpleNamespace(model=TinyLM().eval(), kind="causal-lm", tokenizer=Tok())
     texts = [f"some text number {i} about things" for i in range(12)]
-    monkeypatch.setattr(repscope.zoo, "load_model", lambda name, **_k: lm)
-    monkeypatch.setattr(
-        repscope.zoo, "load_dataset", lambda name, n, seed: SimpleNamespace(inputs=texts[:n])
-    )
+    lm = install_tiny_lm(monkeypatch, D, texts, embedding_seed=0)
     save_file({"block": trained.X[:300]}, str(tmp_path / "f.safetensors"))
     sae_dir = trained.root / "saes" / "sae-x-topk-k4"
     res = CliRunner().invoke(

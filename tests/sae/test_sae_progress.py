@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import torch
 from click.testing import CliRunner
 
 from repscope._testing import cli_env, run_on_terminal
@@ -62,38 +60,15 @@ def test_json_output_stays_clean_while_the_bar_draws(tmp_path):
 def test_eval_with_a_model_shows_the_lm_loss_bar(tmp_path, monkeypatch):
     """``sae eval --model``: the LM-loss pass over the texts has its own bar (a tiny LM stands in
     for SmolLM2; REPSCOPE_PROGRESS=1 draws bars off a terminal)."""
-    import repscope.zoo
     from repscope.cli import cli
     from repscope.sae import TopKConfig, TopKSAE
     from repscope.sae.io import save_sae
 
     d = 8
 
-    class TinyLM(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = torch.nn.Embedding(20, d)
-            self.block = torch.nn.Linear(d, d)
-            self.head = torch.nn.Linear(d, 20)
+    from _tiny_lm import install_tiny_lm
 
-        def forward(self, input_ids, attention_mask):
-            return SimpleNamespace(logits=self.head(torch.relu(self.block(self.emb(input_ids)))))
-
-    class Tok:
-        pad_token = "."
-
-        def __call__(self, texts, *, max_length, **_k):
-            ids = [[1 + ord(c) % 19 for c in t[:max_length]] for t in texts]
-            width = max(len(s) for s in ids)
-            pad = [s + [0] * (width - len(s)) for s in ids]
-            mask = [[1] * len(s) + [0] * (width - len(s)) for s in ids]
-            return {"input_ids": torch.tensor(pad), "attention_mask": torch.tensor(mask)}
-
-    lm = SimpleNamespace(model=TinyLM().eval(), kind="causal-lm", tokenizer=Tok())
-    texts = [f"text number {i}" for i in range(40)]
-    monkeypatch.setattr(repscope.zoo, "load_model", lambda name, **_k: lm)
-    monkeypatch.setattr(repscope.zoo, "load_dataset",
-                        lambda name, n, seed: SimpleNamespace(inputs=texts[:n]))
+    install_tiny_lm(monkeypatch, d, [f"text number {i}" for i in range(40)])
     from safetensors.numpy import save_file
 
     save_file({"block": np.random.default_rng(0).standard_normal((50, d)).astype(np.float32)},
