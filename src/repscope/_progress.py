@@ -15,8 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-__all__ = ["ProgressLike", "bar_shown", "progress_bar", "progress_disabled", "progress_for", "quiet_loading",
-           "quiet_transformers"]
+__all__ = ["ProgressLike", "bar_shown", "progress_bar", "progress_disabled", "progress_for", "quiet_loading"]
 
 ProgressLike = bool | Callable[[int], None]
 """A library function's ``progress``: False (quiet), True (its own bar) or ``advance(k)``,
@@ -122,29 +121,6 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
-
-
-def quiet_transformers() -> None:
-    """Silence transformers' and huggingface_hub's own loading bars and info logs.
-
-    repscope shows its own progress; the "Loading weights" bar that recent transformers
-    prints on every ``from_pretrained`` is noise on every command.
-    """
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is optional
-        pass
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 @contextlib.contextmanager
