@@ -113,3 +113,21 @@ def test_zoo_text_model_loads_without_transformers_bar(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Loading weights" not in proc.stderr
     assert proc.stdout.strip() == "True"  # the user's own setting comes back
+
+
+def test_readout_and_library_fits_report_their_steps(tmp_path):
+    """The readout's training steps and the point probes' fits advance a caller's bar."""
+    from repscope.probe import CrossAttentionReadout, probe_points
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4, 3))
+    steps: list[int] = []
+    CrossAttentionReadout(dim=4, n_components=3, max_iter=7).fit(X, X[:, 0, 0],
+                                                                  progress=steps.append)
+    assert sum(steps) == 7
+    maps = {"a": rng.standard_normal((12, 2, 4, 4)), "b": rng.standard_normal((12, 2, 2, 2))}
+    pts = rng.uniform(0, 1, (12, 5, 2))
+    labels = rng.integers(0, 2, (12, 5))
+    fits: list[int] = []
+    res = probe_points(maps, pts, labels, progress=fits.append)
+    assert sum(fits) == len(res.rows) * len(res.probes)

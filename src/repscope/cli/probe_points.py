@@ -24,7 +24,9 @@ from repscope.cli._common import (
     layers_option,
     model_name,
     print_table,
+    progress_option,
     settings,
+    show_progress,
 )
 
 _PROBES = ("linear", "knn")
@@ -73,6 +75,7 @@ def _read_points(path: Path) -> tuple[Any, Any, tuple[int, int] | None]:
               help="Tokens before the patch grid (CLS, registers) of token layers "
                    "(default: those above the largest square).")
 @dataset_option
+@progress_option
 @json_option
 def probe_points(features: str, points_path: str, layers: tuple[str, ...],
                  probes: tuple[str, ...], k: int, test_fraction: float, seed: int,
@@ -129,7 +132,7 @@ def probe_points(features: str, points_path: str, layers: tuple[str, ...],
     try:
         res = run_probe_points(maps, pts, labels, layers=names,
                                probes={p: every[p] for p in chosen}, image_size=size,
-                               test=test_fraction, seed=seed)
+                               test=test_fraction, seed=seed, progress=show_progress())
     except (PointOutOfRangeError, PointLabelShapeError) as err:
         raise type(err)(f"--points {ppath}: {err}") from None
     model = model_name(path)

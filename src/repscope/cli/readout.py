@@ -20,7 +20,9 @@ from repscope.cli._common import (
     layers_option,
     model_name,
     print_table,
+    progress_option,
     settings,
+    show_progress,
 )
 
 
@@ -78,6 +80,7 @@ def _load_targets(path: str, n: int) -> Any:
                    "(default: those above the largest square).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the split and the readout.")
 @dataset_option
+@progress_option
 @json_option
 def readout(features: str, layers: str | None, targets: str, target_grid: str | None,
             test_size: float, dim: int, n_components: int, max_iter: int,
@@ -123,7 +126,8 @@ def readout(features: str, layers: str | None, targets: str, target_grid: str | 
               "max_iter": max_iter, "prefix_tokens": prefix_tokens, "seed": seed}
     model = model_name(path)
     res = readout_comparison(x, y, test_size=test_size, target_grid=grid, random_state=seed,
-                             dim=dim, n_components=n_components, max_iter=max_iter)
+                             dim=dim, n_components=n_components, max_iter=max_iter,
+                             progress=show_progress())
     with settings().db() as db, db.run("readout", {"features": str(path), **params}, model=model,
                                        dataset=dataset) as run_id:
         records = res.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id,

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from repscope._array import is_torch, to_numpy
+from repscope._progress import ProgressLike, progress_for
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.results import RecordedResult
 
@@ -383,7 +384,7 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
                  layers: Sequence[str] | None = None, probes: Mapping[str, Any] | None = None,
                  image_size: tuple[int, int] | None = None, test: float | Sequence[int] = 0.33,
                  single: bool = True, multi_level: bool = True, standardize: bool = True,
-                 seed: int = 0) -> PointProbeResult:
+                 seed: int = 0, progress: ProgressLike = False) -> PointProbeResult:
     """Per-point probes on every level alone and on all levels concatenated (MSM protocol).
 
     Each level's map is sampled bilinearly at each point (:func:`sample_levels`), images are
@@ -409,6 +410,9 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
     standardize : bool, default=True
     seed : int, default=0
         Seed of the image split.
+    progress : bool or callable, default=False
+        True shows a bar over the probe fits (levels x probes) on stderr; a callable
+        ``advance(k)`` is called once per fit.
 
     Returns
     -------
@@ -439,20 +443,23 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
     row_sets = ([(n, (n,)) for n in names] if single else []) + (
         [(MULTI_LEVEL, tuple(names))] if multi_level else [])
     miou, acc, widths, class_iou = [], [], [], []
-    for _, used in row_sets:
-        m_row, a_row, c_row = [], [], []
-        for est in chosen.values():
-            probe = MultiLevelProbe(list(used), probe=clone(est), standardize=standardize)
-            probe.fit(Xtr, ytr)
-            pred = probe.predict(Xte)
-            m, per = mean_iou(yte, pred, classes=classes)
-            m_row.append(m)
-            a_row.append(float(np.mean(pred == yte)))
-            c_row.append(tuple(per.get(c, float("nan")) for c in classes))
-        widths.append(int(sum(Xtr[n].shape[1] for n in used)))
-        miou.append(tuple(m_row))
-        acc.append(tuple(a_row))
-        class_iou.append(tuple(c_row))
+    n_fits = len(row_sets) * len(chosen)
+    with progress_for(progress, "point-probe fits", n_fits, prefix="probe-points") as advance:
+        for _, used in row_sets:
+            m_row, a_row, c_row = [], [], []
+            for est in chosen.values():
+                probe = MultiLevelProbe(list(used), probe=clone(est), standardize=standardize)
+                probe.fit(Xtr, ytr)
+                pred = probe.predict(Xte)
+                m, per = mean_iou(yte, pred, classes=classes)
+                m_row.append(m)
+                a_row.append(float(np.mean(pred == yte)))
+                c_row.append(tuple(per.get(c, float("nan")) for c in classes))
+                advance(1)
+            widths.append(int(sum(Xtr[n].shape[1] for n in used)))
+            miou.append(tuple(m_row))
+            acc.append(tuple(a_row))
+            class_iou.append(tuple(c_row))
     return PointProbeResult(
         rows=tuple(r for r, _ in row_sets), row_layers=tuple(u for _, u in row_sets),
         probes=tuple(chosen), miou=tuple(miou), accuracy=tuple(acc), n_features=tuple(widths),

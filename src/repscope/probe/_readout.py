@@ -30,6 +30,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from repscope._params import ValidatedEstimator
+from repscope._progress import ProgressLike, progress_for
 from repscope.exceptions import RepscopeValueError
 from repscope.results import RecordedResult
 
@@ -120,8 +121,9 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def fit(self, X: Any, Y: Any) -> CrossAttentionReadout:
-        """Fit on tokens ``X`` (n, t, d) and targets ``Y`` (n, k) or (n,)."""
+    def fit(self, X: Any, Y: Any, *, progress: ProgressLike = False) -> CrossAttentionReadout:
+        """Fit on tokens ``X`` (n, t, d) and targets ``Y`` (n, k) or (n,); ``progress=True``
+        shows a bar over the training steps (or pass a caller's ``advance`` callback)."""
         import torch
 
         self._validate_params()
@@ -158,16 +160,19 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
         loss = torch.tensor(0.0)
         bs = min(self.batch_size, n)
         order, start = torch.randperm(n, generator=gen), 0
-        for _ in range(self.max_iter):
-            if start + bs > n:
-                order, start = torch.randperm(n, generator=gen), 0
-            idx = order[start:start + bs]
-            start += bs
-            opt.zero_grad()
-            pred, _ = _forward(params, z[idx])
-            loss = ((pred - ys[idx]) ** 2).mean()
-            loss.backward()
-            opt.step()
+        with progress_for(progress, "training steps", int(self.max_iter),
+                          prefix="readout") as advance:
+            for _ in range(self.max_iter):
+                if start + bs > n:
+                    order, start = torch.randperm(n, generator=gen), 0
+                idx = order[start:start + bs]
+                start += bs
+                opt.zero_grad()
+                pred, _ = _forward(params, z[idx])
+                loss = ((pred - ys[idx]) ** 2).mean()
+                loss.backward()
+                opt.step()
+                advance(1)
         self.params_ = {name: v.detach().clone() for name, v in params.items()}
         self.loss_ = float(loss.detach())
         return self
@@ -353,6 +358,7 @@ def readout_comparison(
     test_size: float = 0.25,
     target_grid: tuple[int, int] | None = None,
     random_state: int = 0,
+    progress: ProgressLike = False,
     **readout_params: Any,
 ) -> ReadoutResult:
     """Held-out R^2 of :class:`CrossAttentionReadout` vs ridge on pooled and flattened tokens.
@@ -368,6 +374,8 @@ def readout_comparison(
         The targets are the cells of a grid over the image, in row-major order: the result
         then holds each target's attention mass within one patch of its cell.
     random_state : int, default=0
+    progress : bool or callable, default=False
+        True shows a bar over the readout's training steps on stderr.
     **readout_params
         Passed to :class:`CrossAttentionReadout`.
 
@@ -400,7 +408,8 @@ def readout_comparison(
                 f"{target_grid[0] * target_grid[1]} targets; Y has {y.shape[1]}.")
     perm = np.random.default_rng(random_state).permutation(n)
     te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-    model = CrossAttentionReadout(random_state=random_state, **readout_params).fit(x[tr], y[tr])
+    model = CrossAttentionReadout(random_state=random_state, **readout_params)
+    model.fit(x[tr], y[tr], progress=progress)
     r2_readout = model.score_targets(x[te], y[te])
     att = model.attention(x[te]).mean(0)
     pooled = x.mean(1, dtype=np.float64)
