@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.exceptions import RepscopeValueError
 
 if TYPE_CHECKING:
     import torch
@@ -19,25 +19,12 @@ __all__ = ["orthoreg_penalty", "task_vector"]
 
 
 # --------------------------------------------------------------------------- inputs
-def _state(x: Any, name: str) -> dict[str, torch.Tensor]:
-    """``x`` (an ``nn.Module``, a state dict, a safetensors file or folder) as a plain dict of
-    tensors (not copied; callers never write into them)."""
-    import torch
-
-    if isinstance(x, torch.nn.Module):
-        return dict(x.state_dict())
-    if isinstance(x, Mapping):
-        out: dict[str, torch.Tensor] = {}
-        for k, v in x.items():
-            if not isinstance(v, torch.Tensor):
-                raise RepscopeTypeError(
-                    f"{name}: expected a state dict of torch tensors, but entry {k!r} is a "
-                    f"{type(v).__name__}.")
-            out[str(k)] = v
-        return out
+def _state(x: Any, name: str) -> Mapping[str, torch.Tensor]:
+    """``x`` (an ``nn.Module``, a state dict, a safetensors file or folder) as a state dict
+    (W1's :func:`~repscope.weights._state.as_state_dict`; not copied, never written into)."""
     from repscope.weights._state import as_state_dict
 
-    return dict(as_state_dict(x))
+    return as_state_dict(x, name=name)
 
 
 def _check_pair(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
@@ -134,7 +121,7 @@ def orthoreg_penalty(delta_or_model: Any, base: Any = None, *,
             current: dict[str, torch.Tensor] = {
                 k: p for k, p in delta_or_model.named_parameters() if p.requires_grad}
         else:
-            current = _state(delta_or_model, "delta_or_model")
+            current = dict(_state(delta_or_model, "delta_or_model"))
         pairs = []
         for k, w in current.items():
             if w.ndim != 2 or not _is_float(w):
