@@ -231,12 +231,18 @@ class _Matcher:
 
     def __init__(self, spec: PermutationSpec, sa: Mapping[str, Any], sb: Mapping[str, Any],
                  perms: dict[str, np.ndarray]) -> None:
+        import torch
+
 
         self.spec = spec
         self.perms = perms
         self.keys = [k for k, names in spec.axes.items() if any(n is not None for n in names)]
         self.A = {k: sa[k].detach().to("cpu", _compute_dtype(sa[k])) for k in self.keys}
         self.B = {k: sb[k].detach().to("cpu", self.A[k].dtype) for k in self.keys}
+        # keys the spec lists with every axis fixed add a constant to the objective
+        self.const = sum(float(torch.sum(sa[k].detach().to(torch.float64)
+                                         * sb[k].detach().to(torch.float64)))
+                         for k in spec.axes if k not in self.A)
         self.index: dict[str, torch.Tensor] = {}
         for n in spec.perms:
             self._set_index(n)
@@ -278,7 +284,7 @@ class _Matcher:
     def objective(self, keys: Iterable[str] | None = None) -> float:
         import torch
 
-        total = 0.0
+        total = self.const if keys is None else 0.0
         for k in self.keys if keys is None else keys:
             total += float(torch.sum(self.A[k].to(torch.float64)
                                      * self.permuted_b(k).to(torch.float64)))
