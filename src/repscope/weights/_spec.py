@@ -7,7 +7,7 @@ Ainsworth et al. 2023, "Git Re-Basin", whose ``PermutationSpec`` this follows). 
 key, which permutation acts on each axis (``None``: the axis is fixed).
 
 Specs come from :func:`mlp_spec` (``nn.Sequential`` of Linear/ReLU), from
-:func:`spec_from_model` (a traced graph), from :func:`llama_spec` (Llama-family decoders, which
+:func:`~repscope.weights._trace.spec_from_model` (a traced graph), from :func:`llama_spec` (Llama-family decoders, which
 do not trace) or by hand with :meth:`PermutationSpec.from_dict`.
 
 Convention: ``perms[name][i]`` is the index of the item of the *input* that goes to position
@@ -31,6 +31,7 @@ __all__ = [
     "PermutationSpec",
     "apply_permutation",
     "identity_permutation",
+    "llama_spec",
     "mlp_spec",
     "random_permutation",
 ]
@@ -424,4 +425,167 @@ def mlp_spec(model_or_state_dict: Any) -> PermutationSpec:
         if f"{i}.bias" in sd:
             axes[f"{i}.bias"] = (out,)
         prev = out
+    return PermutationSpec(perms, axes)
+
+
+# ----------------------------------------------------------------------------- Llama family
+
+
+# Per-layer keys a Llama-family decoder may carry that no permutation here touches: per-head
+# q/k RMSNorms over head_dim (Qwen3; shared by all heads, so a whole-head permutation leaves
+# them unchanged) and the rotary frequencies.
+_LLAMA_UNTOUCHED = ("self_attn.q_norm.weight", "self_attn.k_norm.weight",
+                    "self_attn.rotary_emb.inv_freq")
+
+
+def _config_get(cfg: Any, name: str, default: Any = None) -> Any:
+    if isinstance(cfg, Mapping):
+        return cfg.get(name, default)
+    return getattr(cfg, name, default)
+
+
+def llama_spec(model_or_config: Any, *, state_dict_keys: Any = None) -> PermutationSpec:
+    """Permutation spec of a Llama-family decoder (transformers ``LlamaForCausalLM`` layout).
+
+    ``torch.fx`` cannot trace these models, so the spec is written from the config, keyed by
+    module path:
+
+    - ``"residual"`` (``hidden_size`` items): one permutation of the residual stream shared by
+      ``model.embed_tokens.weight`` (axis 1), ``lm_head.weight`` (axis 1; tied or not), every
+      block's ``input_layernorm`` / ``post_attention_layernorm`` weights, the input axis of
+      ``q_proj`` / ``k_proj`` / ``v_proj`` / ``gate_proj`` / ``up_proj``, the output axis of
+      ``o_proj`` / ``down_proj`` (and their biases), and ``model.norm.weight``. RMSNorm divides by
+      the root mean square over all units, which a permutation does not change.
+    - ``"layers.<i>.mlp"`` (``intermediate_size`` items): the MLP hidden units of block ``i``
+      (``gate_proj`` / ``up_proj`` axis 0 and biases, ``down_proj`` axis 1).
+    - ``"layers.<i>.heads"`` (``num_attention_heads`` items, ``block = head_dim``): whole query
+      heads of block ``i`` (``q_proj`` axis 0 and bias, ``o_proj`` axis 1), each only inside its
+      key/value group (query heads ``g*r ... g*r + r - 1`` share key/value head ``g``, ``r =
+      num_attention_heads / num_key_value_heads``; SmolLM2-135M: 9 heads on 3 key/value heads,
+      groups of 3). A query head keeps its keys and values, so its output moves with it.
+
+    Not permuted: the key/value heads (moving kv head ``g`` would have to move its whole group of
+    query heads in step, a coupling between two permutations this spec format cannot express),
+    and any order *inside* a head: rotary embeddings rotate q/k dimension pairs ``(j, j +
+    head_dim/2)`` by position-dependent angles, so a permutation inside the rotary head dimension
+    changes the logits; inside the value head dimension the group's query heads would again have
+    to move in step.
+
+    Parameters
+    ----------
+    model_or_config : transformers model, its config, or a config mapping (``config.json``)
+    state_dict_keys : iterable of str, optional
+        Keys of the state dict the spec will be applied to (e.g. a safetensors checkpoint's).
+        Default: the model's ``state_dict()`` keys, or, from a config alone, the standard layout
+        with ``lm_head.weight`` only when the embeddings are not tied. Biases enter where their
+        keys exist. Keys of a layout this function does not know are refused by name.
+
+    Returns
+    -------
+    PermutationSpec
+    """
+    import torch
+
+    cfg = model_or_config
+    keys: list[str] | None = None
+    if isinstance(model_or_config, torch.nn.Module):
+        cfg = getattr(model_or_config, "config", None)
+        if cfg is None:
+            raise RepscopeTypeError(
+                f"llama_spec model_or_config: the {type(model_or_config).__name__} has no "
+                "config; pass a transformers Llama-family model or its config.")
+        keys = list(model_or_config.state_dict().keys())
+    if state_dict_keys is not None:
+        keys = [str(k) for k in state_dict_keys]
+    need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    missing = [n for n in need if _config_get(cfg, n) is None]
+    if missing:
+        raise RepscopeTypeError(
+            f"llama_spec model_or_config: expected a Llama-family config with {', '.join(need)}"
+            f"; got {type(cfg).__name__} without {', '.join(missing)}.")
+    hidden = int(_config_get(cfg, "hidden_size"))
+    inter = int(_config_get(cfg, "intermediate_size"))
+    n_layers = int(_config_get(cfg, "num_hidden_layers"))
+    n_heads = int(_config_get(cfg, "num_attention_heads"))
+    n_kv = int(_config_get(cfg, "num_key_value_heads") or n_heads)
+    head_dim = int(_config_get(cfg, "head_dim") or hidden // n_heads)
+    tied = bool(_config_get(cfg, "tie_word_embeddings", False))
+    if n_heads % n_kv:
+        raise RepscopeValueError(
+            f"llama_spec: num_attention_heads ({n_heads}) is not a multiple of "
+            f"num_key_value_heads ({n_kv}).")
+    if keys is None:
+        keys = ["model.embed_tokens.weight", "model.norm.weight"]
+        if not tied:
+            keys.append("lm_head.weight")
+        for i in range(n_layers):
+            p = f"model.layers.{i}."
+            keys += [p + s + ".weight" for s in (
+                "input_layernorm", "post_attention_layernorm", "self_attn.q_proj",
+                "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                "mlp.up_proj", "mlp.down_proj")]
+            for s, flag in (("self_attn.q_proj", "attention_bias"),
+                            ("self_attn.k_proj", "attention_bias"),
+                            ("self_attn.v_proj", "attention_bias"),
+                            ("self_attn.o_proj", "attention_bias"),
+                            ("mlp.gate_proj", "mlp_bias"), ("mlp.up_proj", "mlp_bias"),
+                            ("mlp.down_proj", "mlp_bias")):
+                if _config_get(cfg, flag, False):
+                    keys.append(p + s + ".bias")
+    keyset = set(keys)
+    if "model.embed_tokens.weight" in keyset:
+        pre = "model."
+    elif "embed_tokens.weight" in keyset:
+        pre = ""
+    else:
+        raise RepscopeValueError(
+            "llama_spec state_dict_keys: expected 'model.embed_tokens.weight' (or "
+            f"'embed_tokens.weight') among {len(keys)} keys; first: "
+            f"{keys[0] if keys else None!r}.")
+    group = n_heads // n_kv
+    heads_groups = tuple(tuple(range(g * group, (g + 1) * group)) for g in range(n_kv))
+    R = "residual"
+    perms: dict[str, Perm] = {R: Perm(R, hidden)}
+    axes: dict[str, tuple[str | None, ...]] = {}
+
+    def put(key: str, ax: tuple[str | None, ...], required: bool = True) -> None:
+        if key in keyset:
+            axes[key] = ax
+        elif required:
+            raise RepscopeValueError(
+                f"llama_spec state_dict_keys: {key!r} is missing ({len(keys)} keys).")
+
+    put(pre + "embed_tokens.weight", (None, R))
+    put(pre + "norm.weight", (R,))
+    put("lm_head.weight", (None, R), required=not tied)
+    for i in range(n_layers):
+        p = f"{pre}layers.{i}."
+        H, M = f"layers.{i}.heads", f"layers.{i}.mlp"
+        perms[H] = Perm(H, n_heads, head_dim, heads_groups)
+        perms[M] = Perm(M, inter)
+        put(p + "input_layernorm.weight", (R,))
+        put(p + "post_attention_layernorm.weight", (R,))
+        put(p + "self_attn.q_proj.weight", (H, R))
+        put(p + "self_attn.q_proj.bias", (H,), False)
+        for s in ("k_proj", "v_proj"):
+            put(p + f"self_attn.{s}.weight", (None, R))
+        put(p + "self_attn.o_proj.weight", (R, H))
+        put(p + "self_attn.o_proj.bias", (R,), False)
+        put(p + "mlp.gate_proj.weight", (M, R))
+        put(p + "mlp.up_proj.weight", (M, R))
+        put(p + "mlp.gate_proj.bias", (M,), False)
+        put(p + "mlp.up_proj.bias", (M,), False)
+        put(p + "mlp.down_proj.weight", (R, M))
+        put(p + "mlp.down_proj.bias", (R,), False)
+    known_fixed = {f"{pre}layers.{i}.{s}" for i in range(n_layers) for s in _LLAMA_UNTOUCHED}
+    known_fixed |= {f"{pre}layers.{i}.self_attn.{s}.bias" for i in range(n_layers)
+                    for s in ("k_proj", "v_proj")}
+    known_fixed.add(pre + "rotary_emb.inv_freq")
+    unknown = [k for k in keys if k not in axes and k not in known_fixed
+               and not (tied and k == "lm_head.weight")]
+    if unknown:
+        raise RepscopeValueError(
+            f"llama_spec state_dict_keys: {len(unknown)} key(s) outside the Llama layout "
+            f"(first: {unknown[0]!r}); a tensor this spec does not place could break the "
+            "permutation symmetry; write the spec by hand (PermutationSpec.from_dict).")
     return PermutationSpec(perms, axes)
