@@ -301,7 +301,7 @@ class _Propagate:
                     where, [xv], out_shape,
                     f" (it merges the permuted axis of {c} channels with {out_shape[j] // c} "
                     "positions after it, so the channel permutation would act on blocks of "
-                    "positions there; pool to 1x1 before flattening")
+                    "positions there; pool to 1x1 before flattening)")
         return self.unknown(where, [xv], out_shape, " (it splits or moves the permuted axis)")
 
     def reduce(self, where: str, x: Any, dims: Any, keepdim: bool, out_shape: Any) -> Any:
