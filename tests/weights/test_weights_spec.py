@@ -362,3 +362,19 @@ def test_llama_spec_from_config_and_keys(smollm: Any) -> None:
                                                                   "weight"])
     with pytest.raises(RepscopeTypeError, match="Llama-family config"):
         llama_spec({"hidden_size": 8})
+
+
+def test_spec_applies_to_a_safetensors_file(tmp_path: Any) -> None:
+    from safetensors.torch import save_file
+
+    model = make_mlp((64, 16, 10), seed=2)
+    path = tmp_path / "mlp.safetensors"
+    save_file(dict(model.state_dict()), str(path))
+    spec = mlp_spec(path)
+    assert spec.axes == mlp_spec(model).axes
+    perms = random_permutation(spec, 4)
+    from_file = apply_permutation(spec, perms, path)
+    from_model = apply_permutation(spec, perms, model)
+    assert all(torch.equal(from_file[k], from_model[k]) for k in from_model)
+    with pytest.raises(RepscopeTypeError, match="state_dict"):
+        apply_permutation(spec, perms, 3)

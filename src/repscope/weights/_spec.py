@@ -237,21 +237,10 @@ class PermutationSpec:
 
 
 def _as_state_dict(obj: Any, argument: str) -> Mapping[str, Any]:
-    """A model's ``state_dict()``, a mapping as is, or a safetensors path via W1's loader."""
-    import torch
+    """A model's ``state_dict()``, a mapping, or a safetensors file / folder (W1's one way in)."""
+    from repscope.weights._state import as_state_dict
 
-    if isinstance(obj, torch.nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        return obj
-    if isinstance(obj, (str,)) or hasattr(obj, "__fspath__"):
-        import importlib
-
-        state = importlib.import_module("repscope.weights._state")
-        return state.as_state_dict(obj)
-    raise RepscopeTypeError(
-        f"{argument}: expected an nn.Module, a state dict or a .safetensors path, got "
-        f"{type(obj).__name__}.")
+    return as_state_dict(obj, name=argument)
 
 
 def _check_perm(p: Perm, arr: Any) -> np.ndarray:
