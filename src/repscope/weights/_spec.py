@@ -287,7 +287,8 @@ def apply_permutation(spec: PermutationSpec, perms: Mapping[str, Any],
     Returns
     -------
     dict[str, Tensor]
-        New tensors for every key the spec permutes; other keys map to the input tensors.
+        New tensors for every key the spec lists; other keys pass through (sharing memory with
+        the input).
     """
     import torch
 
