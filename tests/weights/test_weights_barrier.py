@@ -156,6 +156,20 @@ def test_loss_only_and_mapping_evaluations(mlps, data):
     assert both.accuracy == mapped.accuracy is not None
 
 
+def test_safetensors_files_give_the_same_curve(tmp_path, test_loss):
+    from safetensors.torch import save_file
+
+    a, b = make_mlp((64, 16, 10), seed=3), make_mlp((64, 16, 10), seed=4)
+    save_file(a.state_dict(), str(tmp_path / "a.safetensors"))
+    save_file(b.state_dict(), str(tmp_path / "b.safetensors"))
+    arch = make_mlp((64, 16, 10))
+    from_files = barrier_curve(arch, tmp_path / "a.safetensors", str(tmp_path / "b.safetensors"),
+                               test_loss, alphas=5, progress=False)
+    in_memory = barrier_curve(arch, a, b, test_loss, alphas=5, progress=False)
+    assert from_files.loss == in_memory.loss
+    assert len(set(from_files.loss)) == 5  # the files were read, point by point
+
+
 # ---------------------------------------------------------------------------------------------
 # layer-wise barriers
 
