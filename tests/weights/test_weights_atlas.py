@@ -77,7 +77,7 @@ def test_isotropic_mode_learns_one_coefficient_per_task_and_record_round_trips(t
     assert isinstance(res, AtlasResult)
 
 
-def test_compose_equals_hand_sum_and_does_not_mutate(tasks):
+def test_compose_equals_hand_sum_and_does_not_mutate(tasks, tmp_path):
     setup, tvs = tasks[0]
     base = setup.base.state_dict()
     before = {k: v.clone() for k, v in base.items()}
@@ -95,6 +95,12 @@ def test_compose_equals_hand_sum_and_does_not_mutate(tasks):
                                + 0.25 * tvs[1]["2.weight"])
     out2 = compose(setup.base, tvs, 0.0)
     assert all(torch.equal(out2[k], base[k]) for k in base)
+    # a safetensors file as the base gives the same state dict
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in base.items()}, str(tmp_path / "base.safetensors"))
+    out3 = compose(tmp_path / "base.safetensors", tvs, lam)
+    assert all(torch.equal(out3[k], out[k]) for k in base)
 
 
 def test_composed_model_at_learned_coefficients_gives_the_reported_accuracy(tasks):
@@ -132,7 +138,7 @@ def test_bad_inputs_are_named_errors(tasks):
         compose(setup.base, tvs, np.ones((3, 6)))
     with pytest.raises(RepscopeTypeError, match="data must be a pair"):
         learn_blockwise_coefficients(setup.base, setup.base, tvs, val[0], progress=False)
-    with pytest.raises(RepscopeTypeError, match="base must be an nn.Module or a state dict"):
+    with pytest.raises(RepscopeTypeError, match="base: expected an nn.Module"):
         compose(3, tvs, 1.0)
 
 

@@ -115,22 +115,12 @@ class AtlasResult(RecordedResult):
 
 
 def _state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
-    """A detached copy-free view of ``obj``'s tensors (an ``nn.Module`` or a mapping)."""
-    import torch
+    """``obj``'s tensors as a dict (an ``nn.Module``, a mapping, or a safetensors file or
+    folder, read through :func:`repscope.weights._state.as_state_dict`)."""
+    from repscope.weights._state import as_state_dict
 
-    if isinstance(obj, torch.nn.Module):
-        return {k: v.detach() for k, v in obj.state_dict().items()}
-    if isinstance(obj, Mapping):
-        out: dict[str, torch.Tensor] = {}
-        for k, v in obj.items():
-            if not isinstance(v, torch.Tensor):
-                raise RepscopeTypeError(
-                    f"{name}[{k!r}] must be a torch tensor; got {type(v).__name__}.")
-            out[str(k)] = v.detach()
-        return out
-    raise RepscopeTypeError(
-        f"{name} must be an nn.Module or a state dict (mapping of name to tensor); got "
-        f"{type(obj).__name__}.")
+    sd = as_state_dict(obj, name=name)
+    return {str(k): sd[k].detach() for k in sd}
 
 
 def _task_vectors(task_vectors: Any) -> tuple[list[str], list[dict[str, torch.Tensor]]]:
@@ -207,7 +197,7 @@ def compose(base: Any, task_vectors: Any, coefficients: Any) -> dict[str, torch.
 
     Parameters
     ----------
-    base : nn.Module or state dict
+    base : nn.Module, state dict, or safetensors file or folder
     task_vectors : list of state dicts, or mapping of task name to state dict
         Blocks are the floating tensors of the task vectors, in the first one's key order
         (``AtlasResult.blocks`` of mode ``"tensor"``).
@@ -291,7 +281,7 @@ def learn_blockwise_coefficients(
     model : nn.Module
         The architecture (its own weights are not used and not changed); called as
         ``model(X)`` through ``torch.func.functional_call``, returning logits.
-    base : nn.Module or state dict
+    base : nn.Module, state dict, or safetensors file or folder
         θ0, frozen.
     task_vectors : list of state dicts, or mapping of task name to state dict
         τ_t = θ_t − θ0 (e.g. ``repscope.weights._taskvec.task_vector``).
