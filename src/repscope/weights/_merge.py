@@ -114,7 +114,9 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``max(1, int(density * numel))`` largest magnitudes (mergekit's ``magnitude``)."""
+    """Keep the ``max(1, int(density * numel))`` largest magnitudes (mergekit's ``magnitude``;
+    entries tied with the k-th largest magnitude are all kept, where mergekit's sort keeps an
+    arbitrary subset of them)."""
     import torch
 
     if density >= 1:
@@ -122,11 +124,11 @@ def _magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta)
     k = max(1, int(density * delta.numel()))
-    flat = delta.reshape(-1)
-    idx = torch.topk(flat.abs(), k, sorted=False).indices
-    mask = torch.zeros_like(flat)
-    mask[idx] = 1
-    return (flat * mask).reshape(delta.shape)
+    mag = delta.abs()
+    threshold = torch.kthvalue(mag.reshape(-1), delta.numel() - k + 1).values
+    keep = mag >= threshold
+    del mag
+    return delta * keep
 
 
 def _seed_for(seed: int, index: int, key: str) -> int:
@@ -156,29 +158,42 @@ def _dare_drop(delta: torch.Tensor, density: float, rescale: str, seed: int, ind
     return masked
 
 
-def _combine(deltas: list[torch.Tensor], weights: Sequence[float], *, consensus: bool,
+def _combine(deltas: Sequence[torch.Tensor], weights: Sequence[float], *, consensus: bool,
              normalize: bool, lambda_: float) -> torch.Tensor:
-    """mergekit's generalized task arithmetic: weight, elect signs, sum, divide, scale."""
+    """mergekit's generalized task arithmetic: weight, elect signs, sum, divide, scale.
+
+    The same float operations as mergekit's stacked version (products, then sums in model
+    order), accumulated in place so that only one running sum per quantity is held."""
     import torch
 
-    stacked = torch.stack(deltas)
-    w = torch.tensor(list(weights), dtype=stacked.dtype).reshape(-1, *([1] * (stacked.ndim - 1)))
-    stacked = stacked * w
-    if consensus:
-        sign = stacked.sign()
-        majority = (stacked.sum(dim=0) >= 0).to(stacked.dtype) * 2 - 1
-        mask = (sign == majority).to(stacked.dtype)
-        mixed = (stacked * mask).sum(dim=0)
-        divisor = (w * mask).sum(dim=0)
-        divisor[divisor == 0] = 1
+    if not consensus:
+        mixed = torch.zeros_like(deltas[0])
+        for d, w in zip(deltas, weights):
+            mixed.add_(d * float(w))
+        total_w = float(torch.tensor(list(weights), dtype=mixed.dtype).sum())
+        divisor = total_w if abs(total_w) >= 1e-8 else 1.0
+        if normalize:
+            mixed.div_(divisor)
     else:
-        mixed = stacked.sum(dim=0)
-        divisor = w.sum(dim=0).expand_as(mixed).clone()
-        divisor[divisor.abs() < 1e-8] = 1
-    if normalize:
-        mixed = mixed / divisor
+        weighted = [d * float(w) for d, w in zip(deltas, weights)]
+        total = torch.zeros_like(weighted[0])
+        for d in weighted:
+            total.add_(d)
+        majority = (total >= 0).to(total.dtype).mul_(2).sub_(1)
+        del total
+        mixed = torch.zeros_like(weighted[0])
+        div = torch.zeros_like(weighted[0])
+        for i, (d, w) in enumerate(zip(weighted, weights)):
+            agree = d.sign() == majority
+            mixed.add_(d * agree)
+            div.add_(agree.to(div.dtype).mul_(float(w)))
+            weighted[i] = d = torch.empty(0)
+        del majority
+        div[div == 0] = 1
+        if normalize:
+            mixed.div_(div)
     if lambda_ != 1:
-        mixed = mixed * lambda_
+        mixed.mul_(lambda_)
     return mixed
 
 
