@@ -1,7 +1,9 @@
 """One registry of merge methods, one function per tensor (as mergekit's decorator).
 
 Every method is a function ``fn(tensors, base, *, key, **params) -> Tensor`` that merges one
-tensor: ``tensors`` holds that entry of each model (same shape and dtype), ``base`` the base
+tensor: ``tensors`` holds that entry of each model (same shape and dtype; a fresh list the
+function may overwrite entries of, so a streamed input can be freed early, but never a tensor
+it holds), ``base`` the base
 model's entry or ``None``, ``key`` the state-dict key (DARE derives its random stream from it).
 :func:`register_merge` records what a method needs (a base or not, how many models, its
 parameters and defaults, the paper); :func:`merge_state_dicts` validates the parameters once and
@@ -114,21 +116,21 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def _magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the ``max(1, int(density * numel))`` largest magnitudes (mergekit's ``magnitude``;
-    entries tied with the k-th largest magnitude are all kept, where mergekit's sort keeps an
-    arbitrary subset of them)."""
+    """Keep the ``max(1, int(density * numel))`` largest magnitudes of ``delta`` (in place;
+    mergekit's ``magnitude``). Entries tied with the k-th largest magnitude are all kept, where
+    mergekit's sort keeps an arbitrary subset of them."""
     import torch
 
     if density >= 1:
         return delta
     if density <= 0 or delta.numel() == 0:
-        return torch.zeros_like(delta)
+        return delta.zero_()
     k = max(1, int(density * delta.numel()))
     mag = delta.abs()
     threshold = torch.kthvalue(mag.reshape(-1), delta.numel() - k + 1).values
     keep = mag >= threshold
     del mag
-    return delta * keep
+    return delta.mul_(keep)
 
 
 def _seed_for(seed: int, index: int, key: str) -> int:
@@ -158,37 +160,57 @@ def _dare_drop(delta: torch.Tensor, density: float, rescale: str, seed: int, ind
     return masked
 
 
-def _combine(deltas: Sequence[torch.Tensor], weights: Sequence[float], *, consensus: bool,
+def _deltas_in_place(tensors: list[torch.Tensor], base: torch.Tensor) -> torch.Tensor:
+    """Replace each entry of ``tensors`` (the caller's list, never the tensors themselves) by
+    its delta from ``base`` in the working dtype, so a streamed input is freed as soon as its
+    delta exists; returns the base in the working dtype."""
+    b = base.to(_work_dtype(base))
+    for i in range(len(tensors)):
+        tensors[i] = tensors[i].to(b.dtype) - b
+    return b
+
+
+def _combine(deltas: list[torch.Tensor], weights: Sequence[float], *, consensus: bool,
              normalize: bool, lambda_: float) -> torch.Tensor:
     """mergekit's generalized task arithmetic: weight, elect signs, sum, divide, scale.
 
     The same float operations as mergekit's stacked version (products, then sums in model
-    order), accumulated in place so that only one running sum per quantity is held."""
+    order), done in place on ``deltas`` (fresh tensors the caller owns; the list is emptied)
+    so that one tensor per model plus two running ones are held."""
     import torch
 
+    n = len(deltas)
+    for d, w in zip(deltas, weights):
+        d.mul_(float(w))
     if not consensus:
-        mixed = torch.zeros_like(deltas[0])
-        for d, w in zip(deltas, weights):
-            mixed.add_(d * float(w))
+        mixed = deltas[0]
+        for i in range(1, n):
+            mixed.add_(deltas[i])
+            deltas[i] = torch.empty(0)
+        deltas.clear()
         total_w = float(torch.tensor(list(weights), dtype=mixed.dtype).sum())
-        divisor = total_w if abs(total_w) >= 1e-8 else 1.0
         if normalize:
-            mixed.div_(divisor)
+            mixed.div_(total_w if abs(total_w) >= 1e-8 else 1.0)
     else:
-        weighted = [d * float(w) for d, w in zip(deltas, weights)]
-        total = torch.zeros_like(weighted[0])
-        for d in weighted:
-            total.add_(d)
-        majority = (total >= 0).to(total.dtype).mul_(2).sub_(1)
-        del total
-        mixed = torch.zeros_like(weighted[0])
-        div = torch.zeros_like(weighted[0])
-        for i, (d, w) in enumerate(zip(weighted, weights)):
+        majority = deltas[0].clone()
+        for i in range(1, n):
+            majority.add_(deltas[i])
+        zero = majority == 0
+        majority.sign_()
+        majority[zero] = 1  # a sum >= 0 elects +
+        del zero
+        div = torch.zeros_like(majority)
+        for d, w in zip(deltas, weights):
             agree = d.sign() == majority
-            mixed.add_(d * agree)
-            div.add_(agree.to(div.dtype).mul_(float(w)))
-            weighted[i] = d = torch.empty(0)
+            d.mul_(agree)
+            div.add_(agree.to(div.dtype), alpha=float(w))
+            del agree
         del majority
+        mixed = deltas[0]
+        for i in range(1, n):
+            mixed.add_(deltas[i])
+            deltas[i] = torch.empty(0)
+        deltas.clear()
         div[div == 0] = 1
         if normalize:
             mixed.div_(div)
@@ -219,10 +241,9 @@ def _linear(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str,
 def _task_arithmetic(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str,
                      weights: Sequence[float], lambda_: float, normalize: bool) -> torch.Tensor:
     assert base is not None
-    dt = _work_dtype(base)
-    b = base.to(dt)
-    deltas = [t.to(dt) - b for t in tensors]
-    return b + _combine(deltas, weights, consensus=False, normalize=normalize, lambda_=lambda_)
+    b = _deltas_in_place(tensors, base)
+    return _combine(tensors, weights, consensus=False, normalize=normalize,
+                    lambda_=lambda_).add_(b)
 
 
 @register_merge("ties", needs_base="yes",
@@ -232,10 +253,11 @@ def _ties(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str,
           weights: Sequence[float], density: Sequence[float], lambda_: float,
           normalize: bool) -> torch.Tensor:
     assert base is not None
-    dt = _work_dtype(base)
-    b = base.to(dt)
-    deltas = [_magnitude(t.to(dt) - b, float(d)) for t, d in zip(tensors, density)]
-    return b + _combine(deltas, weights, consensus=True, normalize=normalize, lambda_=lambda_)
+    b = _deltas_in_place(tensors, base)
+    for t, d in zip(tensors, density):
+        _magnitude(t, float(d))
+    return _combine(tensors, weights, consensus=True, normalize=normalize,
+                    lambda_=lambda_).add_(b)
 
 
 def _dare(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str, consensus: bool,
@@ -246,12 +268,11 @@ def _dare(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str, c
         raise RepscopeValueError(
             f"rescale: expected 'l1' (mergekit), 'density' (1/density, the DARE paper) or "
             f"'none', got {rescale!r}.")
-    dt = _work_dtype(base)
-    b = base.to(dt)
-    deltas = [_dare_drop(t.to(dt) - b, float(d), rescale, seed, i, key)
-              for i, (t, d) in enumerate(zip(tensors, density))]
-    return b + _combine(deltas, weights, consensus=consensus, normalize=normalize,
-                        lambda_=lambda_)
+    b = _deltas_in_place(tensors, base)
+    for i, d in enumerate(density):
+        tensors[i] = _dare_drop(tensors[i], float(d), rescale, seed, i, key)
+    return _combine(tensors, weights, consensus=consensus, normalize=normalize,
+                    lambda_=lambda_).add_(b)
 
 
 _DARE_PARAMS = {"weights": 1.0, "density": 1.0, "lambda_": 1.0, "normalize": False,
