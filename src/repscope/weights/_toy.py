@@ -8,6 +8,7 @@ from a seed; test-set cross-entropy is the loss of the barrier.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DigitsData", "digits_data", "evaluate", "make_mlp", "train_mlp"]
+__all__ = ["DigitsData", "digits_data", "evaluate", "make_mlp", "mlp_from_state_dict", "train_mlp"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def make_mlp(widths: tuple[int, ...] = (64, 512, 512, 10), *, seed: int = 0) -> 
         raise RepscopeValueError(f"widths must be at least (in, out), all >= 1; got {widths!r}.")
     gen = torch.Generator().manual_seed(int(seed))
     layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         lin = torch.nn.Linear(int(a), int(b))
         bound = 1.0 / np.sqrt(a)
         with torch.no_grad():
@@ -94,6 +95,20 @@ def train_mlp(widths: tuple[int, ...] = (64, 512, 512, 10), *, seed: int = 0,
 
     data = digits_data() if data is None else data
     model = make_mlp(widths, seed=seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # these models are tiny: one thread beats a contended pool
+    try:
+        _sgd(model, data, seed=seed, epochs=epochs, lr=lr, momentum=momentum,
+             batch_size=batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _sgd(model: Any, data: DigitsData, *, seed: int, epochs: int, lr: float, momentum: float,
+         batch_size: int) -> None:
+    import torch
+
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     X, y = torch.from_numpy(data.X_train), torch.from_numpy(data.y_train)
     gen = torch.Generator().manual_seed(int(seed) + 10_000)
@@ -105,10 +120,9 @@ def train_mlp(widths: tuple[int, ...] = (64, 512, 512, 10), *, seed: int = 0,
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
             opt.step()
-    return model.eval()
 
 
-def evaluate(model: Any, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def evaluate(model: Any, X: Any, y: Any) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(X, y)``."""
     import torch
 
@@ -118,3 +132,48 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         loss = float(torch.nn.functional.cross_entropy(logits, target))
         acc = float((logits.argmax(1) == target).float().mean())
     return loss, acc
+
+
+def mlp_from_state_dict(state_dict: Any, *, name: str = "checkpoint") -> torch.nn.Sequential:
+    """The ``nn.Sequential`` Linear/ReLU stack whose state dict is ``state_dict`` (keys
+    ``"<i>.weight"`` and ``"<i>.bias"`` of 2-D weights, as :func:`make_mlp` and any plain
+    ``nn.Sequential`` MLP write), with those weights loaded.
+
+    Raises
+    ------
+    RepscopeValueError
+        When the keys are not those of such a stack, naming ``name`` and the first odd key.
+    """
+    import torch
+
+    from repscope.exceptions import RepscopeValueError
+
+    sd = dict(state_dict)
+    index: dict[int, tuple[int, int]] = {}
+    for key, t in sd.items():
+        head, _, attr = key.partition(".")
+        if not head.isdigit() or attr not in ("weight", "bias"):
+            raise RepscopeValueError(
+                f"{name}: expected the state dict of an nn.Sequential Linear/ReLU stack (keys "
+                f"'0.weight', '0.bias', '2.weight', ...); got key {key!r}.")
+        if attr == "weight":
+            if t.ndim != 2:
+                raise RepscopeValueError(
+                    f"{name}: {key!r} must be a 2-D Linear weight; got shape {tuple(t.shape)}.")
+            index[int(head)] = (int(t.shape[1]), int(t.shape[0]))
+    pos = sorted(index)
+    if not pos:
+        raise RepscopeValueError(f"{name}: no Linear weights ('<i>.weight') in the state dict.")
+    layers: list[torch.nn.Module] = []
+    for j, i in enumerate(pos):
+        while len(layers) < i:
+            layers.append(torch.nn.ReLU())
+        fan_in, fan_out = index[i]
+        if j and index[pos[j - 1]][1] != fan_in:
+            raise RepscopeValueError(
+                f"{name}: layer {i} takes {fan_in} inputs but layer {pos[j - 1]} gives "
+                f"{index[pos[j - 1]][1]}; not a Linear stack.")
+        layers.append(torch.nn.Linear(fan_in, fan_out, bias=f"{i}.bias" in sd))
+    model = torch.nn.Sequential(*layers)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in sd.items()})
+    return model.eval()
