@@ -117,20 +117,33 @@ def _work_dtype(t: torch.Tensor) -> torch.dtype:
 
 def _magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
     """Keep the ``max(1, int(density * numel))`` largest magnitudes of ``delta`` (in place;
-    mergekit's ``magnitude``). Entries tied with the k-th largest magnitude are all kept, where
-    mergekit's sort keeps an arbitrary subset of them."""
+    mergekit's ``magnitude``).
+
+    The k-th largest magnitude is found by selection; only when several entries tie with it
+    across the cut (deltas of float32 weights take discrete values, so this happens) is the
+    kept set decided as mergekit does, by torch's descending ``argsort`` of the float32
+    magnitudes, so the result is mergekit's on the same torch build."""
     import torch
 
     if density >= 1:
         return delta
     if density <= 0 or delta.numel() == 0:
         return delta.zero_()
-    k = max(1, int(density * delta.numel()))
-    mag = delta.abs()
-    threshold = torch.kthvalue(mag.reshape(-1), delta.numel() - k + 1).values
+    n = delta.numel()
+    k = max(1, int(density * n))
+    mag = delta.abs().reshape(-1)
+    if mag.dtype != torch.float32 and mag.dtype != torch.float64:
+        mag = mag.float()
+    threshold = torch.kthvalue(mag, n - k + 1).values
     keep = mag >= threshold
+    if int(keep.sum()) != k:  # ties straddle the cut: mergekit's sort decides
+        del keep
+        order = torch.argsort(mag.float(), descending=True)[:k]
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[order] = True
+        del order
     del mag
-    return delta.mul_(keep)
+    return delta.mul_(keep.reshape(delta.shape))
 
 
 def _seed_for(seed: int, index: int, key: str) -> int:
