@@ -31,7 +31,7 @@ def run_weights_demo(*, seed: int = 0, log: Any = print, progress: bool = False,
     -------
     dict
         ``"barrier"``, ``"layer_barrier"``, ``"alignment"``, ``"task_vectors"``, ``"merge"``,
-        ``"redundancy"``: lists of results.
+        ``"atlas"``, ``"redundancy"``: lists of results.
     """
     import torch
 
@@ -60,7 +60,7 @@ def run_weights_demo(*, seed: int = 0, log: Any = print, progress: bool = False,
     log(f"[demo] weights: weight matching converged={wm.converged} after {wm.n_iter} "
         "iterations")
     out: dict[str, list[Any]] = {k: [] for k in ("barrier", "layer_barrier", "alignment",
-                                                 "task_vectors", "merge", "redundancy")}
+                                                 "task_vectors", "merge", "atlas", "redundancy")}
     for label, other in (("naive", b.state_dict()), ("weight matching", wm.aligned)):
         curve = barrier_curve(arch, a, other, loss_fn, alphas=11, label=label,
                               progress=progress)
@@ -84,6 +84,13 @@ def run_weights_demo(*, seed: int = 0, log: Any = print, progress: bool = False,
     out["merge"].append(evaluate_merges(arch, list(tunes.values()), tasks,
                                         ["linear", "task_arithmetic", "ties", "dare_ties"],
                                         base=setup.base, progress=progress))
+    from repscope.weights._atlas import learn_blockwise_coefficients
+    from repscope.weights._taskvec import task_vector
+
+    vectors = {name: task_vector(m, setup.base) for name, m in tunes.items()}
+    out["atlas"].append(learn_blockwise_coefficients(
+        arch, setup.base, vectors, setup.validation(50, seed=seed), steps=300, lr=1e-2,
+        seed=seed, eval_data=(X_test, y_test), progress=progress))
     red = merge_equivalent_units(a, 0.9, data=(X_test, y_test),
                                  curve=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2), progress=progress)
     out["redundancy"].append(red)
