@@ -202,3 +202,42 @@ def test_demo_step_returns_records_with_its_context(demo_results, tmp_path, monk
     assert {r.dataset for r in recs} == {_demo.DEMO_DATASET}
     barrier = [r for r in recs if r.analysis == "weights_barrier"]
     assert [r.values["label"] for r in barrier] == ["naive", "weight matching"]
+
+
+@pytest.mark.real
+def test_barrier_command_on_causal_lm_folders_uses_the_llama_spec(tmp_path):
+    """Two tiny Llama decoders (SmolLM2's tokenizer, random inits from two seeds) as
+    Hugging Face folders: the LM loss path, the Llama spec and weight matching from the CLI."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    import repscope.zoo
+    from repscope.zoo._text import smollm2_cache_dir
+
+    repscope.zoo.load_model("smollm2-135m")  # makes sure the tokenizer cache exists
+    tok = AutoTokenizer.from_pretrained(str(smollm2_cache_dir()), local_files_only=True)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, tie_word_embeddings=True)
+    dirs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+        d = tmp_path / f"lm{seed}"
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        dirs.append(d)
+    text = tmp_path / "text.txt"
+    text.write_text("It is a truth universally acknowledged, that a single man in possession "
+                    "of a good fortune, must be in want of a wife. " * 4)
+    res = _run(["barrier", str(dirs[0]), str(dirs[1]), "--text", str(text), "--alphas", "3",
+                "--no-layerwise", "--json"], tmp_path / "r.db")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["weight_matching"]["n_iter"] >= 1
+    curves = {c["label"]: c for c in out["curves"]}
+    # Random inits: both ends at about log(vocab); the aligned B is the same function as B.
+    assert curves["naive"]["loss_b"] == pytest.approx(curves["weight matching"]["loss_b"],
+                                                      rel=1e-4)
+    assert abs(curves["naive"]["loss_a"] - np.log(len(tok))) < 1.0
+    res = _run(["barrier", str(dirs[0]), str(dirs[1])], tmp_path / "r.db")
+    assert res.exit_code != 0 and "give --text FILE" in res.output

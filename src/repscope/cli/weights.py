@@ -146,6 +146,18 @@ def _lm_setup(a_path: Path, text: str | None, max_tokens: int) -> tuple[Any, Any
     return model, loss_fn, f"{Path(text).name} ({sum(c.numel() for c in chunks)} tokens)"
 
 
+def _with_tied(model: Any, state: Any) -> dict[str, Any]:
+    """``state`` with the model's tied copies filled in (a checkpoint saved with tied
+    embeddings has no ``lm_head.weight``; the module's state dict has it, sharing storage)."""
+    full = model.state_dict()
+    out = dict(state)
+    owner = {t.data_ptr(): k for k, t in full.items() if k in out}
+    for k, t in full.items():
+        if k not in out and t.data_ptr() in owner:
+            out[k] = out[owner[t.data_ptr()]]
+    return out
+
+
 @click.group()
 def weights() -> None:
     """Loss barriers, permutation alignment, merging and task vectors on checkpoints
@@ -226,6 +238,7 @@ def barrier(a: str, b: str, data: str, text: str | None, max_tokens: int, spec: 
     is_lm = pa.is_dir() and (pa / "config.json").is_file()
     if is_lm:
         model, loss_fn, dataset = _lm_setup(pa, text, max_tokens)
+        sa, sb = _with_tied(model, sa), _with_tied(model, sb)
         spec = spec or "llama"
     else:
         from repscope.weights._toy import evaluate, mlp_from_state_dict
