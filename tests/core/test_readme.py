@@ -35,6 +35,22 @@ def test_readme_sae_example_runs(tmp_path):
     assert float(lines[-1]) == 1.0  # the saved and reloaded SAE evaluates identically
 
 
+def test_readme_weights_example_runs(tmp_path):
+    """The weight-space example: weight matching removes the barrier between a model and a
+    unit-shuffled copy of it, and the linear merge of the two is the model again."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 3, "README has no weight-space example"
+    script = tmp_path / "weights_example.py"
+    script.write_text(blocks[2])
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    naive, aligned = (float(v) for v in re.findall(r"barrier ([0-9.]+) -> ([0-9.]+);", first)[0])
+    assert naive > 0.01 and aligned == 0.0, first
+    assert float(out.stdout.split()[-1]) == 1.0
+
+
 def test_readme_names_the_two_commands():
     text = README.read_text()
     assert "make demo" in text
