@@ -266,9 +266,9 @@ def _ties(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str,
           weights: Sequence[float], density: Sequence[float], lambda_: float,
           normalize: bool) -> torch.Tensor:
     assert base is not None
-    b = _deltas_in_place(tensors, base)
-    for t, d in zip(tensors, density):
-        _magnitude(t, float(d))
+    b = base.to(_work_dtype(base))
+    for i, d in enumerate(density):  # one input at a time: trimmed before the next is read
+        tensors[i] = _magnitude(tensors[i].to(b.dtype) - b, float(d))
     return _combine(tensors, weights, consensus=True, normalize=normalize,
                     lambda_=lambda_).add_(b)
 
@@ -281,9 +281,9 @@ def _dare(tensors: list[torch.Tensor], base: torch.Tensor | None, *, key: str, c
         raise RepscopeValueError(
             f"rescale: expected 'l1' (mergekit), 'density' (1/density, the DARE paper) or "
             f"'none', got {rescale!r}.")
-    b = _deltas_in_place(tensors, base)
+    b = base.to(_work_dtype(base))
     for i, d in enumerate(density):
-        tensors[i] = _dare_drop(tensors[i], float(d), rescale, seed, i, key)
+        tensors[i] = _dare_drop(tensors[i].to(b.dtype) - b, float(d), rescale, seed, i, key)
     return _combine(tensors, weights, consensus=consensus, normalize=normalize,
                     lambda_=lambda_).add_(b)
 

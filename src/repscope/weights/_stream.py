@@ -192,8 +192,29 @@ class _ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
+class _LazyInputs(list):
+    """One key of every input, each read (and checked finite) when first indexed, so a merge
+    function that turns entry ``i`` into its delta before touching ``i + 1`` holds one input at
+    a time."""
+
+    def __init__(self, readers: list[SafetensorsReader], key: str) -> None:
+        super().__init__([None] * len(readers))
+        self._readers = readers
+        self._key = key
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        value = super().__getitem__(i)
+        if value is None:
+            r = self._readers[i]
+            value = r.read(self._key)
+            _finite(value, self._key, r.name)
+            super().__setitem__(i, value)
+        return value
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))
 
 
 def merge_files(method: str, inputs: Sequence[str | os.PathLike[str]],
@@ -258,11 +279,7 @@ def merge_files(method: str, inputs: Sequence[str | os.PathLike[str]],
             writer = _ShardWriter(out / fname, entries)
             try:
                 for k in shard:
-                    tensors = []
-                    for r in readers:
-                        t = r.read(k)
-                        _finite(t, k, r.name)
-                        tensors.append(t)
+                    tensors = _LazyInputs(readers, k)
                     bt = b.read(k) if b is not None else None
                     if bt is not None:
                         _finite(bt, k, "base")
