@@ -15,8 +15,10 @@ The semantics follow mergekit 0.1.5 (``mergekit/merge_methods/*.py``, ``mergekit
 * **linear**: ``sum_i w_i x_i / sum_i w_i`` (``normalize=False``: no division).
 * **task_arithmetic**: ``base + lambda * sum_i w_i tau_i`` with ``tau_i = x_i - base``
   (``normalize=True`` divides by ``sum_i w_i``, as mergekit; default off).
-* **ties**: each ``tau_i`` keeps its ``k = max(1, int(density * numel))`` largest magnitudes, is
-  multiplied by ``w_i``; the elected sign is the sign of ``sum_i w_i tau_i`` (``>= 0`` is +); the
+* **ties**: each ``tau_i`` keeps its ``k = max(1, int(density * numel))`` largest magnitudes
+  (when magnitudes tie across the cut, torch's descending ``argsort`` picks, as in mergekit, so
+  the kept set is mergekit's on the same torch build; that fallback sorts the whole tensor and
+  is TIES's memory peak), is multiplied by ``w_i``; the elected sign is the sign of ``sum_i w_i tau_i`` (``>= 0`` is +); the
   entries agreeing with it are summed and divided by the sum of the weights of the agreeing
   models (``normalize=True``, the default), then multiplied by ``lambda``.
 * **dare_linear** / **dare_ties**: each ``tau_i`` keeps every entry with probability ``density``
