@@ -372,3 +372,30 @@ def test_bad_input_is_named(trained):
         alignment_diagnostics(spec, a, b, b, model=trained["a"], progress=False)
     with pytest.raises(RepscopeError, match="others"):
         align_to_reference(a, [], spec, progress=False)
+
+
+def _residual_stack(seed, d=24, hidden=96, blocks=4):
+    g = torch.Generator().manual_seed(seed)
+    sd = {"embed.weight": torch.randn(d, d, generator=g), "head.weight": torch.randn(5, d,
+                                                                                     generator=g)}
+    spec: dict[str, dict[str, int]] = {"res": {"embed.weight": 0, "head.weight": 1}}
+    for i in range(blocks):
+        sd[f"{i}.fc1.weight"] = torch.randn(hidden, d, generator=g)
+        sd[f"{i}.fc1.bias"] = torch.randn(hidden, generator=g)
+        sd[f"{i}.fc2.weight"] = torch.randn(d, hidden, generator=g)
+        spec["res"].update({f"{i}.fc1.weight": 1, f"{i}.fc2.weight": 0})
+        spec[f"h{i}"] = {f"{i}.fc1.weight": 0, f"{i}.fc1.bias": 0, f"{i}.fc2.weight": 1}
+    return sd, PermutationSpec.from_dict(spec, sd)
+
+
+def test_anchored_first_sweep_solves_the_residual_permutation_first():
+    a, spec = _residual_stack(0)
+    p = random_permutation(spec, seed=1)
+    b = apply_permutation(spec, p, a)
+    r = weight_matching(spec, a, b, first_sweep="anchored", progress=False)
+    assert r.details["order"][0] == "res"
+    for n in p:
+        np.testing.assert_array_equal(r.perms[n], np.argsort(p[n]))
+    assert _dist(a, r.aligned) == 0.0
+    with pytest.raises(RepscopeValueError, match="first_sweep"):
+        weight_matching(spec, a, b, first_sweep="bfs", progress=False)

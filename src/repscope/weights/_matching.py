@@ -298,6 +298,23 @@ class _Matcher:
 # ----------------------------------------------------------------------------- weight matching
 
 
+def _levels(spec: PermutationSpec, deps: Mapping[str, set[str]]) -> dict[str, int]:
+    """Breadth-first distance of each permutation from an anchored one (acting on a tensor
+    of two or more axes whose other axes are all fixed); unreachable ones come last."""
+    level: dict[str, int] = {}
+    frontier = [n for n in spec.perms
+                if any(len(spec.axes[k]) > 1
+                       and all(q is None for i, q in enumerate(spec.axes[k]) if i != ax)
+                       for k, ax in spec.perm_axes(n))]
+    depth = 0
+    while frontier:
+        for n in frontier:
+            level[n] = depth
+        depth += 1
+        frontier = sorted({q for n in frontier for q in deps[n] if q not in level})
+    return {n: level.get(n, depth) for n in spec.perms}
+
+
 def weight_matching(
     spec: PermutationSpec,
     a: Any,
@@ -306,6 +323,7 @@ def weight_matching(
     max_iter: int = 100,
     seed: int = 0,
     init: Mapping[str, Any] | None = None,
+    first_sweep: str = "random",
     progress: ProgressLike = True,
 ) -> WeightMatchingResult:
     """Permutations of B's hidden units that maximise its weights' inner product with A's.
@@ -335,6 +353,14 @@ def weight_matching(
         Seed of the visiting order.
     init : Mapping[str, array], optional
         Starting permutations (default: the identity).
+    first_sweep : {"random", "anchored"}, default="random"
+        Order of the first iteration. ``"random"`` is git-re-basin's. ``"anchored"`` (ours)
+        visits first the permutations that act on a tensor whose other axes are all fixed (an
+        MLP's first and last hidden layer, a residual stream's embedding and head), then their
+        neighbours, and so on (random order within a level); later iterations are random.
+        In a residual stack the random order can solve the hidden permutations against the
+        identity residual permutation first, which then fits that wrong residual order better
+        than the true one: a local optimum the anchored sweep avoids.
     progress : bool or callable, default=True
         A progress bar over iterations (drawn on a terminal), or a caller's ``advance(k)``.
 
@@ -363,6 +389,9 @@ def weight_matching(
 
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise RepscopeValueError(f"max_iter must be a positive integer; got {max_iter!r}.")
+    if first_sweep not in ("random", "anchored"):
+        raise RepscopeValueError(
+            f"first_sweep must be 'random' or 'anchored'; got {first_sweep!r}.")
     sa, sb = _state_pair(spec, a, b)
     m = _Matcher(spec, sa, sb, _check_init(spec, init))
     rng = np.random.default_rng(seed)
@@ -378,6 +407,9 @@ def weight_matching(
                       prefix="weights") as advance:
         for it in range(int(max_iter)):
             order = [names[i] for i in rng.permutation(len(names))]
+            if it == 0 and first_sweep == "anchored":
+                level = _levels(spec, m.deps)
+                order.sort(key=level.__getitem__)  # stable: random within a level
             if it == 0:
                 first_order = order
             changed = 0
