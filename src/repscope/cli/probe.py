@@ -88,7 +88,13 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     from repscope.store import load_features, load_labels
 
     path = check_exists(features, "features")
-    feats = load_features(path, layers or None)
+    token_shape = None
+    if getattr(make_probe(probe_name), "reads_tokens", False):
+        from repscope.probe._kinds import token_features
+
+        feats, token_shape = token_features(path, layers or None)
+    else:
+        feats = load_features(path, layers or None)
     n = next(iter(feats.values())).shape[0]
     store = None
     if path.is_dir():
@@ -100,7 +106,12 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     shots = _parse_shots(few_shot_spec) if few_shot_spec else None
     seed = settings().seed
     model = model_name(path)
-    factory = make_probe(probe_name, seed=seed)
+
+    def make(**kw: Any) -> Any:
+        est = make_probe(probe_name, **kw)
+        return est.set_params(token_shape=token_shape) if token_shape else est
+
+    factory = make(seed=seed)
     bars = show_progress()
     res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed), progress=bars)
     best = res.best_layer
@@ -113,8 +124,8 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
         X = feats[best]
         if shots:
             n_classes = len(np.unique(y_raw))
-            fs_factory = make_probe(probe_name, k=max(1, min(10, min(shots) * n_classes)),
-                                    seed=seed, small=True)
+            fs_factory = make(k=max(1, min(10, min(shots) * n_classes)), seed=seed,
+                              small=True)
             fs = few_shot(fs_factory, X, y_raw, shots=shots, n_tries=tries, seed=seed,
                           progress=bars, sampler=shot_sampler)  # type: ignore[arg-type]
             db.add_many(fs.to_records(**ctx, layer=best, params={**params, "n_tries": tries,
@@ -123,8 +134,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
             out["few_shot"].pop("test_indices", None)
         if do_curve:
             n_classes = len(np.unique(y_raw))
-            lc_factory = make_probe(probe_name, k=max(1, min(10, 2 * n_classes)), seed=seed,
-                                    small=True)
+            lc_factory = make(k=max(1, min(10, 2 * n_classes)), seed=seed, small=True)
             lc = learning_curve(lc_factory, X, y_raw, n_repeats=3, seed=seed, progress=bars)
             db.add_many(lc.to_records(**ctx, layer=best, params=params))
             out["learning_curve"] = {"layer": best, **lc.to_dict()}

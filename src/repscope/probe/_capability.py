@@ -57,5 +57,8 @@ CAPABILITY = Capability(
         "logistic": Kind("repscope.probe._kinds:logistic",
                          "softmax regression (L-BFGS path, C selected on a holdout split)"),
         "knn": Kind("repscope.probe._kinds:knn", "DINO-style weighted k-nearest neighbours"),
+        "moment": Kind("repscope.probe._kinds:moment",
+                       "moment probing on token sets (mean + second-order moments; token "
+                       "layers only)"),
     }},
 )
