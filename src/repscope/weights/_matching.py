@@ -323,7 +323,7 @@ def weight_matching(
     max_iter: int = 100,
     seed: int = 0,
     init: Mapping[str, Any] | None = None,
-    first_sweep: str = "random",
+    first_sweep: str = "anchored",
     progress: ProgressLike = True,
 ) -> WeightMatchingResult:
     """Permutations of B's hidden units that maximise its weights' inner product with A's.
@@ -353,7 +353,7 @@ def weight_matching(
         Seed of the visiting order.
     init : Mapping[str, array], optional
         Starting permutations (default: the identity).
-    first_sweep : {"random", "anchored"}, default="random"
+    first_sweep : {"random", "anchored"}, default="anchored"
         Order of the first iteration. ``"random"`` is git-re-basin's. ``"anchored"`` (ours)
         visits first the permutations that act on a tensor whose other axes are all fixed (an
         MLP's first and last hidden layer, a residual stream's embedding and head), then their
