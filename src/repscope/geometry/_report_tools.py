@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float
+from repscope.report._common import as_float, by_series, floats
 from repscope.report._sections import esc, figure, html_table, ordered_unique, series_labels
 from repscope.report._svg import heatmap, line_chart
 
@@ -25,11 +25,6 @@ __all__ = [
 ]
 
 
-def _floats(v: Any) -> np.ndarray:
-    if v is None:
-        return np.zeros(0)
-    items = v if isinstance(v, (list, tuple, np.ndarray)) else [v]
-    return np.asarray([as_float(x) for x in items], dtype=float)
 
 
 def _latest(records: Sequence[RecordLike], *extra: str) -> list[RecordLike]:
@@ -41,12 +36,6 @@ def _latest(records: Sequence[RecordLike], *extra: str) -> list[RecordLike]:
     return list(best.values())
 
 
-def _by_source(records: Sequence[RecordLike]) -> dict[str, list[RecordLike]]:
-    labels = series_labels(records)
-    out: dict[str, list[RecordLike]] = {}
-    for r in records:
-        out.setdefault(labels[(r.model, r.dataset)], []).append(r)
-    return out
 
 
 def render_leakage(records: Sequence[RecordLike]) -> str:
@@ -54,7 +43,7 @@ def render_leakage(records: Sequence[RecordLike]) -> str:
     (model, dataset, layer), and the accuracies with their intervals."""
     recs = _latest(records, "group", "attribute")
     parts = []
-    for name, rs in _by_source(recs).items():
+    for name, rs in by_series(recs).items():
         for layer in ordered_unique(r.layer for r in rs):
             cell = [r for r in rs if r.layer == layer]
             groups = ordered_unique(str(r.values.get("group")) for r in cell)
@@ -82,16 +71,16 @@ def render_feature_weighting(records: Sequence[RecordLike]) -> str:
     spectral entropy."""
     recs = _latest(records)
     parts = []
-    for name, rs in _by_source(recs).items():
+    for name, rs in by_series(recs).items():
         layers = [r.layer for r in rs]
         series = {
-            "accuracy spread": (np.arange(len(rs)), _floats([r.values.get("accuracy_spread")
+            "accuracy spread": (np.arange(len(rs)), floats([r.values.get("accuracy_spread")
                                                              for r in rs])),
-            "spectral entropy / log d": (np.arange(len(rs)), _floats(
+            "spectral entropy / log d": (np.arange(len(rs)), floats(
                 [r.values.get("normalized_spectral_entropy") for r in rs])),
         }
         attrs = [str(a) for a in (rs[0].values.get("attributes") or [])]
-        acc = np.array([_floats(r.values.get("normalized_accuracy")) for r in rs])
+        acc = np.array([floats(r.values.get("normalized_accuracy")) for r in rs])
         for j, a in enumerate(attrs):
             if acc.ndim == 2 and acc.shape[1] > j:
                 series[f"{a} (acc above chance)"] = (np.arange(len(rs)), acc[:, j])
@@ -110,8 +99,8 @@ def render_hardness(records: Sequence[RecordLike]) -> str:
     labels = series_labels(recs)
     for r in recs:
         key = labels[(r.model, r.dataset)] + (f" · {r.layer}" if r.layer else "")
-        series[key] = (_floats(r.values.get("temperatures")),
-                       _floats(r.values.get("effective_negatives")))
+        series[key] = (floats(r.values.get("temperatures")),
+                       floats(r.values.get("effective_negatives")))
     if not series:
         return ""
     return figure(line_chart(series, title="Effective number of negatives vs temperature",
@@ -124,10 +113,10 @@ def render_lipschitz(records: Sequence[RecordLike]) -> str:
     """Extractor diagnostics: Lipschitz ratios per layer and translation sensitivity by depth."""
     recs = _latest(records)
     parts = []
-    for name, rs in _by_source(recs).items():
+    for name, rs in by_series(recs).items():
         shifts = [int(as_float(s)) for s in (rs[0].values.get("shifts") or [])]
         depth = [r for r in rs if not r.layer.startswith("(")]
-        sens = np.array([_floats(r.values.get("translation_sensitivity")) for r in depth])
+        sens = np.array([floats(r.values.get("translation_sensitivity")) for r in depth])
         if depth and sens.ndim == 2 and sens.shape[1] == len(shifts):
             series = {f"shift {t} px": (np.arange(len(depth)), sens[:, j])
                       for j, t in enumerate(shifts)}

@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, cell, missing
+from repscope.report._common import as_float, by_series, cell, floats, missing
 from repscope.report._sections import (
     esc,
     html_table,
     ordered_unique,
     panels,
-    series_labels,
 )
 from repscope.report._svg import line_chart
 
@@ -45,18 +44,8 @@ def _latest(records: Sequence[RecordLike]) -> list[RecordLike]:
     return list(best.values())
 
 
-def _floats(v: Any) -> np.ndarray:
-    if not isinstance(v, (list, tuple, np.ndarray)):
-        return np.zeros(0)
-    return np.asarray([as_float(x) for x in v], dtype=float)
 
 
-def _groups(recs: Sequence[RecordLike]) -> dict[str, list[RecordLike]]:
-    labels = series_labels(recs)
-    out: dict[str, list[RecordLike]] = {}
-    for r in recs:
-        out.setdefault(labels[(r.model, r.dataset)], []).append(r)
-    return out
 
 
 def _matrix_table(rs: Sequence[RecordLike], key: str, caption: str) -> str:
@@ -88,8 +77,8 @@ def _best(rs: Sequence[RecordLike]) -> dict[str, RecordLike]:
 
 
 def _histogram(r: RecordLike) -> str | None:
-    edges = _floats(r.values.get("hist_edges"))
-    h_id, h_ood = _floats(r.values.get("hist_id")), _floats(r.values.get("hist_ood"))
+    edges = floats(r.values.get("hist_edges"))
+    h_id, h_ood = floats(r.values.get("hist_id")), floats(r.values.get("hist_ood"))
     if edges.size < 2 or h_id.size != edges.size - 1 or h_ood.size != h_id.size:
         return None
     centres = 0.5 * (edges[:-1] + edges[1:])
@@ -112,8 +101,8 @@ def _roc_charts(best: dict[str, RecordLike], positive: str) -> list[str]:
         series = {}
         for d in chunk:
             r = best[d]
-            series[f"{d} @ {r.layer or '(all)'}"] = (_floats(r.values.get("roc_fpr")),
-                                                     _floats(r.values.get("roc_tpr")))
+            series[f"{d} @ {r.layer or '(all)'}"] = (floats(r.values.get("roc_fpr")),
+                                                     floats(r.values.get("roc_tpr")))
         series["chance"] = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
         pos_name, neg_name = ("OOD", "ID") if positive == "ood" else ("ID", "OOD")
         charts.append(line_chart(
@@ -131,7 +120,7 @@ def render_ood(records: Sequence[RecordLike]) -> str:
     if not recs:
         return f"<p>{esc('No OOD detection results.')}</p>"
     parts = []
-    for label, rs in _groups(recs).items():
+    for label, rs in by_series(recs).items():
         first = rs[0].values
         tpr = as_float(first.get("tpr"))
         positive = str(first.get("positive", "ood"))
@@ -169,7 +158,7 @@ def render_ood_diagnostics(records: Sequence[RecordLike]) -> str:
     if not recs:
         return f"<p>{esc('No OOD diagnostics.')}</p>"
     parts = []
-    for label, rs in _groups(recs).items():
+    for label, rs in by_series(recs).items():
         conf = as_float(rs[0].values.get("confidence"))
         folds = rs[0].values.get("folds", "?")
         rows = [[r.layer or "(all)", cell(r, "separability_accuracy"),

@@ -11,8 +11,8 @@ import numpy as np
 from repscope.db._records import RecordLike
 from repscope.report._sections import Missing, html_table, ordered_unique, series_labels
 
-__all__ = ["as_float", "by_series", "cell", "layer_axis", "layer_table", "merged_layers",
-           "missing"]
+__all__ = ["as_float", "by_series", "cell", "floats", "layer_axis", "layer_table",
+           "merged_layers", "missing"]
 
 #: Record values that may say why an analysis left a value out (first one found wins).
 REASON_KEYS = ("reason", "skipped", "skip_reason")
@@ -80,6 +80,15 @@ def merged_layers(layer_lists: Sequence[Sequence[str]]) -> list[str] | None:
         if idx != sorted(idx):
             return None
     return merged
+
+
+def floats(value: Any) -> np.ndarray:
+    """A stored list of numbers as a float array (``"nan"`` and ``None`` entries -> NaN); a
+    single number gives a one-element array, ``None`` an empty one."""
+    if value is None:
+        return np.zeros(0)
+    items = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    return np.asarray([as_float(x) for x in items], dtype=float)
 
 
 def by_series(records: Sequence[RecordLike]) -> dict[str, list[RecordLike]]:

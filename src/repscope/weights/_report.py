@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, cell, missing
-from repscope.report._sections import esc, figure, html_table, ordered_unique, series_labels
+from repscope.report._common import as_float, by_series, cell, floats, missing
+from repscope.report._sections import esc, figure, html_table, ordered_unique
 from repscope.report._svg import heatmap, line_chart
 
 __all__ = [
@@ -40,18 +40,8 @@ __all__ = [
 ]
 
 
-def _floats(v: Any) -> np.ndarray:
-    if not isinstance(v, (list, tuple, np.ndarray)):
-        return np.zeros(0)
-    return np.asarray([as_float(x) for x in v], dtype=float)
 
 
-def _groups(recs: Sequence[RecordLike]) -> dict[str, list[RecordLike]]:
-    labels = series_labels(recs)
-    out: dict[str, list[RecordLike]] = {}
-    for r in recs:
-        out.setdefault(labels[(r.model, r.dataset)], []).append(r)
-    return out
 
 
 def _latest(recs: Sequence[RecordLike], *fields: str) -> list[RecordLike]:
@@ -69,12 +59,12 @@ def _label(r: RecordLike) -> str:
 def render_barrier(records: Sequence[RecordLike]) -> str:
     """Loss along the linear path of each pair (excess over the chord) and the barriers."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records, "label")).items():
+    for name, rs in by_series(_latest(records, "label")).items():
         series = {}
         rows = []
         for r in rs:
             v = r.values
-            series[_label(r)] = (_floats(v.get("alphas")), _floats(v.get("excess")))
+            series[_label(r)] = (floats(v.get("alphas")), floats(v.get("excess")))
             rows.append([_label(r), cell(r, "barrier"), cell(r, "barrier_alpha"),
                          cell(r, "midpoint_excess", "0.5 not on the grid"),
                          cell(r, "accuracy_barrier", "no accuracy"), cell(r, "loss_a"),
@@ -99,7 +89,7 @@ def render_barrier(records: Sequence[RecordLike]) -> str:
 def render_layer_barrier(records: Sequence[RecordLike]) -> str:
     """One barrier per block (only that block interpolated), per pair label."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records, "label")).items():
+    for name, rs in by_series(_latest(records, "label")).items():
         labels = ordered_unique(_label(r) for r in rs)
         blocks = ordered_unique(r.layer for r in rs)
         at = {(_label(r), r.layer): r for r in rs}
@@ -126,7 +116,7 @@ def render_weights_alignment(records: Sequence[RecordLike]) -> str:
             ("unit_corr_before", "unit corr. before"), ("unit_corr_after", "unit corr. after"),
             ("cka_before", "CKA before"), ("cka_after", "CKA after")]
     parts: list[str] = []
-    for name, rs in _groups(_latest(records)).items():
+    for name, rs in by_series(_latest(records)).items():
         rows = [[r.layer, *(cell(r, k, "not measured") for k, _ in keys)] for r in rs]
         parts.append(html_table(
             ["weight", *(h for _, h in keys)], rows, digits=4,
@@ -140,11 +130,11 @@ def render_weights_alignment(records: Sequence[RecordLike]) -> str:
 def render_task_vectors(records: Sequence[RecordLike]) -> str:
     """The cosine matrix of task vectors, their norms and the sign-conflict rate."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records)).items():
+    for name, rs in by_series(_latest(records)).items():
         r = rs[-1]
         names = [str(n) for n in r.values.get("names") or []]
-        cos = np.asarray([_floats(row) for row in r.values.get("cosines") or []])
-        norms = _floats(r.values.get("norms"))
+        cos = np.asarray([floats(row) for row in r.values.get("cosines") or []])
+        norms = floats(r.values.get("norms"))
         if cos.size:
             parts.append(figure(heatmap(cos, title=f"Task-vector cosines: {name}",
                                         row_labels=names, col_labels=names, vmin=-1, vmax=1,
@@ -162,7 +152,7 @@ def render_task_vectors(records: Sequence[RecordLike]) -> str:
 def render_merge(records: Sequence[RecordLike]) -> str:
     """Each merge method on each task, beside the task's fine-tune and the base."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records, "task")).items():
+    for name, rs in by_series(_latest(records, "task")).items():
         rows = [[str(r.values.get("method", r.layer)), str(r.values.get("task", "")),
                  cell(r, "accuracy_after"), cell(r, "accuracy_before"),
                  cell(r, "accuracy_base", "no base"), cell(r, "loss_after"),
@@ -179,7 +169,7 @@ def render_merge(records: Sequence[RecordLike]) -> str:
 def render_redundancy(records: Sequence[RecordLike]) -> str:
     """Units merged as functionally equivalent, and the feature-complexity curve."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records)).items():
+    for name, rs in by_series(_latest(records)).items():
         rows = [[r.layer, cell(r, "beta"), cell(r, "units_before"), cell(r, "units_after"),
                  cell(r, "fraction_removed"), cell(r, "accuracy_before", "no data"),
                  cell(r, "accuracy_after", "no data")] for r in rs]
@@ -188,8 +178,8 @@ def render_redundancy(records: Sequence[RecordLike]) -> str:
              "accuracy before", "accuracy after"], rows, digits=4,
             caption=f"{name}: iterative merging of functionally equivalent ReLU units "
             "(normalised incoming weights closer than beta)"))
-        series = {r.layer: (_floats(r.values.get("curve_betas")),
-                            _floats(r.values.get("curve_units"))) for r in rs
+        series = {r.layer: (floats(r.values.get("curve_betas")),
+                            floats(r.values.get("curve_units"))) for r in rs
                   if r.values.get("curve_betas")}
         if series:
             parts.append(figure(line_chart(series, title=f"Feature complexity: {name}",
@@ -200,7 +190,7 @@ def render_redundancy(records: Sequence[RecordLike]) -> str:
 def render_atlas(records: Sequence[RecordLike]) -> str:
     """aTLAS: learned coefficients against the best single coefficient, held out."""
     parts: list[str] = []
-    for name, rs in _groups(_latest(records, "mode")).items():
+    for name, rs in by_series(_latest(records, "mode")).items():
         rows = [[str(r.values.get("mode", "")), cell(r, "learned_acc"), cell(r, "learned_loss"),
                  cell(r, "isotropic_lambda"), cell(r, "isotropic_acc"), cell(r, "isotropic_loss"),
                  cell(r, "base_acc"), cell(r, "n_train"), cell(r, "n_eval")] for r in rs]
