@@ -25,8 +25,6 @@ __all__ = [
 ]
 
 
-
-
 def _latest(records: Sequence[RecordLike], *extra: str) -> list[RecordLike]:
     """The last record per (model, dataset, layer, extra value keys), in first-seen order."""
     best: dict[tuple[Any, ...], RecordLike] = {}
@@ -34,8 +32,6 @@ def _latest(records: Sequence[RecordLike], *extra: str) -> list[RecordLike]:
         key = (r.model, r.dataset, r.layer, *(str(r.values.get(k, "")) for k in extra))
         best[key] = r
     return list(best.values())
-
-
 
 
 def render_leakage(records: Sequence[RecordLike]) -> str:

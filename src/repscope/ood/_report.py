@@ -44,10 +44,6 @@ def _latest(records: Sequence[RecordLike]) -> list[RecordLike]:
     return list(best.values())
 
 
-
-
-
-
 def _matrix_table(rs: Sequence[RecordLike], key: str, caption: str) -> str:
     dets = ordered_unique(_detector(r) for r in rs)
     layers = ordered_unique(r.layer for r in rs)

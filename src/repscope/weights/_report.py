@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 
-
-
-
-
 def _latest(recs: Sequence[RecordLike], *fields: str) -> list[RecordLike]:
     """The newest record per (model, dataset, layer, values[field]...)."""
     best: dict[tuple[Any, ...], RecordLike] = {}
