@@ -32,10 +32,24 @@ Peak memory is the child's ``ru_maxrss`` when training ends, before evaluation (
 process: interpreter, library, touched data pages); "train MB" is that peak minus the resident
 size just before the first run (after the imports and with the data paged in).
 
+With ``--time-to-fvu`` the script prints a second table, on real activations: SmolLM2-135M's
+layer-14 residual stream over 1,200 Austen paragraphs (the first token of each paragraph
+dropped; extracted once by :func:`make_smollm_data` into ``/tmp/repscope-sae-bench/``), the last
+120 paragraphs held out (their first ``--fvu-eval`` tokens score FVU). Each library trains at
+its defaults (learning rate, optimiser, initialisation; only width, k and batch are set) for
+``--fvu-steps`` steps per expansion, evaluated every ``--eval-every`` steps with the CPU clock
+paused (see ``benchmarks/_sae_fvu_cases.py``). The target FVU is the one sparsify's defaults
+reach at step ``--target-step`` (400: where they plateau); the table gives, per library and
+expansion, the training CPU-seconds to reach it (medians over ``--repeats``), the FVU at the
+last step, the CPU-seconds per step and their ratio to the floor of one dense encoder product
+plus top-k on a batch.
+
 Usage::
 
     python benchmarks/sae_train.py [--steps 60] [--warmup 5] [--expansions 8 32]
         [--repeats 3] [--device cpu] [--only repscope,sparsify]
+    python benchmarks/sae_train.py --time-to-fvu [--fvu-steps 500] [--expansions 8 32]
+        [--repeats 2] [--only repscope,sparsify]
 """
 
 from __future__ import annotations
@@ -92,6 +106,58 @@ def make_data(n: int = N_ROWS, d: int = D, seed: int = 0) -> Path:
     return path
 
 
+SMOL_TOKENS = ROOT / "smollm2_l14_austen1200_tokens.npy"
+SMOL_OFFSETS = ROOT / "smollm2_l14_austen1200_offsets.npy"
+SMOL_PARAGRAPHS, SMOL_HELD_OUT = 1200, 120
+
+
+def make_smollm_data() -> tuple[Path, Path]:
+    """SmolLM2-135M layer-14 residual stream (the output of decoder layer 14) over the first
+    1,200 Austen paragraphs, each paragraph's first token dropped: (tokens.npy of shape
+    (n_tokens, 576) float32, offsets.npy of the paragraphs' first rows), cached. The model runs
+    truncated after layer 14, two threads, paragraphs batched by length."""
+    if SMOL_TOKENS.exists() and SMOL_OFFSETS.exists():
+        return SMOL_TOKENS, SMOL_OFFSETS
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repscope.zoo import load_dataset, repscope_home
+
+    torch.set_num_threads(2)
+    path = Path(repscope_home()) / "models" / "smollm2-135m"  # the zoo's copy
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model.model.layers = model.model.layers[:15]
+    texts = load_dataset("austen", n=SMOL_PARAGRAPHS, seed=0).inputs
+    got: dict[str, Any] = {}
+
+    def hook(module: Any, inputs: Any, output: Any) -> None:
+        got["h"] = output[0] if isinstance(output, tuple) else output
+
+    handle = model.model.layers[14].register_forward_hook(hook)
+    ids = [tok(t)["input_ids"] for t in texts]
+    order = np.argsort([len(x) for x in ids])
+    out: list[Any] = [None] * len(ids)
+    with torch.no_grad():
+        for a in range(0, len(order), 16):
+            idx = order[a : a + 16]
+            width = max(len(ids[i]) for i in idx)
+            inp = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                inp[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+            model.model(input_ids=inp, attention_mask=mask)
+            for r, i in enumerate(idx):
+                out[i] = got["h"][r, 1 : len(ids[i])].float().numpy()
+    handle.remove()
+    ROOT.mkdir(parents=True, exist_ok=True)
+    lens = np.array([len(o) for o in out])
+    np.save(SMOL_OFFSETS, np.concatenate([[0], np.cumsum(lens)]))
+    np.save(SMOL_TOKENS, np.concatenate(out).astype(np.float32))
+    return SMOL_TOKENS, SMOL_OFFSETS
+
+
 # --------------------------------------------------------------------------- child
 def child(case: str, spec_json: str) -> None:
     """All repeats of one case in this process; prints one RESULT line (a list of runs)."""
@@ -114,7 +180,22 @@ def child(case: str, spec_json: str) -> None:
     _harness.emit(runs)
 
 
-def run_child(case: str, spec: dict[str, Any], python: str, timeout: float) -> Any:
+def child_fvu(case: str, spec_json: str) -> None:
+    """All repeats of one time-to-FVU case in this process; prints one RESULT line."""
+    sys.path.insert(0, str(HERE))
+    import _sae_fvu_cases as cases
+    import torch
+
+    torch.set_num_threads(1)
+    spec = json.loads(spec_json)
+    runs = [cases.CASES[case](spec) for _ in range(spec["repeats"])]
+    floor = cases.floor_seconds(spec) if case == "repscope" else None
+    _harness.emit({"runs": runs, "floor": floor})
+
+
+def run_child(
+    case: str, spec: dict[str, Any], python: str, timeout: float, flag: str = "--child"
+) -> Any:
     env = {
         **os.environ,
         **_harness.thread_env(1),
@@ -124,7 +205,7 @@ def run_child(case: str, spec: dict[str, Any], python: str, timeout: float) -> A
         "TQDM_DISABLE": "1",
         "SPARSIFY_DISABLE_TRITON": "1",
     }
-    cmd = [python, str(Path(__file__).resolve()), "--child", case, "--spec", json.dumps(spec)]
+    cmd = [python, str(Path(__file__).resolve()), flag, case, "--spec", json.dumps(spec)]
     run = _harness.run_child(cmd, env=env, timeout=timeout)
     return run.result if run.ok else {"error": run.status}
 
@@ -156,11 +237,23 @@ def main() -> None:
             default=default,
             help=f"interpreter with {name} installed",
         )
+    ap.add_argument("--time-to-fvu", action="store_true", help="the time-to-FVU table instead")
+    ap.add_argument("--fvu-steps", type=int, default=500)
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--fvu-eval", type=int, default=8192, help="held-out tokens scored")
+    ap.add_argument("--target-step", type=int, default=400)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-fvu", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child, args.spec)
+        return
+    if args.child_fvu:
+        child_fvu(args.child_fvu, args.spec)
+        return
+    if args.time_to_fvu:
+        time_to_fvu(args)
         return
 
     data = make_data()
@@ -243,6 +336,127 @@ def main() -> None:
             _harness.Column("L0", "l0", ".1f"),
         ],
         baseline=lambda r: ours.get(r["expansion"]),
+        markdown=True,
+    )
+
+
+# --------------------------------------------------------------------------- time to FVU
+def _time_to(curve: list[list[float]], target: float) -> float:
+    """Training CPU-s at the first evaluation with FVU <= target (NaN if never)."""
+    for _step, cpu, fvu in curve:
+        if fvu <= target:
+            return cpu
+    return float("nan")
+
+
+def _fvu_at(curve: list[list[float]], step: int) -> float:
+    for s, _cpu, fvu in curve:
+        if s >= step:
+            return fvu
+    return curve[-1][2]
+
+
+def time_to_fvu(args: argparse.Namespace) -> None:
+    """The time-to-FVU table (see the module docstring)."""
+    sys.path.insert(0, str(HERE))
+    import _sae_fvu_cases as cases
+
+    tokens, offsets_path = make_smollm_data()
+    offsets = np.load(offsets_path)
+    n_train = int(offsets[SMOL_PARAGRAPHS - SMOL_HELD_OUT])
+    n_eval = min(args.fvu_eval, int(offsets[-1]) - n_train)
+    d = int(np.load(tokens, mmap_mode="r").shape[1])
+    wanted = args.only.split(",") if args.only else list(cases.CASES)
+    print(
+        f"data {tokens} ({n_train} training tokens, {n_eval} held-out tokens of the last "
+        f"{SMOL_HELD_OUT} paragraphs, d={d}); k={args.k} batch={args.batch} "
+        f"steps={args.fvu_steps} eval every {args.eval_every} repeats={args.repeats}; "
+        "1 torch thread per run; each library at its defaults",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+    for expansion in args.expansions:
+        spec = {
+            "data": str(tokens),
+            "n_train": n_train,
+            "n_eval": n_eval,
+            "d": d,
+            "expansion": expansion,
+            "k": args.k,
+            "batch": args.batch,
+            "steps": args.fvu_steps,
+            "eval_every": args.eval_every,
+            "seed": 0,
+            "repeats": args.repeats,
+        }
+        got: dict[str, Any] = {}
+        for case in ["sparsify", *[c for c in wanted if c != "sparsify"]]:
+            if case not in wanted and case != "sparsify":
+                continue
+            python = (
+                getattr(args, f"python_{case}", None) or cases.PYTHON.get(case) or sys.executable
+            )
+            if not Path(python).exists():
+                got[case] = {"error": f"not installed ({python} missing)"}
+                continue
+            got[case] = run_child(case, spec, python, args.timeout, flag="--child-fvu")
+            print(f"{case:16s} {expansion:3d}x  done", flush=True)
+        ref = got.get("sparsify", {})
+        ref_runs = ref.get("runs", []) if isinstance(ref, dict) else []
+        target = (
+            statistics.median(_fvu_at(r["curve"], args.target_step) for r in ref_runs)
+            if ref_runs
+            else float("nan")
+        )
+        floor = next(
+            (g.get("floor") for g in got.values() if isinstance(g, dict) and g.get("floor")),
+            None,
+        )
+        for case, g in got.items():
+            row: dict[str, Any] = {"case": case, "expansion": expansion, "target": target}
+            runs = g.get("runs") if isinstance(g, dict) else None
+            if not runs:
+                row["error"] = g.get("error", "no result") if isinstance(g, dict) else str(g)
+                rows.append(row)
+                continue
+            per_step = [r["curve"][-1][1] / r["curve"][-1][0] for r in runs]
+            row.update(
+                time_to_target=statistics.median(_time_to(r["curve"], target) for r in runs),
+                final_fvu=statistics.median(r["curve"][-1][2] for r in runs),
+                fvu_at_target_step=statistics.median(
+                    _fvu_at(r["curve"], args.target_step) for r in runs
+                ),
+                per_step=statistics.median(per_step),
+                vs_floor=statistics.median(per_step) / floor if floor else float("nan"),
+                version=runs[0].get("version", "?"),
+                runs=len(runs),
+            )
+            rows.append(row)
+            curve = runs[0]["curve"]
+            print(
+                f"  {case} {expansion}x curve (step, cpu-s, fvu): "
+                + " ".join(
+                    f"({s},{c:.1f},{f:.4f})" for s, c, f in curve[:: max(1, len(curve) // 8)]
+                ),
+                flush=True,
+            )
+    print()
+    ref_rows = {r["expansion"]: r for r in rows if r["case"] == "sparsify" and "error" not in r}
+    _harness.print_table(
+        rows,
+        [
+            _harness.Column("library", "case", "s"),
+            _harness.Column("version", "version", "s"),
+            _harness.Column("expansion", "expansion", lambda v: f"{v}x"),
+            _harness.Column("target FVU", "target", ".4f"),
+            _harness.Column("CPU-s to target", "time_to_target", ".1f"),
+            _harness.Ratio("speed-up vs sparsify", "time_to_target", inverse=True),
+            _harness.Column(f"FVU @ {args.target_step}", "fvu_at_target_step", ".4f"),
+            _harness.Column(f"FVU @ {args.fvu_steps}", "final_fvu", ".4f"),
+            _harness.Column("CPU-s / step", "per_step", ".3f"),
+            _harness.Column("vs floor", "vs_floor", ".2f"),
+        ],
+        baseline=lambda r: ref_rows.get(r["expansion"]),
         markdown=True,
     )
 

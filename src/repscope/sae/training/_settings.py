@@ -25,6 +25,14 @@ __all__ = ["TrainSettings"]
 
 _OWNER = "TrainSettings"
 
+#: The optimisers :class:`TrainSettings` accepts and the learning rate of each at
+#: ``d_sae = 2**14``; :func:`~repscope.sae.default_lr` scales it by ``sqrt(2**14 / d_sae)``.
+OPTIMIZERS: dict[str, float] = {
+    "schedule_free_sign_sgd": 5e-3,
+    "adam": 2e-4,
+    "sign_sgd": 5e-3,
+}
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -38,13 +46,23 @@ class TrainSettings:
         Epochs when ``n_steps`` is None (needs a source of known length unless 1).
     batch_size : int
         Vectors per step (per rank under DDP).
+    optimizer : {"schedule_free_sign_sgd", "adam", "sign_sgd"}
+        ``"schedule_free_sign_sgd"`` (default): sign-SGD inside schedule-free averaging, the
+        default of EleutherAI sparsify; the trained SAE holds the average iterate. ``"adam"``:
+        Adam (repscope's default before 0.x: pass it, or a tuned ``lr``, to keep old runs).
+        ``"sign_sgd"``: plain sign-SGD. See :mod:`repscope.sae.training._optim`.
     lr : float, sequence of float, or None
-        Adam learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
-        gives :func:`~repscope.sae.default_lr` of each SAE's width.
+        Learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
+        gives :func:`~repscope.sae.default_lr` of each SAE's width and the optimiser
+        (``5e-3 * sqrt(2**14 / d_sae)`` for the sign-based ones, ``2e-4 * sqrt(2**14 / d_sae)``
+        for Adam).
     betas : pair of float in [0, 1)
         Adam's moment decay rates.
     weight_decay : float
-        Adam's (L2) weight decay, at least 0.
+        Adam's (L2) weight decay, at least 0 (the sign-based optimisers take none).
+    momentum : float in (0, 1]
+        Schedule-free interpolation: gradients are taken at ``(1 - momentum) * z +
+        momentum * x`` (0.95, sparsify's).
     lr_schedule : {"constant", "cosine"}
         After ``warmup_steps`` of linear warm-up; cosine decays to 0 at the last step.
     warmup_steps : int
@@ -90,9 +108,11 @@ class TrainSettings:
     n_steps: int | None = None
     n_epochs: float = 1.0
     batch_size: int = 1024
+    optimizer: Literal["schedule_free_sign_sgd", "adam", "sign_sgd"] = "schedule_free_sign_sgd"
     lr: float | tuple[float, ...] | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    momentum: float = 0.95
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float | None = None
@@ -119,10 +139,15 @@ class TrainSettings:
         )
         self._set("n_epochs", float(n_epochs))
         count("batch_size", 1)
+        check_choice(self.optimizer, "optimizer", tuple(OPTIMIZERS), caller=_OWNER)
         self._set("lr", _check_lr(self.lr))
         self._set("betas", _check_betas(self.betas))
         wd = check_scalar(self.weight_decay, "weight_decay", caller=_OWNER, min_value=0)
         self._set("weight_decay", float(wd))
+        mom = check_scalar(
+            self.momentum, "momentum", caller=_OWNER, min_value=0, max_value=1, include_min=False
+        )
+        self._set("momentum", float(mom))
         check_choice(self.lr_schedule, "lr_schedule", ("constant", "cosine"), caller=_OWNER)
         count("warmup_steps", 0)
         if self.max_grad_norm is not None:

@@ -5,14 +5,16 @@ architecture) on the same stream of batches, so the data are read, moved and shu
 
 Per step and SAE: ``xn = sae.normalize(batch)``, ``out = sae.forward_normalized(xn)``,
 ``loss = sae.loss(xn, out, state)``, backward, (DDP: one flattened all-reduce of the gradients),
-``sae.before_optimizer_step()``, optional gradient clipping, Adam, ``sae.after_optimizer_step()``
+``sae.before_optimizer_step()``, optional gradient clipping, the optimiser (schedule-free
+sign-SGD by default, Adam or sign-SGD: :mod:`._optim`), ``sae.after_optimizer_step()``
 (decoder renormalisation and other constraints are explicit post-steps, never a side effect of
 forward), firing counts by ``bincount`` on the active indices (all-reduced under DDP). Metrics
 are summed on the device and read every ``log_every`` steps; every ``check_every`` steps the
 trainer syncs once: it refreshes the dead-latent set (AuxK), checks that the loss and the inputs
 were finite and snapshots the weights. A non-finite loss stops training with
 :class:`SAETrainingError`, the SAE restored to the last finite snapshot (and saved to
-``checkpoint_dir`` when given).
+``checkpoint_dir`` when given). Under schedule-free the parameters hold the interpolation point
+while training; at the end each SAE gets the average iterate (the point schedule-free returns).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from repscope.sae.archs._base import (
     firing_counts,
 )
 from repscope.sae.training._data import as_source
+from repscope.sae.training._optim import ScheduleFreeSignSGD, default_lr, make_optimizer
 from repscope.sae.training._settings import TrainSettings
 
 __all__ = ["SAETrainingError", "TrainResult", "default_lr", "fit", "sweep"]
@@ -108,11 +111,6 @@ class TrainResult:
         }
 
 
-def default_lr(d_sae: int) -> float:
-    """``2e-4 / sqrt(d_sae / 2**14)``: the width scaling of Gao et al. (2024)."""
-    return 2e-4 / math.sqrt(d_sae / 2**14)
-
-
 def _as_sae(obj: Any, i: int) -> SparseAutoencoder:
     if isinstance(obj, SparseAutoencoder):
         return obj
@@ -151,19 +149,6 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], dist: Any, world: int) -
 def _broadcast_module(module: torch.nn.Module, dist: Any) -> None:
     for t in [*module.parameters(), *module.buffers()]:
         dist.broadcast(t.data, src=0)
-
-
-def _make_optimizer(
-    params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float], weight_decay: float
-) -> torch.optim.Optimizer:
-    kwargs: dict[str, Any] = {"lr": lr, "betas": betas, "weight_decay": weight_decay}
-    dev = params[0].device.type
-    if dev in ("cpu", "cuda"):
-        try:
-            return torch.optim.Adam(params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):  # pragma: no cover - old torch / dtype
-            pass
-    return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
 class _Run:
@@ -239,7 +224,7 @@ def sweep(
     saes : sequence of SparseAutoencoder or SAEConfig
         What to train; configs are built by architecture. All must share ``sample_shape``.
     settings : TrainSettings, optional
-        Step budget, batch size, Adam, schedule, shuffling, logging, checks and checkpoints
+        Step budget, batch size, optimiser, schedule, shuffling, logging, checks and checkpoints
         (default: ``TrainSettings()``). A tuple ``lr`` gives one learning rate per SAE.
     callback : callable, optional
         ``callback(i_sae, row)`` after each history row.
@@ -331,7 +316,7 @@ def _sweep(
     caller = "sweep" if len(models) > 1 else "fit"
     if device is not None:
         models = [m.to(device) for m in models]
-    lrs = _resolve_lrs(st.lr, models, caller)
+    lrs = _resolve_lrs(st.lr, models, caller, st.optimizer)
 
     rank, world, dist = _dist()
     source = as_source(X, sample_shape)
@@ -368,7 +353,15 @@ def _sweep(
         if dist is not None:
             _broadcast_module(m, dist)
         params = [p for p in m.parameters() if p.requires_grad]
-        runs.append(_Run(m, lr_i, _make_optimizer(params, lr_i, st.betas, st.weight_decay)))
+        opt = make_optimizer(
+            st.optimizer,
+            params,
+            lr_i,
+            betas=st.betas,
+            weight_decay=st.weight_decay,
+            momentum=st.momentum,
+        )
+        runs.append(_Run(m, lr_i, opt))
     del sample
 
     # ------------------------------------------------------------------ loop
@@ -436,6 +429,8 @@ def _sweep(
         if run.count:
             _log_row(run, step, t0, dist)
         run.state.refresh()
+        if isinstance(run.opt, ScheduleFreeSignSGD):
+            run.opt.eval()  # the parameters take the average iterate
         run.sae.eval()
         results.append(TrainResult(run.sae, run.history, run.state, n_steps=step, seconds=seconds))
         if st.checkpoint_dir is not None and rank == 0:
@@ -444,11 +439,14 @@ def _sweep(
 
 
 def _resolve_lrs(
-    lr: float | tuple[float, ...] | None, models: list[SparseAutoencoder], caller: str
+    lr: float | tuple[float, ...] | None,
+    models: list[SparseAutoencoder],
+    caller: str,
+    optimizer: str,
 ) -> list[float]:
     """One learning rate per SAE (``lr`` was validated by :class:`TrainSettings`)."""
     if lr is None:
-        return [default_lr(m.d_sae) for m in models]
+        return [default_lr(m.d_sae, optimizer) for m in models]
     if isinstance(lr, float):
         return [lr] * len(models)
     if len(lr) != len(models):
