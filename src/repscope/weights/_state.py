@@ -19,7 +19,7 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 if TYPE_CHECKING:
     import torch
 
-    from repscope.store._safetensors import SafetensorsFile
+    from repscope.store._safetensors import TensorSpec
 
 __all__ = [
     "LazyStateDict",
@@ -35,54 +35,100 @@ __all__ = [
 
 class LazyStateDict(Mapping[str, "torch.Tensor"]):
     """A read-only state dict over safetensors files: opening reads only the headers, and each
-    ``sd[key]`` reads that one tensor from disk (a fresh tensor each time, never unpickled).
+    ``sd[key]`` reads that one tensor from disk with a plain read into a fresh buffer (no memory
+    map is kept, so reading a whole checkpoint key by key never holds more than one tensor;
+    never unpickled; bfloat16 stays bfloat16).
 
-    Streaming code keeps one tensor per input in memory by indexing key by key;
-    :meth:`meta` gives a tensor's shape and dtype without reading its data.
+    Streaming code (``weights._stream``) keeps one tensor per input in memory by indexing key by
+    key; :meth:`meta` gives a tensor's shape and dtype and :meth:`nbytes` its size without
+    reading its data.
 
     Parameters
     ----------
     paths : sequence of path
         The ``.safetensors`` files; a key in two of them is an error.
+    name : str, default="state dict"
+        The argument's name in error messages.
+
+    Attributes
+    ----------
+    specs : dict of str to (Path, TensorSpec)
+        Each key's file and header entry.
+    folder : Path
+        The folder of the (first) file: where its config files sit.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
-        from repscope.store._safetensors import SafetensorsFile
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], *,
+                 name: str = "state dict") -> None:
+        from repscope.store._safetensors import read_safetensors_header
 
         self.paths = tuple(Path(p) for p in paths)
-        self._files: dict[str, SafetensorsFile] = {}
+        self.name = name
+        self.folder = self.paths[0].parent if self.paths else Path(".")
+        self.specs: dict[str, tuple[Path, TensorSpec]] = {}
         for path in self.paths:
-            f = SafetensorsFile(path)
-            for key in f.specs:
-                if key in self._files:
+            for key, spec in read_safetensors_header(path).items():
+                if key in self.specs:
                     raise RepscopeValueError(
-                        f"state dict folder: tensor {key!r} is in both "
-                        f"{self._files[key].path.name} and {path.name}; expected each tensor "
-                        "in one file.")
-                self._files[key] = f
+                        f"{name}: tensor {key!r} is in both {self.specs[key][0].name} and "
+                        f"{path.name}; expected each tensor in one file.")
+                self.specs[key] = (path, spec)
 
-    def __getitem__(self, key: str) -> torch.Tensor:
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, name: str = "state dict") -> LazyStateDict:
+        """A ``.safetensors`` file, or a folder of them (all its ``*.safetensors`` files)."""
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(p.glob("*.safetensors"))
+            if not files:
+                raise RepscopeValueError(
+                    f"{name}: expected a .safetensors file or a folder holding some; the folder "
+                    f"{p} has none.")
+            out = cls(files, name=name)
+            out.folder = p
+            return out
+        if p.is_file() and p.suffix == ".safetensors":
+            return cls([p], name=name)
+        what = "does not exist" if not p.exists() else "is not a .safetensors file"
+        raise RepscopeValueError(
+            f"{name}: expected a .safetensors file or a folder of them; {p} {what}.")
+
+    def read(self, key: str) -> torch.Tensor:
+        """Tensor ``key``, read from disk into a fresh tensor."""
         import numpy as np
         import torch
 
-        f = self._files[key]
-        store_dtype = f.specs[key].dtype
-        raw = f[key]
-        arr = np.array(raw, dtype=raw.dtype.newbyteorder("="), copy=True)
-        tensor = torch.from_numpy(arr)
-        if store_dtype == "bfloat16":
-            tensor = tensor.view(torch.bfloat16)
-        return tensor
+        from repscope.store._safetensors import DTYPES
+
+        path, spec = self.specs[key]
+        arr = np.empty(spec.shape, dtype=DTYPES[spec.dtype][1].newbyteorder("="))
+        if math.prod(spec.shape):
+            with open(path, "rb") as f:
+                f.seek(spec.begin)
+                n = f.readinto(arr.reshape(-1).data.cast("B"))
+            if n != spec.end - spec.begin:
+                raise RepscopeValueError(
+                    f"{self.name}: tensor {key!r} in {path} is truncated ({n} of "
+                    f"{spec.end - spec.begin} bytes).")
+        t = torch.from_numpy(arr)
+        return t.view(torch.bfloat16) if spec.dtype == "bfloat16" else t
+
+    __getitem__ = read
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._files)
+        return iter(self.specs)
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self.specs)
+
+    def nbytes(self, key: str) -> int:
+        """Bytes of ``key`` on disk, from the header."""
+        spec = self.specs[key][1]
+        return spec.end - spec.begin
 
     def meta(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
         """``(shape, dtype)`` of ``key`` from the header alone."""
-        spec = self._files[key].specs[key]
+        spec = self.specs[key][1]
         return spec.shape, _TORCH_DTYPE[spec.dtype]()
 
     def __repr__(self) -> str:
@@ -136,19 +182,7 @@ def as_state_dict(obj: Any, *, name: str = "state_dict") -> Mapping[str, torch.T
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
     if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        if path.is_dir():
-            files = sorted(path.glob("*.safetensors"))
-            if not files:
-                raise RepscopeValueError(
-                    f"{name}: expected a .safetensors file or a folder holding some; the folder "
-                    f"{path} has none.")
-            return LazyStateDict(files)
-        if path.is_file() and path.suffix == ".safetensors":
-            return LazyStateDict([path])
-        what = "does not exist" if not path.exists() else "is not a .safetensors file"
-        raise RepscopeValueError(
-            f"{name}: expected a .safetensors file or a folder of them; {path} {what}.")
+        return LazyStateDict.open(obj, name=name)
     if isinstance(obj, Mapping):
         out: dict[str, torch.Tensor] = {}
         for key, value in obj.items():

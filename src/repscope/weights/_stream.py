@@ -15,7 +15,6 @@ than ``max_shard_bytes``; the base's (or the first input's) ``config.json``,
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import struct
@@ -30,91 +29,21 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 if TYPE_CHECKING:
     import torch
 
-    from repscope.store._safetensors import TensorSpec
+    from repscope.weights._state import LazyStateDict
     from repscope.weights._taskvec import TaskVectorResult
 
-__all__ = ["SafetensorsReader", "diagnose_files", "merge_files"]
+__all__ = ["diagnose_files", "merge_files"]
 
 _COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
            "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model")
 
 
-class SafetensorsReader:
-    """The tensors of a safetensors file or folder, each read on request into a new tensor.
+def _check_headers(ref: LazyStateDict, other: LazyStateDict) -> None:
+    """Same keys, shapes and dtypes, from the headers (finiteness is checked per tensor as the
+    merge reads it, not in an extra pass)."""
+    from repscope.weights._state import check_compatible
 
-    Parameters
-    ----------
-    path : path
-        A ``.safetensors`` file or a folder of them.
-    name : str
-        The argument's name in error messages.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, name: str = "input") -> None:
-        from repscope.store._safetensors import read_safetensors_header
-
-        p = Path(path)
-        if p.is_dir():
-            files = sorted(p.glob("*.safetensors"))
-            if not files:
-                raise RepscopeValueError(
-                    f"{name}: expected a .safetensors file or a folder holding some; the folder "
-                    f"{p} has none.")
-            self.folder = p
-        elif p.is_file() and p.suffix == ".safetensors":
-            files = [p]
-            self.folder = p.parent
-        else:
-            what = "does not exist" if not p.exists() else "is not a .safetensors file"
-            raise RepscopeValueError(
-                f"{name}: expected a .safetensors file or a folder of them; {p} {what}.")
-        self.name = name
-        self.specs: dict[str, tuple[Path, TensorSpec]] = {}
-        for f in files:
-            for key, spec in read_safetensors_header(f).items():
-                if key in self.specs:
-                    raise RepscopeValueError(
-                        f"{name}: tensor {key!r} is in both {self.specs[key][0].name} and "
-                        f"{f.name}; expected each tensor in one file.")
-                self.specs[key] = (f, spec)
-
-    def keys(self) -> list[str]:
-        return list(self.specs)
-
-    def nbytes(self, key: str) -> int:
-        spec = self.specs[key][1]
-        return spec.end - spec.begin
-
-    def read(self, key: str) -> torch.Tensor:
-        """Tensor ``key`` (a fresh tensor; bfloat16 stays bfloat16)."""
-        import torch
-
-        from repscope.store._safetensors import DTYPES
-
-        path, spec = self.specs[key]
-        raw_dtype = DTYPES[spec.dtype][1]
-        count = math.prod(spec.shape)
-        arr = np.empty(spec.shape, dtype=raw_dtype.newbyteorder("="))
-        if count:
-            with open(path, "rb") as f:
-                f.seek(spec.begin)
-                n = f.readinto(arr.reshape(-1).data.cast("B"))
-            if n != spec.end - spec.begin:
-                raise RepscopeValueError(
-                    f"{self.name}: tensor {key!r} in {path} is truncated ({n} of "
-                    f"{spec.end - spec.begin} bytes).")
-        t = torch.from_numpy(arr)
-        return t.view(torch.bfloat16) if spec.dtype == "bfloat16" else t
-
-
-def _check_headers(ref: SafetensorsReader, other: SafetensorsReader) -> None:
-    """Same keys, shapes and dtypes, from the headers (W1's checker on lazy state dicts)."""
-    from repscope.weights._state import LazyStateDict, check_compatible
-
-    files_a = sorted({str(p) for p, _ in ref.specs.values()})
-    files_b = sorted({str(p) for p, _ in other.specs.values()})
-    check_compatible(LazyStateDict(files_a), LazyStateDict(files_b), names=(ref.name, other.name),
-                     finite=False)
+    check_compatible(ref, other, names=(ref.name, other.name), finite=False)
 
 
 def _finite(t: torch.Tensor, key: str, who: str) -> None:
@@ -127,14 +56,16 @@ def _finite(t: torch.Tensor, key: str, who: str) -> None:
             f"{int((~torch.isfinite(t)).sum()) - n_nan} inf); expected finite weights.")
 
 
-def _open_inputs(inputs: Any, base: Any) -> tuple[list[SafetensorsReader],
-                                                  SafetensorsReader | None]:
+def _open_inputs(inputs: Any, base: Any) -> tuple[list[LazyStateDict],
+                                                  LazyStateDict | None]:
     if isinstance(inputs, (str, os.PathLike)) or not isinstance(inputs, Sequence):
         raise RepscopeTypeError(
             f"inputs: expected a list of safetensors files or folders, got "
             f"{type(inputs).__name__}.")
-    readers = [SafetensorsReader(p, name=f"inputs[{i}]") for i, p in enumerate(inputs)]
-    b = SafetensorsReader(base, name="base") if base is not None else None
+    from repscope.weights._state import LazyStateDict
+
+    readers = [LazyStateDict.open(p, name=f"inputs[{i}]") for i, p in enumerate(inputs)]
+    b = LazyStateDict.open(base, name="base") if base is not None else None
     ref = b if b is not None else readers[0]
     for r in readers:
         if r is not ref:
@@ -197,7 +128,7 @@ class _LazyInputs(list):
     function that turns entry ``i`` into its delta before touching ``i + 1`` holds one input at
     a time."""
 
-    def __init__(self, readers: list[SafetensorsReader], key: str) -> None:
+    def __init__(self, readers: list[LazyStateDict], key: str) -> None:
         super().__init__([None] * len(readers))
         self._readers = readers
         self._key = key
@@ -264,7 +195,7 @@ def merge_files(method: str, inputs: Sequence[str | os.PathLike[str]],
                                         for i, f in enumerate(params["fishers"])]}
     name, full = prepare_params(method, len(readers), b is not None, params)
     ref = b if b is not None else readers[0]
-    keys = ref.keys()
+    keys = list(ref)
     sizes = {k: ref.nbytes(k) for k in keys}
     shards = _shards(keys, sizes, int(max_shard_bytes))
     out = Path(out_dir)
@@ -311,7 +242,7 @@ def merge_files(method: str, inputs: Sequence[str | os.PathLike[str]],
     return out
 
 
-def _iter_deltas(readers: list[SafetensorsReader], b: SafetensorsReader,
+def _iter_deltas(readers: list[LazyStateDict], b: LazyStateDict,
                  keys: list[str]) -> Iterator[list[torch.Tensor]]:
     import torch
 
