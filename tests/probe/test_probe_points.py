@@ -233,3 +233,42 @@ def test_records_round_trip_to_the_report(tmp_path, rng):
     assert stored[0].values["n_features"] == 4 and stored[2].values["n_features"] == 7
     assert 'id="sec-probe-points"' in html and "could not be rendered" not in html
     assert fmt(res.score("fine", "linear"), 3) in html
+
+
+def test_multi_level_knn_is_not_diluted_by_weak_levels(rng):
+    """One informative level among four noise levels (each twice as wide): the plain
+    concatenation drowns its neighbourhoods; the level weights, chosen on held-out training
+    images, keep the multi-level kNN at the best level's score."""
+    from repscope.probe._dense import LevelWeightedKNN
+    from repscope.probe._knn import KNNProbe
+    from repscope.probe._layerwise import MultiLevelProbe
+
+    n, pts = 90, 16
+    cls = rng.integers(0, 3, (n, pts))
+    centres = rng.standard_normal((3, 8)) * 1.2
+    maps = {"good": centres[cls] + rng.standard_normal((n, pts, 8))}
+    for i in range(4):
+        maps[f"noise{i}"] = rng.standard_normal((n, pts, 16))
+    u = np.stack(np.meshgrid(np.linspace(0, 1, 4), np.linspace(0, 1, 4), indexing="ij"),
+                 axis=-1).reshape(1, pts, 2).repeat(n, axis=0)
+    grids = {k: v.reshape(n, 4, 4, -1).transpose(0, 3, 1, 2) for k, v in maps.items()}
+    res = probe_points(grids, u, cls, probes={"knn": KNNProbe(k=10)}, test=1 / 3)
+    multi, good = res.score(MULTI_LEVEL, "knn"), res.score("good", "knn")
+    assert good > 0.55
+    assert multi >= good - 0.01
+    weights = res.level_weights["knn"]
+    assert weights["good"] > 0.5 and sum(weights.values()) == pytest.approx(1.0)
+    assert res.to_records(model="m", dataset="d")[-1].values["level_weights"] == res.level_weights
+    # the plain concatenation of standardised levels (the old multi-level kNN) is diluted
+    Xtr, ytr, Xte, yte = point_features(grids, u, cls, test=1 / 3)
+    concat = MultiLevelProbe(list(grids), probe=KNNProbe(k=10)).fit(Xtr, ytr)
+    assert mean_iou(yte, concat.predict(Xte))[0] < good - 0.1
+    # equal weights are the mean of per-level cosines: the concatenation of L2-normalised
+    # levels scaled by sqrt(w) has cosine sum_l w_l cos_l
+    knn = LevelWeightedKNN(list(grids)).fit(Xtr, ytr)
+    blocks = knn._blocks(Xte, False)
+    w = np.full(len(blocks), 1 / len(blocks))
+    z = knn._concat(blocks, w)
+    want = sum(wl * (b[:5] @ b[5:10].T) for wl, b in zip(w, blocks))
+    np.testing.assert_allclose(z[:5] @ z[5:10].T, want, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-12)

@@ -5,22 +5,31 @@ interpolation per level, ``align_corners=True`` as in MSM's ``grid_sample`` and
 :class:`~repscope.probe.MultiLevelProbe`), the per-level point features are concatenated and a
 per-point probe (closed-form ridge, or kNN) predicts each point's label; the score is the mean
 intersection over union (mIoU) of the point classes, layer by layer and multi-level.
+
+A multi-level kNN probe does not see the concatenation of standardised levels: its
+similarity is a weighted mean of per-level cosine similarities, with the weights chosen on
+the training images alone (:class:`LevelWeightedKNN`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import HasMethods, Interval
 
 from repscope._array import is_torch, to_numpy
+from repscope._params import ValidatedEstimator
 from repscope._progress import ProgressLike, progress_for
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNameError
 from repscope.results import RecordedResult
 
 __all__ = [
+    "LevelWeightedKNN",
     "PointLabelShapeError",
     "PointOutOfRangeError",
     "PointProbeResult",
@@ -266,6 +275,9 @@ class PointProbeResult(RecordedResult):
     class_iou : tuple of tuple of tuple of float
         ``[row][probe][class]``: IoU of each class of ``classes`` (NaN: absent).
     classes : tuple of int
+    level_weights : dict of str to dict of str to float
+        For each kNN probe of the multi-level row, the weight of every level in its
+        similarity (:class:`LevelWeightedKNN`).
     """
 
     analysis: ClassVar[str] = "probe_points"
@@ -281,6 +293,7 @@ class PointProbeResult(RecordedResult):
     n_classes: int
     classes: tuple[int, ...]
     class_iou: tuple[tuple[tuple[float, ...], ...], ...]
+    level_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
         """One ``probe_points`` record per row (layer or multi-level): mIoU and accuracy per
@@ -291,7 +304,9 @@ class PointProbeResult(RecordedResult):
             "multi_level": row == MULTI_LEVEL, "order": i,
             "layers": list(self.row_layers[i]), "n_features": self.n_features[i],
             "n_train_points": self.n_train_points, "n_test_points": self.n_test_points,
-            "n_classes": self.n_classes})
+            "n_classes": self.n_classes,
+            **({"level_weights": self.level_weights}
+               if row == MULTI_LEVEL and self.level_weights else {})})
                 for i, row in enumerate(self.rows)]
 
     def score(self, row: str, probe: str) -> float:
@@ -380,6 +395,208 @@ def default_point_probes(k: int = 20) -> dict[str, Any]:
     return {"linear": RidgeProbe(), "knn": KNNProbe(k=k)}
 
 
+class LevelWeightedKNN(ClassifierMixin, ValidatedEstimator):
+    r"""Multi-level kNN: similarity = weighted mean of per-level cosines, weights selected on
+    held-out training images.
+
+    For point features :math:`x^{(l)}` of levels :math:`l = 1..L` (each standardised with
+    training statistics), the similarity of a query :math:`q` and a training point :math:`x`
+    is
+
+    .. math:: s(q, x) = \sum_l w_l \cos\bigl(q^{(l)}, x^{(l)}\bigr), \qquad
+              w_l \ge 0,\ \sum_l w_l = 1,
+
+    which is the cosine of the concatenation of the L2-normalised levels scaled by
+    :math:`\sqrt{w_l}` (so ``probe``, a cosine :class:`~repscope.probe.KNNProbe`, runs on that
+    concatenation and votes as usual).
+
+    Why not the plain concatenation: a kNN cannot down-weight a level, so every weak level
+    adds similarity noise. Measured on DINOv2-S patch tokens of 300 MNIST images (per-pixel
+    labels, 64 points each, a third of the images held out, k = 20; test mIoU): single
+    levels 0.17 (embeddings), 0.20, 0.32, 0.49 (block 8), 0.41 (block 11); the concatenation
+    of standardised levels 0.37, equal weights per level (the mean of per-level cosines)
+    0.39, per-level cosines of unstandardised or only centred levels 0.36 and 0.38 -- all far
+    below the best level. So the weights are chosen by greedy forward selection with
+    replacement (Caruana et al.'s ensemble selection): three units of weight on the level
+    whose kNN scores best, then one more unit at a time to the level that most raises the
+    score, stopping when none does (or after ``max_steps``). The score is the mIoU of
+    ``probe``'s vote on a validation split of the *training images* (whole images, so a
+    point's neighbours never come from its own image), never on the test data. On the task
+    above this keeps block 8 alone (test 0.49, the best level); on EfficientNet-Lite0 maps of
+    the same images it mixes four levels (weights 0.29, 0.14, 0.43, 0.14 on blocks 2, 4, 10,
+    15) for 0.53 against 0.28 for its best level and 0.08 for its last.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Level names, the keys of the feature mappings ``fit`` and ``predict`` take.
+    probe : KNNProbe, optional
+        Default ``KNNProbe(k=20)`` (cosine, DINO weighting).
+    validation : float, default=0.25
+        Share of the training images held out to choose the weights.
+    max_validation_points : int, default=2048
+        Validation points used (the first ones of the held-out images), to bound the
+        per-level similarity matrices (``max_validation_points x n_train`` each).
+    max_steps : int, default=12
+        Greedy steps (units of weight added) at most.
+    random_state : int, default=0
+        Seeds the choice of validation images.
+    standardize : bool, default=True
+        Standardise each level with training statistics before its cosine.
+
+    Attributes
+    ----------
+    weights_ : dict of str to float
+        The chosen weight of every level (summing to 1).
+    validation_miou_ : float
+        The validation mIoU of the chosen weights.
+    probe_ : KNNProbe
+        Fitted on all training points (the weighted concatenation).
+    classes_ : ndarray
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "layers": ["array-like"],
+        "probe": [None, HasMethods(["fit", "predict"])],
+        "validation": [Interval(Real, 0, 1, closed="neither")],
+        "max_validation_points": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "standardize": ["boolean"],
+    }
+
+    def __init__(self, layers: Sequence[str] = (), *, probe: Any = None,
+                 validation: float = 0.25, max_validation_points: int = 2048,
+                 max_steps: int = 12, random_state: int = 0, standardize: bool = True) -> None:
+        self.layers = layers
+        self.probe = probe
+        self.validation = validation
+        self.max_validation_points = max_validation_points
+        self.max_steps = max_steps
+        self.random_state = random_state
+        self.standardize = standardize
+
+    def _blocks(self, features: Mapping[str, Any], fitting: bool) -> list[np.ndarray]:
+        missing = [n for n in self.layers if n not in features]
+        if missing:
+            raise UnknownNameError(
+                f"features lack layer {missing[0]!r}; given: {', '.join(map(str, features))}.",
+                name=missing[0], known=tuple(map(str, features)))
+        raw = [np.asarray(to_numpy(features[n]), dtype=np.float64) for n in self.layers]
+        if fitting:
+            self._mu = [b.mean(axis=0) if self.standardize else 0.0 for b in raw]
+            self._sd = [np.maximum(b.std(axis=0), 1e-12) if self.standardize else 1.0
+                        for b in raw]
+        out = []
+        for b, m, sd in zip(raw, self._mu, self._sd):
+            z = (b - m) / sd
+            out.append(z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12))
+        return out
+
+    def _knn(self) -> Any:
+        from sklearn.base import clone
+
+        from repscope.probe._knn import KNNProbe
+
+        return clone(self.probe) if self.probe is not None else KNNProbe(k=20)
+
+    def _concat(self, blocks: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+        return np.concatenate([b * np.sqrt(wl) for b, wl in zip(blocks, w) if wl > 0], axis=1)
+
+    def _select(self, blocks: list[np.ndarray], y: np.ndarray, groups: np.ndarray
+                ) -> tuple[np.ndarray, float]:
+        """Greedy forward selection with replacement of level weights on held-out images."""
+        import torch
+
+        knn = self._knn()
+        ids = np.unique(groups)
+        n_val = max(1, round(self.validation * ids.size))
+        if ids.size < 2 or n_val >= ids.size:
+            return np.full(len(blocks), 1.0 / len(blocks)), float("nan")
+        rng = np.random.default_rng(self.random_state)
+        val_ids = rng.choice(ids, size=n_val, replace=False)
+        is_val = np.isin(groups, val_ids)
+        va = np.flatnonzero(is_val)[: self.max_validation_points]
+        tr = np.flatnonzero(~is_val)
+        classes, enc = np.unique(y[tr], return_inverse=True)
+        k = min(int(np.atleast_1d(knn.k)[0]), tr.size)
+        tau = float(knn.temperature)
+        sims = [torch.from_numpy(b[va].astype(np.float32)) @ torch.from_numpy(
+            b[tr].astype(np.float32)).T for b in blocks]
+        labels = torch.from_numpy(enc)
+
+        def score(counts: np.ndarray) -> float:
+            w = counts / counts.sum()
+            s = torch.zeros_like(sims[0])
+            for wl, sl in zip(w, sims):
+                if wl > 0:
+                    s += float(wl) * sl
+            vals, idx = torch.topk(s, k, dim=1)
+            wt = torch.exp((vals - vals[:, :1]) / tau).double()
+            votes = torch.zeros(len(va), classes.size, dtype=torch.float64)
+            votes.scatter_add_(1, labels[idx], wt)
+            pred = classes[votes.argmax(1).numpy()]
+            return mean_iou(y[va], pred, classes=np.unique(y[va]).tolist())[0]
+
+        L = len(blocks)
+        singles = [score(np.eye(L)[i]) for i in range(L)]
+        counts = 3.0 * np.eye(L)[int(np.argmax(singles))]
+        best = max(singles)
+        for _ in range(self.max_steps - 1):
+            trials = [score(counts + np.eye(L)[i]) for i in range(L)]
+            i = int(np.argmax(trials))
+            if trials[i] <= best:
+                break
+            counts, best = counts + np.eye(L)[i], trials[i]
+        return counts / counts.sum(), float(best)
+
+    def fit(self, features: Mapping[str, Any], y: Any, groups: Any = None) -> LevelWeightedKNN:
+        """Choose the level weights on held-out training images, then fit the kNN on all.
+
+        Parameters
+        ----------
+        features : mapping of str to array of shape (n_points, d_l)
+        y : array-like of shape (n_points,)
+        groups : array-like of shape (n_points,), optional
+            The image of each point; validation holds out whole images. Default: each point
+            its own group.
+        """
+        self._validate_params()
+        if len(self.layers) == 0:
+            raise RepscopeValueError("LevelWeightedKNN needs at least one layer.")
+        blocks = self._blocks(features, fitting=True)
+        labels = np.asarray(y).ravel()
+        n = blocks[0].shape[0]
+        if labels.size != n or any(b.shape[0] != n for b in blocks):
+            raise PointLabelShapeError(
+                f"LevelWeightedKNN.fit needs one label per point of every level; got {labels.size} "
+                f"labels and {[b.shape[0] for b in blocks]} points.")
+        g = np.arange(n) if groups is None else np.asarray(groups).ravel()
+        if g.size != n:
+            raise PointLabelShapeError(
+                f"groups must name the image of each of the {n} points; got {g.size} values.")
+        w, self.validation_miou_ = self._select(blocks, labels, g)
+        self._w = w
+        self.weights_ = {str(name): float(v) for name, v in zip(self.layers, w)}
+        self.probe_ = self._knn().fit(self._concat(blocks, w), labels)
+        self.classes_ = np.asarray(self.probe_.classes_)
+        return self
+
+    def predict(self, features: Mapping[str, Any]) -> np.ndarray:
+        """Predicted label of every point."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "probe_")
+        return np.asarray(self.probe_.predict(self._concat(self._blocks(features, False),
+                                                           self._w)))
+
+
+def _is_cosine_knn(est: Any) -> bool:
+    from repscope.probe._knn import KNNProbe
+
+    return isinstance(est, KNNProbe) and est.metric == "cosine"
+
+
 def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
                  layers: Sequence[str] | None = None, probes: Mapping[str, Any] | None = None,
                  image_size: tuple[int, int] | None = None, test: float | Sequence[int] = 0.33,
@@ -391,7 +608,9 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
     split into train and test (``test``: a fraction, or test image indices), and each probe
     is fitted on the training points through :class:`~repscope.probe.MultiLevelProbe` (each
     level's block standardised with training statistics, then concatenated) and scored by
-    mIoU on the test points.
+    mIoU on the test points. A cosine kNN probe on several levels is instead a
+    :class:`LevelWeightedKNN` (a weighted mean of per-level cosines, the weights chosen on
+    held-out training images); on one level the two are the same probe.
 
     Parameters
     ----------
@@ -437,19 +656,29 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
     names = list(layers) if layers is not None else list(feature_maps)
     Xtr, ytr, Xte, yte = point_features(feature_maps, points, labels, layers=names,
                                         image_size=image_size, test=test, seed=seed)
+    n_images, n_pts = np.shape(points)[:2]
+    groups = np.repeat(_split(int(n_images), test, seed)[0], int(n_pts))
     if np.unique(ytr).size < 2:
         raise RepscopeValueError("the training points hold a single label; nothing to probe.")
     classes = tuple(int(c) for c in np.union1d(ytr, yte))
     row_sets = ([(n, (n,)) for n in names] if single else []) + (
         [(MULTI_LEVEL, tuple(names))] if multi_level else [])
     miou, acc, widths, class_iou = [], [], [], []
+    weights: dict[str, dict[str, float]] = {}
     n_fits = len(row_sets) * len(chosen)
     with progress_for(progress, "point-probe fits", n_fits, prefix="probe-points") as advance:
         for _, used in row_sets:
             m_row, a_row, c_row = [], [], []
-            for est in chosen.values():
-                probe = MultiLevelProbe(list(used), probe=clone(est), standardize=standardize)
-                probe.fit(Xtr, ytr)
+            for pname, est in chosen.items():
+                if len(used) > 1 and _is_cosine_knn(est):
+                    probe = LevelWeightedKNN(list(used), probe=clone(est), random_state=seed,
+                                             standardize=standardize)
+                    probe.fit(Xtr, ytr, groups=groups)
+                    weights[pname] = probe.weights_
+                else:
+                    probe = MultiLevelProbe(list(used), probe=clone(est),
+                                            standardize=standardize)
+                    probe.fit(Xtr, ytr)
                 pred = probe.predict(Xte)
                 m, per = mean_iou(yte, pred, classes=classes)
                 m_row.append(m)
@@ -464,4 +693,4 @@ def probe_points(feature_maps: Mapping[str, Any], points: Any, labels: Any, *,
         rows=tuple(r for r, _ in row_sets), row_layers=tuple(u for _, u in row_sets),
         probes=tuple(chosen), miou=tuple(miou), accuracy=tuple(acc), n_features=tuple(widths),
         n_train_points=int(ytr.size), n_test_points=int(yte.size), n_classes=len(classes),
-        classes=classes, class_iou=tuple(class_iou))
+        classes=classes, class_iou=tuple(class_iou), level_weights=weights)
