@@ -31,14 +31,13 @@ def sphere_coupling(y1: np.ndarray, y2: np.ndarray, *, n: int = 400_000, seed: i
     of the y2-score on the y1-score over all samples."""
     gen = torch.Generator().manual_seed(seed)
     d = y1.shape[0]
-    Y = torch.as_tensor(np.stack([y1, y2], 1), dtype=torch.float64)
+    Y = torch.as_tensor(np.stack([y1, y2], 1), dtype=torch.float32)
     radius = np.sqrt(d) / np.linalg.norm(y1)
     s1_band = s2_band = 0.0
     s11 = s12 = 0.0
     for _ in range(n // 50_000):
-        g = torch.randn(50_000, d, generator=gen, dtype=torch.float64)
-        x = radius * g / g.norm(dim=1, keepdim=True)
-        s = (x @ Y).numpy()
+        g = torch.randn(50_000, d, generator=gen)
+        s = ((g @ Y) * (radius / g.norm(dim=1, keepdim=True))).double().numpy()
         keep = np.abs(s[:, 0] - 1.0) < band
         s1_band += s[keep, 0].sum()
         s2_band += s[keep, 1].sum()

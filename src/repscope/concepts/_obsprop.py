@@ -185,10 +185,18 @@ def _llama_parts(model: Any) -> dict[str, Any]:
 
     return {
         "net": net, "n_heads": n_heads, "n_kv": n_kv, "d": d, "head_dim": head_dim,
-        "W_U": w(net.lm_head.weight), "gamma_f": w(inner.norm.weight),
+        "W_U": net.lm_head.weight, "gamma_f": w(inner.norm.weight),
         "eps_f": float(getattr(inner.norm, "variance_epsilon", getattr(inner.norm, "eps", 1e-5))),
         "n_layers": len(layers), "layers": layers,
     }
+
+
+def _unembed_normal(W_U: Any, n: np.ndarray) -> np.ndarray:
+    """``W_U^T n`` in float64 from the rows of the observable's non-zero entries only (the
+    unembedding is vocab x d; converting all of it costs more than the rest of ObsProp)."""
+    idx = np.flatnonzero(n)
+    rows = W_U.detach()[idx].to("cpu").double().numpy()
+    return np.asarray(rows.T @ n[idx])
 
 
 def observable(model: Any, positive: Sequence[str | int], negative: Sequence[str | int] = (),
@@ -266,7 +274,7 @@ def head_feature_vectors(
     n = _check_observable(observable, p["W_U"].shape[0])
     H, hd, d, L = p["n_heads"], p["head_dim"], p["d"], p["n_layers"]
     rep = H // p["n_kv"]
-    n_f = p["W_U"].T @ n
+    n_f = _unembed_normal(p["W_U"], n)
     if norm_weights:
         n_f = p["gamma_f"] * n_f
     scale = np.ones(L)
@@ -345,7 +353,7 @@ def direct_logit_attribution(
         raise RepscopeValueError("prompts: expected a non-empty sequence of non-empty str.")
     H, hd, L = p["n_heads"], p["head_dim"], p["n_layers"]
     rep = H // p["n_kv"]
-    n_f = p["gamma_f"] * (p["W_U"].T @ n)
+    n_f = p["gamma_f"] * _unembed_normal(p["W_U"], n)
     Wo = [lay.self_attn.o_proj.weight.detach().double().numpy() for lay in p["layers"]]
     names = {f"model.layers.{i}.self_attn.v_proj": i for i in range(L)}
     res_names = ["model.embed_tokens", *(f"model.layers.{i}" for i in range(L))]
