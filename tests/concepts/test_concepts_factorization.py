@@ -18,11 +18,14 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    """One torch and one BLAS thread (the machine's cores are shared)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(old)
 
 

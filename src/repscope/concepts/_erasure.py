@@ -331,7 +331,7 @@ def fit_inlp(
             "X_val and labels_val of fit_inlp go together; got only one of them."
         )
     if X_val is None:
-        tr, va = _split(y, validation_fraction, random_state)
+        tr, va = _split(y, validation_fraction, random_state, caller, "validation_fraction")
         xt, yt, xv, yv = x[tr], y[tr], x[va], y[va]
     else:
         xt, yt = x, y
@@ -366,9 +366,10 @@ def fit_inlp(
     return INLPEraser(basis=basis, mean=mean, accuracies=np.asarray(accs), chance=chance)
 
 
-def _split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(y: np.ndarray, fraction: float, seed: int, caller: str = "erasure",
+           name: str = "test_fraction") -> tuple[np.ndarray, np.ndarray]:
     """Stratified (train, test) row indices with ``fraction`` of each class held out."""
-    check_scalar(fraction, "test_fraction", caller="erasure", kind=float, min_value=0.0,
+    check_scalar(fraction, name, caller=caller, kind=float, min_value=0.0,
                  max_value=1.0, include_min=False, include_max=False)
     rng = np.random.default_rng(seed)
     test: list[np.ndarray] = []
