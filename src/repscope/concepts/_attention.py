@@ -221,7 +221,7 @@ class _Accumulator:
             onehot = np.zeros((B, T, G))
             bi, ti = np.nonzero((groups >= 0) & valid)
             onehot[bi, ti, groups[bi, ti]] = 1.0
-            mass_to = A @ onehot  # B, H, T, G (to-groups per query)
+            mass_to = A @ onehot[:, None]  # B, H, T, G (to-groups per query)
             self.alloc += np.einsum("bhtg,btf->hfg", mass_to, onehot)
             self.alloc_n += onehot.sum((0, 1))
 
@@ -283,7 +283,7 @@ def _check_groups(groups: Any, B: int, T: int, group_names: Sequence[str] | None
     if groups is None:
         return None, ()
     g = np.asarray(groups)
-    if g.ndim == 1:
+    if g.shape == (T,):
         g = np.broadcast_to(g, (B, T))
     if g.shape != (B, T) or g.dtype.kind not in "iu":
         raise RepscopeValueError(
@@ -348,8 +348,13 @@ def attention_metrics(
                 f"attentions[{i}]: expected shape (batch, heads, T, T); got {A.shape}.")
         B, H, T, _ = A.shape
         if i == 0:
-            valid = np.ones((B, T), bool) if mask is None else np.broadcast_to(
-                _as_numpy(mask, "mask") > 0, (B, T)).copy()
+            valid = np.ones((B, T), bool)
+            if mask is not None:
+                m = _as_numpy(mask, "mask") > 0
+                if m.shape not in ((T,), (B, T)):
+                    raise RepscopeValueError(
+                        f"mask: expected shape ({B}, {T}) or ({T},); got {m.shape}.")
+                valid = np.broadcast_to(m, (B, T)).copy()
             if positions is not None:
                 p = _as_numpy(positions, "positions")
                 if p.ndim == 2:
