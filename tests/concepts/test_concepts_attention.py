@@ -104,6 +104,16 @@ def test_padding_does_not_change_metrics(rng):
     assert both.n_tokens == 8 and both.n_sequences == 2
 
 
+def test_causal_detection_ignores_padded_queries():
+    """A left-padded causal batch whose padded query attends to later (valid) keys is still
+    causal: the attendable keys of the i-th valid query are i."""
+    A = np.zeros((1, 1, 4, 4))
+    A[0, 0, 0] = [0, 1 / 3, 1 / 3, 1 / 3]  # the padded query
+    A[0, 0, 1:] = [[0, 1, 0, 0], [0, 0.5, 0.5, 0], [0, 1 / 3, 1 / 3, 1 / 3]]
+    res = attention_metrics([A], mask=np.array([0, 1, 1, 1]))
+    assert res.entropy_norm[0, 0] == pytest.approx(2 / 3)  # (0 + 1 + 1) / 3; not (0 + ln2/ln3 + 1) / 3
+
+
 def test_bad_patterns_named():
     with pytest.raises(RepscopeValueError, match="summing to 1"):
         attention_metrics([np.ones((1, 1, 3, 3))])

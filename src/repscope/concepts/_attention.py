@@ -246,7 +246,8 @@ def _attendable(A: np.ndarray, valid: np.ndarray) -> np.ndarray:
     (no weight above the diagonal in any head) the valid keys up to and including itself."""
     T = A.shape[-1]
     upper = np.triu(np.ones((T, T), dtype=bool), 1)
-    causal = not bool((A[..., upper] > 1e-12).any())
+    rows = A * valid[:, None, :, None]  # padded queries (whatever they attend to) do not count
+    causal = not bool((rows[..., upper] > 1e-12).any())
     n_valid = valid.sum(-1, keepdims=True)  # B, 1
     if not causal:
         return np.broadcast_to(n_valid, valid.shape).astype(np.float64)
