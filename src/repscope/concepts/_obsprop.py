@@ -38,6 +38,14 @@ the recipe's correction without the mean projection. ``head_norm_raw`` / ``cos_r
 vector without either norm weight (``W_V^T W_O^T W_U^T n``), the recipe's "direction barely
 changes" check.
 
+Measured on SmolLM2-135M, observable ``logit(" she") - logit(" he")``: the top-5 heads by
+``||y||`` (normalised-input units) share 4 of 5 with the top-5 by mean ``|DLA|`` on 8 Austen
+pronoun prompts (5 of 10 for top-10); in raw-residual units (``input_norms`` from the same
+prompts) the top 5 are all layer-0 heads (the embedding-level residual is small, so
+``sqrt(d)/||x||`` inflates them) and the overlap is 0, which is why ranking uses the normalised
+input. ``cos_raw`` (with vs without the norm weights) exceeds 0.9 for 61 % of the 270 heads
+(median 0.91; the recipe's "most heads" is an estimate made for LayerNorm).
+
 **Coupling coefficient.** ``C(y1, y2) = <y1, y2> / ||y1||^2``: for ``x`` uniform on a sphere,
 ``E[y2 . x | y1 . x = s] = C s`` (the component of ``y2`` orthogonal to ``y1`` averages to 0 by
 reflection symmetry), the expected ``y2`` score when the ``y1`` score is 1.
