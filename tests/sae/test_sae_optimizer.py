@@ -123,8 +123,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.optimizer == "schedule_free_sign_sgd"
     assert s.momentum == 0.95
     assert s.lr is None
-    assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(5e-3)
-    assert default_lr(4 * 2**14, "sign_sgd") == pytest.approx(2.5e-3)
+    assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(2.5e-3)
+    assert default_lr(4 * 2**14, "sign_sgd") == pytest.approx(1.25e-3)
     assert default_lr(2**14, "adam") == pytest.approx(2e-4)
     assert default_lr(2**12) == pytest.approx(4e-4)  # Adam's when not named
     x = _problem(n=1024)
@@ -142,3 +142,17 @@ def test_bad_optimizer_settings_are_named() -> None:
         TrainSettings(momentum=0.0)
     with pytest.raises(RepscopeValueError, match="'optimizer' parameter of default_lr"):
         default_lr(64, "adagrad")
+
+
+def test_topk_encoder_starts_at_the_documented_norm() -> None:
+    sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))
+    enc = torch.linalg.vector_norm(sae.W_enc.detach(), dim=0)
+    dec = torch.linalg.vector_norm(sae.W_dec.detach(), dim=1)
+    torch.testing.assert_close(enc, torch.full((96,), 0.58))
+    torch.testing.assert_close(dec, torch.ones(96))
+    # still tied in direction: each encoder column is its decoder row scaled
+    torch.testing.assert_close(sae.W_enc.detach(), 0.58 * sae.W_dec.detach().T)
+    unit = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=None))
+    torch.testing.assert_close(unit.W_enc.detach(), unit.W_dec.detach().T)
+    with pytest.raises(RepscopeValueError, match="'encoder_init_norm' parameter of TopKConfig"):
+        TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=0.0).validate()

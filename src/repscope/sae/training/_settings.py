@@ -28,9 +28,9 @@ _OWNER = "TrainSettings"
 #: The optimisers :class:`TrainSettings` accepts and the learning rate of each at
 #: ``d_sae = 2**14``; :func:`~repscope.sae.default_lr` scales it by ``sqrt(2**14 / d_sae)``.
 OPTIMIZERS: dict[str, float] = {
-    "schedule_free_sign_sgd": 5e-3,
+    "schedule_free_sign_sgd": 2.5e-3,
     "adam": 2e-4,
-    "sign_sgd": 5e-3,
+    "sign_sgd": 2.5e-3,
 }
 
 
@@ -49,12 +49,14 @@ class TrainSettings:
     optimizer : {"schedule_free_sign_sgd", "adam", "sign_sgd"}
         ``"schedule_free_sign_sgd"`` (default): sign-SGD inside schedule-free averaging, the
         default of EleutherAI sparsify; the trained SAE holds the average iterate. ``"adam"``:
-        Adam (repscope's default before 0.x: pass it, or a tuned ``lr``, to keep old runs).
-        ``"sign_sgd"``: plain sign-SGD. See :mod:`repscope.sae.training._optim`.
+        Adam, the default until schedule-free sign-SGD reached a given held-out FVU faster
+        (pass it to reproduce earlier runs; an ``lr`` tuned for Adam is far too small for the
+        sign-based optimisers, whose ``lr`` is the step of every weight). ``"sign_sgd"``:
+        plain sign-SGD. See :mod:`repscope.sae.training._optim`.
     lr : float, sequence of float, or None
         Learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
         gives :func:`~repscope.sae.default_lr` of each SAE's width and the optimiser
-        (``5e-3 * sqrt(2**14 / d_sae)`` for the sign-based ones, ``2e-4 * sqrt(2**14 / d_sae)``
+        (``2.5e-3 * sqrt(2**14 / d_sae)`` for the sign-based ones, ``2e-4 * sqrt(2**14 / d_sae)``
         for Adam).
     betas : pair of float in [0, 1)
         Adam's moment decay rates.
