@@ -59,7 +59,7 @@ MAP_KINDS: tuple[str, ...] = ("rotation", "revnet")
 MODEL_KINDS: tuple[str, ...] = ("trained", "random-init")
 # epochs and Adam learning rate per map kind (measured on the equality MLP: the RevNet leaves
 # its plateau after about 150,000 pair presentations at 1e-3 and fails at 3e-3)
-_DEFAULTS: dict[str, tuple[int, float]] = {"rotation": (10, 1e-2), "revnet": (10, 1e-3)}
+_DEFAULTS: dict[str, tuple[int, float]] = {"rotation": (20, 1e-2), "revnet": (10, 1e-3)}
 
 
 def __getattr__(name: str) -> Any:
@@ -231,7 +231,7 @@ def fit_das(
     heldout : float, default 0.2
         Share of pairs held out for the IIA (drawn at random under ``seed``).
     epochs, lr : int and float or None
-        Adam's epochs and learning rate; None takes the map kind's default (rotation 10 and
+        Adam's epochs and learning rate; None takes the map kind's default (rotation 20 and
         1e-2, RevNet 10 and 1e-3).
     batch_size : int, default 256
     hidden, blocks : int
