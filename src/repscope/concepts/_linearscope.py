@@ -296,7 +296,8 @@ def linear_scope(
     from torch.func import jvp
 
     with torch.no_grad():
-        f, ax = jvp(module, (xt,), (xt,))
+        pair = jvp(module, (xt,), (xt,))
+    f, ax = pair[0], pair[1]
     if not isinstance(f, torch.Tensor):
         raise RepscopeTypeError(
             f"linear_scope: the module must return a tensor; got {type(f).__name__}."
