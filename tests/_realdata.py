@@ -157,3 +157,18 @@ def minilm_austen_tokens(tmp: Path) -> RealFeatures:
     return _load_or_extract(tmp, model="minilm-l6", dataset="austen", n=600,
                             layers=["encoder.layer.5"], pooling="tokens", batch_size=32,
                             max_length=64)
+
+
+#: Consecutive SmolLM2 decoder layers kept per token by :func:`smollm2_austen_pairs`: the
+#: output of ``model.layers.i`` is the residual stream entering block ``i + 1``, so each pair
+#: gives that block's update h_{i+1} - h_i.
+SMOL_PAIR_LAYERS = [f"model.layers.{i}" for i in (0, 1, 7, 8, 14, 15, 22, 23, 27, 28)]
+
+
+def smollm2_austen_pairs(tmp: Path) -> RealFeatures:
+    """SmolLM2-135M residual stream per token at consecutive layers (:data:`SMOL_PAIR_LAYERS`)
+    on 64 Austen paragraphs (64 tokens, about 3,300 tokens); ``extra["ragged"][layer]`` holds
+    each layer's tokens (same token order in every layer), ``X`` their per-paragraph means."""
+    return _load_or_extract(tmp, model="smollm2-135m", dataset="austen", n=64,
+                            layers=SMOL_PAIR_LAYERS, pooling="tokens", batch_size=16,
+                            max_length=64, pool_ragged=True)

@@ -27,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REAL_FIXTURES = frozenset({
     # tests/conftest.py: cached real features
     "lite0_mnist", "minilm_austen", "minilm_austen_tokens", "smollm2_austen",
+    "smollm2_austen_pairs",
     # tests/align/conftest.py
     "minilm_l3_austen",
     # tests/extract/conftest.py: zoo models loaded once per session
@@ -91,3 +92,10 @@ def smollm2_austen(tmp_path_factory):
     """SmolLM2-135M residual stream (30 layers, mean pooled; layer 14 also per token) on 400
     Austen paragraphs."""
     return _real("smollm2_austen", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def smollm2_austen_pairs(tmp_path_factory):
+    """SmolLM2-135M residual stream per token at consecutive layers (0-1, 7-8, 14-15, 22-23,
+    27-28) on 64 Austen paragraphs (about 3,300 tokens)."""
+    return _real("smollm2_austen_pairs", tmp_path_factory)
