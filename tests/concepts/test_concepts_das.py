@@ -160,6 +160,19 @@ def test_token_position_edits_only_that_position():
     assert torch.allclose(edited[:, [0, 2, 3, 4]], plain[:, [0, 2, 3, 4]])
     assert not torch.allclose(edited[:, 1], plain[:, 1])
 
+    class Keyword(Tokens):  # inputs as a mapping of keyword arguments, as for Hugging Face
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return super().forward(x)
+
+    net2 = Keyword()
+    cf = torch.randint(0, 2, (40,), generator=torch.Generator().manual_seed(0))
+    fit = fit_das(net2, "block", {"x": torch.randn(40, 5, 4)}, {"x": torch.randn(40, 5, 4)}, cf,
+                  k=2, position=1, epochs=1, heldout=0.25)
+    assert fit.n_heldout == 10 and 0.0 <= fit.iia_heldout <= 1.0
+    with pytest.raises(RepscopeValueError, match="pass position"):
+        fit_das(net2, "block", {"x": torch.randn(8, 5, 4)}, {"x": torch.randn(8, 5, 4)},
+                cf[:8], k=2, epochs=1)
+
 
 def test_random_init_copy_redraws_weights_and_leaves_the_model(trained):
     before = {k: v.clone() for k, v in trained.state_dict().items()}

@@ -142,8 +142,8 @@ def interchange_edit(
             raise RepscopeValueError(
                 f"base hidden states {tuple(hb.shape)} and source hidden states "
                 f"{tuple(source_hidden.shape)} differ; pass as many sources as bases.")
-        z_b = phi(hb)
-        z_s = phi(source_hidden.to(device=hb.device, dtype=hb.dtype))
+        z_b = phi(hb.float())  # the map works in float32 (half-precision models too)
+        z_s = phi(source_hidden.to(device=hb.device, dtype=torch.float32))
         new = inverse(torch.cat([z_s[:, :k], z_b[:, k:]], dim=1)).to(h.dtype)
         if position is None:
             return new
