@@ -9,13 +9,13 @@ and a set of texts, three next-token cross-entropies are measured over the same 
 
 and ``fraction_recovered = (zero - spliced) / (zero - clean)`` (1: the SAE loses nothing;
 0: as bad as deleting the residual stream). The model is used in place (eval mode, no gradient)
-and the hook is removed in ``finally``.
+and the output is replaced through :func:`repscope.extract._intervene.intervene`, whose hook is
+removed in ``finally``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from repscope._progress import ProgressLike, progress_for
 from repscope.exceptions import RepscopeValueError
+from repscope.extract._intervene import intervene
 from repscope.results import Result
 from repscope.sae.archs._base import SparseAutoencoder
 
@@ -61,20 +62,6 @@ class LossRecoveredResult(Result):
 
 #: The former name of :class:`LossRecoveredResult` (kept for one release).
 LossRecovered = LossRecoveredResult
-
-
-@contextmanager
-def _replace_output(module: torch.nn.Module, fn: Any) -> Iterator[None]:
-    def hook(_mod: Any, _inp: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (fn(output[0]), *output[1:])
-        return fn(output)
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _token_losses(model: Any, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -146,7 +133,6 @@ def spliced_lm_loss(
             f"The model has no module {layer!r}."
             + (f" Did you mean {close[0]!r}?" if close else "")
         )
-    module = modules[layer]
     if getattr(tokenizer, "pad_token", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     was_training = model.training
@@ -187,9 +173,9 @@ def spliced_lm_loss(
                 s, n = _token_losses(model, ids, mask)
                 sums["clean"] += float(s)
                 n_tok += int(n)
-                with _replace_output(module, splice):
+                with intervene(model, {layer: splice}):
                     sums["spliced"] += float(_token_losses(model, ids, mask)[0])
-                with _replace_output(module, zero):
+                with intervene(model, {layer: zero}):
                     sums["zero"] += float(_token_losses(model, ids, mask)[0])
                 advance(len(texts[a : a + batch_size]))
     finally:
