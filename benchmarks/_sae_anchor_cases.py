@@ -159,6 +159,7 @@ def run_repscope(spec: dict[str, Any]) -> dict[str, Any]:
     settings = TrainSettings(
         n_steps=spec["warmup"] + spec["steps"],
         batch_size=spec["batch"],
+        optimizer="adam",  # this table compares every library at the same Adam step
         lr=spec["lr"],
         log_every=spec["warmup"],
         seed=spec["seed"],

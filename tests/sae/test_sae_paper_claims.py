@@ -41,7 +41,8 @@ def test_mp_sae_recovers_conditionally_orthogonal_children_better_than_topk():
         ("mp", MPSAE(MPConfig(d_in=64, d_sae=160, k=2, seed=SEED))),
         ("topk", TopKSAE(TopKConfig(d_in=64, d_sae=160, k=2, seed=SEED))),
     ):
-        settings = TrainSettings(n_steps=500, batch_size=1024, lr=4e-3, seed=SEED, log_every=500)
+        settings = TrainSettings(n_steps=500, batch_size=1024, lr=4e-3, seed=SEED, log_every=500,
+                                 optimizer="adam")
         res = fit(X, sae, settings)
         with torch.no_grad():
             recon = res.sae(X_test).reconstruction
@@ -75,7 +76,8 @@ def test_polysae_has_lower_mse_than_topk_on_compound_pairs():
     topk = TopKSAE(TopKConfig(d_in=32, d_sae=16, k=2, seed=SEED))
     errs = {}
     for name, sae in (("poly", poly), ("topk", topk)):
-        settings = TrainSettings(n_steps=600, batch_size=1024, lr=1.5e-2, seed=SEED, log_every=600)
+        settings = TrainSettings(n_steps=600, batch_size=1024, lr=1.5e-2, seed=SEED, log_every=600,
+                                 optimizer="adam")
         res = fit(X, sae, settings)
         with torch.no_grad():
             errs[name] = mse(X_test, res.sae(X_test).reconstruction)
@@ -92,10 +94,13 @@ def test_group_sparse_sae_shares_latents_across_modalities():
     pairs = torch.from_numpy(data.X[:20_000])
     test = torch.from_numpy(data.X[20_000:])
     gs = GroupSparseSAE(
-        GroupSparseConfig(d_in=32, d_sae=64, k=4, group_coefficient=0.2, mask_prob=0.1, seed=SEED)
+        GroupSparseConfig(d_in=32, d_sae=64, k=4, group_coefficient=0.2, mask_prob=0.1, seed=SEED,
+                          encoder_init_norm=None)
     )
-    topk = TopKSAE(TopKConfig(d_in=32, d_sae=64, k=4, seed=SEED))
-    settings = TrainSettings(n_steps=1000, batch_size=256, lr=8e-3, seed=SEED, log_every=1000)
+    # measured with unit-norm tied encoders (the TopK default before encoder_init_norm=0.58)
+    topk = TopKSAE(TopKConfig(d_in=32, d_sae=64, k=4, seed=SEED, encoder_init_norm=None))
+    settings = TrainSettings(n_steps=1000, batch_size=256, lr=8e-3, seed=SEED, log_every=1000,
+                             optimizer="adam")
     gs = fit(pairs, gs, settings).sae
     topk = fit(pairs.reshape(-1, 32), topk, dataclasses.replace(settings, batch_size=512)).sae
     scores = {}

@@ -78,7 +78,7 @@ def test_every_source_trains_the_same_sae(tmp_path: Path) -> None:
 
 def test_training_learns_the_dictionary_and_is_deterministic() -> None:
     X, D = _data(n=8192, offset=3.0)
-    st = TrainSettings(n_epochs=8, batch_size=128, lr=5e-3)
+    st = TrainSettings(n_epochs=8, batch_size=128, lr=5e-3, optimizer="adam")
     a = fit(X, _sae(seed=1), st)
     b = fit(X, _sae(seed=1), st)
     _assert_same(_weights(a.sae), _weights(b.sae))
@@ -198,7 +198,9 @@ def _ddp_worker(rank: int, world: int):
     g = np.random.default_rng(0)
     X = (g.standard_normal((3000, 16)) ** 3 + 2).astype(np.float32)
     sae = TopKSAE(TopKConfig(d_in=16, d_sae=256, k=2, dead_after=300))
-    st = TrainSettings(n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2)
+    # Adam: a sign-based step flips where a gradient is ~0 and the all-reduce rounds differently
+    st = TrainSettings(n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2,
+                       optimizer="adam")
     res = fit(X, sae, st)
     if rank != 0:
         return None

@@ -1,7 +1,8 @@
 """SAE training: :func:`fit` / :func:`sweep` over any data source, one pass for many SAEs.
 
 :class:`TrainSettings` (:mod:`._settings`) holds the data-independent settings, validated once;
-:mod:`._optim` the optimisers (schedule-free sign-SGD, Adam, sign-SGD); :mod:`._trainer` holds the loop (DDP, finiteness checks, snapshots); :mod:`._data` turns
+:mod:`._optim` the optimisers (schedule-free sign-SGD, Adam, sign-SGD); :mod:`._trainer` holds
+the loop (DDP, finiteness checks, snapshots); :mod:`._data` turns
 tensors, memmaps, FeatureStore layers and iterators into shuffled batches; :mod:`._inputs` turns
 a layer of features into the vectors of a range of samples (held out by sample, tokens without
 their first one if asked) and describes one of them for a record.

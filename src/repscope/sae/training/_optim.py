@@ -141,6 +141,16 @@ class ScheduleFreeSignSGD(torch.optim.Optimizer):
                 zs = [self.state[p]["z"] for p in ps]
                 torch._foreach_lerp_(ps, zs, (1 - 1 / beta) if to_x else (1 - beta))
 
+    @torch.no_grad()
+    def average(self, p: Tensor) -> Tensor:
+        """A copy of the average ``x`` of parameter ``p`` (in train mode; ``p`` itself before its
+        first step), with the same arithmetic as :meth:`eval`, leaving ``p`` as it is."""
+        st = self.state.get(p, {})
+        if not self.train_mode or "z" not in st:
+            return p.detach().clone()
+        beta = next(g["momentum"] for g in self.param_groups if any(q is p for q in g["params"]))
+        return p.detach().clone().lerp_(st["z"], 1 - 1 / beta)
+
     def eval(self) -> None:
         """Put the average ``x`` in the parameters (evaluate, save)."""
         if self.train_mode:

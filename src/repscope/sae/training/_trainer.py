@@ -578,6 +578,9 @@ def _check(
     if finite_params and finite_loss and bad_inputs == 0:
         run.state.refresh()
         run.snapshot = copy.deepcopy(run.sae.state_dict())
+        if isinstance(run.opt, ScheduleFreeSignSGD):  # keep the point a result would hold
+            for name, p in run.sae.named_parameters():
+                run.snapshot[name] = run.opt.average(p)
         run.snapshot_step = step
         return
     # restore every SAE of the sweep to its last good state and stop
