@@ -123,8 +123,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.optimizer == "schedule_free_sign_sgd"
     assert s.momentum == 0.95
     assert s.lr is None
-    assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(2.5e-3)
-    assert default_lr(4 * 2**14, "sign_sgd") == pytest.approx(1.25e-3)
+    assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(4.7e-3)
+    assert default_lr(4 * 2**14, "sign_sgd") == pytest.approx(4.7e-3)  # width-independent
     assert default_lr(2**14, "adam") == pytest.approx(2e-4)
     assert default_lr(2**12) == pytest.approx(4e-4)  # Adam's when not named
     x = _problem(n=1024)

@@ -21,7 +21,6 @@ per-tensor loop take about three times as many), and the package is not needed.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -36,26 +35,27 @@ __all__ = ["OPTIMIZERS", "ScheduleFreeSignSGD", "SignSGD", "default_lr", "make_o
 def default_lr(d_sae: int, optimizer: str = "adam") -> float:
     """The default learning rate of ``optimizer`` for an SAE of ``d_sae`` latents.
 
-    ``base * sqrt(2**14 / d_sae)``, the width scaling of Gao et al. (2024) that EleutherAI
-    sparsify uses, with ``base`` 2e-4 for Adam and 2.5e-3 for the sign-based optimisers: half
-    sparsify's 5e-3, chosen by held-out FVU on SmolLM2-135M layer-14 activations (repscope trains
-    in the normalised space, mean input norm ``sqrt(d_in)``; at 8x, k=32, batch 1,024, 0.5x of
-    5e-3 reached held-out FVU 0.205 at 400 steps, 0.35x 0.208, 0.7x 0.209, 0.25x 0.223, and
-    with a unit-norm encoder 1x 0.225 and 2x 0.296; see ``benchmarks/sae_train.py
-    --time-to-fvu``).
+    Adam: ``2e-4 * sqrt(2**14 / d_sae)``, the width scaling of Gao et al. (2024). Sign-based
+    optimisers: 4.7e-3 at any width, chosen by held-out FVU on SmolLM2-135M layer-14 activations
+    (k=32, batch 1,024, 400 steps; ``benchmarks/sae_train.py --time-to-fvu``). repscope trains on
+    normalised inputs (mean norm ``sqrt(d_in)``), so sparsify's ``5e-3 * sqrt(2**14 / d_sae)``
+    does not carry over: at 8x (d_sae 4,608) 4.7e-3 reached FVU 0.205 where sparsify's 9.4e-3
+    reached 0.225 (3.3e-3: 0.208, 6.6e-3: 0.209, 2.4e-3: 0.223), and at 32x (d_sae 18,432)
+    4.7e-3 reached 0.200 where the sqrt-scaled 2.4e-3 reached 0.211.
 
     Examples
     --------
     >>> from repscope.sae import default_lr
-    >>> round(default_lr(2**14), 6), round(default_lr(4 * 2**14, "schedule_free_sign_sgd"), 6)
-    (0.0002, 0.00125)
+    >>> round(default_lr(2**14), 6), default_lr(4 * 2**14, "schedule_free_sign_sgd")
+    (0.0002, 0.0047)
     """
     if optimizer not in OPTIMIZERS:
         raise RepscopeValueError(
             f"The 'optimizer' parameter of default_lr must be one of {list(OPTIMIZERS)}. Got "
             f"{optimizer!r} instead."
         )
-    return OPTIMIZERS[optimizer] * math.sqrt(2**14 / d_sae)
+    lr, exponent = OPTIMIZERS[optimizer]
+    return lr * (2**14 / d_sae) ** exponent
 
 
 def _grads(params: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:

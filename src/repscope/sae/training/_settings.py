@@ -25,12 +25,12 @@ __all__ = ["TrainSettings"]
 
 _OWNER = "TrainSettings"
 
-#: The optimisers :class:`TrainSettings` accepts and the learning rate of each at
-#: ``d_sae = 2**14``; :func:`~repscope.sae.default_lr` scales it by ``sqrt(2**14 / d_sae)``.
-OPTIMIZERS: dict[str, float] = {
-    "schedule_free_sign_sgd": 2.5e-3,
-    "adam": 2e-4,
-    "sign_sgd": 2.5e-3,
+#: The optimisers :class:`TrainSettings` accepts: (learning rate at ``d_sae = 2**14``, width
+#: exponent ``a``); :func:`~repscope.sae.default_lr` is ``lr * (2**14 / d_sae) ** a``.
+OPTIMIZERS: dict[str, tuple[float, float]] = {
+    "schedule_free_sign_sgd": (4.7e-3, 0.0),
+    "adam": (2e-4, 0.5),
+    "sign_sgd": (4.7e-3, 0.0),
 }
 
 
@@ -55,9 +55,8 @@ class TrainSettings:
         plain sign-SGD. See :mod:`repscope.sae.training._optim`.
     lr : float, sequence of float, or None
         Learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
-        gives :func:`~repscope.sae.default_lr` of each SAE's width and the optimiser
-        (``2.5e-3 * sqrt(2**14 / d_sae)`` for the sign-based ones, ``2e-4 * sqrt(2**14 / d_sae)``
-        for Adam).
+        gives :func:`~repscope.sae.default_lr` of each SAE's width and the optimiser (4.7e-3
+        at any width for the sign-based ones, ``2e-4 * sqrt(2**14 / d_sae)`` for Adam).
     betas : pair of float in [0, 1)
         Adam's moment decay rates.
     weight_decay : float

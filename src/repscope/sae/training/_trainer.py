@@ -514,7 +514,13 @@ def _train_step(
     run.add("_var", var)
     run.add("_l0", l0 / n_rows)
     run.add("_rows", torch.tensor(float(n_rows), dtype=torch.float64))
-    for name, v in loss.terms.items():
+    terms = loss.terms
+    if dist is not None and terms:  # the global batch's terms, as one process would log them
+        names = sorted(terms)
+        packed_terms = torch.stack([terms[n].detach().double() for n in names])
+        dist.all_reduce(packed_terms)
+        terms = dict(zip(names, packed_terms / world))
+    for name, v in terms.items():
         run.add(name, v)
     run.count += 1
     run.add("lr", torch.tensor(run.opt.param_groups[0]["lr"], dtype=torch.float64))
