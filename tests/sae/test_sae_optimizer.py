@@ -1,4 +1,4 @@
-"""SAE optimisers: schedule-free sign-SGD (the default), Adam and sign-SGD train a TopK SAE;
+"""SAE optimisers: Adam (the default), schedule-free sign-SGD and sign-SGD train a TopK SAE;
 the sign-based updates equal naive references step by step; the defaults are the documented
 ones."""
 
@@ -120,7 +120,7 @@ def test_schedule_free_sign_sgd_equals_the_schedulefree_wrapper() -> None:
 
 def test_defaults_are_the_documented_ones() -> None:
     s = TrainSettings()
-    assert s.optimizer == "schedule_free_sign_sgd"
+    assert s.optimizer == "adam"  # sign-based optimisers are opt-in (their lr is a step size)
     assert s.momentum == 0.95
     assert s.lr is None
     assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(4.7e-3)
@@ -145,14 +145,14 @@ def test_bad_optimizer_settings_are_named() -> None:
 
 
 def test_topk_encoder_starts_at_the_documented_norm() -> None:
-    sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))
+    sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=0.58))
     enc = torch.linalg.vector_norm(sae.W_enc.detach(), dim=0)
     dec = torch.linalg.vector_norm(sae.W_dec.detach(), dim=1)
     torch.testing.assert_close(enc, torch.full((96,), 0.58))
     torch.testing.assert_close(dec, torch.ones(96))
     # still tied in direction: each encoder column is its decoder row scaled
     torch.testing.assert_close(sae.W_enc.detach(), 0.58 * sae.W_dec.detach().T)
-    unit = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=None))
+    unit = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))  # the default: unit norm, tied
     torch.testing.assert_close(unit.W_enc.detach(), unit.W_dec.detach().T)
     with pytest.raises(RepscopeValueError, match="'encoder_init_norm' parameter of TopKConfig"):
         TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=0.0).validate()

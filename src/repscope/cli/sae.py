@@ -151,7 +151,7 @@ def sae() -> None:
               help="Passes over the training vectors, instead of the default budget.")
 @click.option("--batch-size", default=1024, show_default=True, help="Vectors per step.")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate of the schedule-free sign-SGD step (default 4.7e-3).")
+              help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
 @click.option("--holdout", default=0.1, show_default=True, help="Share of the samples held out "
               "for evaluation: whole documents (a sample id's prefix before ':', e.g. the novel "
               "of 'emma:0042', else each sample with its tokens) drawn at random (repscope --seed).")

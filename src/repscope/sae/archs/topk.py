@@ -70,7 +70,7 @@ class TopKConfig(SAEConfig):
     aux_coefficient: float = 1.0 / 32.0
     dead_after: int | None = None
     sparse: bool = True
-    encoder_init_norm: float | None = 0.58
+    encoder_init_norm: float | None = None
 
     def validate(self) -> None:
         super().validate()
