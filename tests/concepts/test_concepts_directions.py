@@ -16,19 +16,6 @@ from repscope.concepts._directions import (
 from repscope.exceptions import RepscopeValueError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch and one BLAS thread (the machine's cores are shared)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
-
-
 def _planted(n: int = 1200, d: int = 20, shift: float = 1.5, seed: int = 0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)

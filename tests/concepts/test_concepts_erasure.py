@@ -16,19 +16,6 @@ from repscope.concepts._erasure import (
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch and one BLAS thread (the machine's cores are shared)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
-
-
 def _planted(n: int, d: int, k: int, seed: int, scale: float = 1.0):
     """Correlated Gaussian features with a class-mean shift of ``k`` classes."""
     rng = np.random.default_rng(seed)

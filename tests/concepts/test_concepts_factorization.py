@@ -16,19 +16,6 @@ from repscope.concepts._factorization import (
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch and one BLAS thread (the machine's cores are shared)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
-
-
 def _factorial(binding: float = 0.0, noise: float = 0.0, d: int = 64, reps: int = 8, seed: int = 0):
     """3 concepts x 5 values, orthogonal value means (centred per concept), every combination
     ``reps`` times; optional binding of concepts a and b (a random vector per (a, b) pair, the

@@ -40,6 +40,26 @@ def _layers_and_labels(features: str, labels: str, layers: tuple[str, ...]) -> t
     return path, src, y
 
 
+def _per_layer(command: str, path: Any, src: Any, layers: tuple[str, ...], params: dict[str, Any],
+               dataset: str, analyse: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Run ``analyse(X) -> result`` on each layer (default: the last), record every result in
+    one run of ``command``, and return the model name and the records' values by layer."""
+    import numpy as np
+
+    names = list(layers) or [src.layers[-1]]
+    model = model_name(path)
+    out: list[dict[str, Any]] = []
+    with settings().db() as db, db.run(command, {"features": str(path), **params}, model=model,
+                                       dataset=dataset) as run_id:
+        for layer in names:
+            X = np.asarray(src.read(layer), dtype=np.float64).reshape(src.n_samples, -1)
+            recs = analyse(X).to_records(model=model, dataset=dataset, layer=layer,
+                                         run_id=run_id, params=params)
+            db.add_many(recs)
+            out += [{"layer": layer, **r.values} for r in recs]
+    return model, out
+
+
 @click.group()
 def concepts() -> None:
     """Concept directions, erasure, steering and other interventions, attention views."""
@@ -61,27 +81,16 @@ def erase(features: str, labels: str, layers: tuple[str, ...], methods: tuple[st
     """Erase the concept given by --labels from each layer of FEATURES with LEACE (closed form,
     least squares change) and INLP (iterative nullspace projection), and check each by a fresh
     linear probe on held-out samples and by how far the points moved."""
-    import numpy as np
-
     from repscope.concepts._erasure import erasure
 
     path, src, y = _layers_and_labels(features, labels, layers)
-    names = list(layers) or [src.layers[-1]]
-    model = model_name(path)
     seed = settings().seed
     params = {"labels": labels, "methods": list(methods), "test_fraction": test_fraction,
               "seed": seed}
-    out: list[dict[str, Any]] = []
-    with settings().db() as db, db.run("concepts erase", {"features": str(path), **params},
-                                       model=model, dataset=dataset) as run_id:
-        for layer in names:
-            X = np.asarray(src.read(layer), dtype=np.float64).reshape(src.n_samples, -1)
-            res = erasure(X, y, methods=methods, test_fraction=test_fraction,
-                          random_state=seed, progress=show_progress())
-            recs = res.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id,
-                                  params=params)
-            db.add_many(recs)
-            out += [{"layer": layer, **r.values} for r in recs]
+    model, out = _per_layer(
+        "concepts erase", path, src, layers, params, dataset,
+        lambda X: erasure(X, y, methods=methods, test_fraction=test_fraction, random_state=seed,
+                          progress=show_progress()))
     if as_json:
         echo_json(out)
         return
@@ -108,29 +117,18 @@ def directions(features: str, labels: str, layers: tuple[str, ...], positive: st
     """Concept directions in each layer of FEATURES for the concept --labels == --positive:
     difference of means, probe weights and a CAV, each scored by held-out AUC, their cosines,
     and the CAV's p-value against random directions and random concept sets."""
-    import numpy as np
-
     from repscope.concepts._directions import concept_directions
 
     path, src, y = _layers_and_labels(features, labels, layers)
     pos: Any = positive
     if positive is not None and y.dtype.kind in "iu":
         pos = int(positive)
-    names = list(layers) or [src.layers[-1]]
-    model = model_name(path)
     seed = settings().seed
     params = {"labels": labels, "positive": positive, "n_random": n_random, "seed": seed}
-    out: list[dict[str, Any]] = []
-    with settings().db() as db, db.run("concepts directions", {"features": str(path), **params},
-                                       model=model, dataset=dataset) as run_id:
-        for layer in names:
-            X = np.asarray(src.read(layer), dtype=np.float64).reshape(src.n_samples, -1)
-            res = concept_directions(X, y, positive=pos, n_random=n_random, random_state=seed,
-                                     progress=show_progress())
-            recs = res.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id,
-                                  params=params)
-            db.add_many(recs)
-            out += [{"layer": layer, **r.values} for r in recs]
+    model, out = _per_layer(
+        "concepts directions", path, src, layers, params, dataset,
+        lambda X: concept_directions(X, y, positive=pos, n_random=n_random, random_state=seed,
+                                     progress=show_progress()))
     if as_json:
         echo_json(out)
         return
@@ -157,8 +155,6 @@ def factorize(features: str, concept_specs: tuple[str, ...], layers: tuple[str, 
     embedding the additive per-concept means explain (R², raw and whitened), the binding
     (interaction) share, concept ranks, cross- vs within-concept |cos|, and probes trained on
     some value combinations and tested on unseen ones."""
-    import numpy as np
-
     from repscope.concepts._factorization import linear_factorization
     from repscope.exceptions import RepscopeValueError
     from repscope.store import load_labels, open_layers
@@ -173,21 +169,12 @@ def factorize(features: str, concept_specs: tuple[str, ...], layers: tuple[str, 
         raise RepscopeValueError(
             f"--concept must be given at least twice (factorization needs several concepts); "
             f"got {len(cons)}.")
-    names = list(layers) or [src.layers[-1]]
-    model = model_name(path)
     seed = settings().seed
     params = {"concepts": list(concept_specs), "train_fraction": train_fraction, "seed": seed}
-    out: list[dict[str, Any]] = []
-    with settings().db() as db, db.run("concepts factorize", {"features": str(path), **params},
-                                       model=model, dataset=dataset) as run_id:
-        for layer in names:
-            X = np.asarray(src.read(layer), dtype=np.float64).reshape(src.n_samples, -1)
-            res = linear_factorization(X, cons, train_fraction=train_fraction,
-                                       random_state=seed, progress=show_progress())
-            recs = res.to_records(model=model, dataset=dataset, layer=layer, run_id=run_id,
-                                  params=params)
-            db.add_many(recs)
-            out += [{"layer": layer, **r.values} for r in recs]
+    model, out = _per_layer(
+        "concepts factorize", path, src, layers, params, dataset,
+        lambda X: linear_factorization(X, cons, train_fraction=train_fraction,
+                                       random_state=seed, progress=show_progress()))
     if as_json:
         echo_json(out)
         return
