@@ -241,3 +241,21 @@ def test_barrier_command_on_causal_lm_folders_uses_the_llama_spec(tmp_path):
     assert abs(curves["naive"]["loss_a"] - np.log(len(tok))) < 1.0
     res = _run(["barrier", str(dirs[0]), str(dirs[1])], tmp_path / "r.db")
     assert res.exit_code != 0 and "give --text FILE" in res.output
+
+
+def test_task_vector_diagnostics_take_a_mapping_of_modules():
+    """A mapping of names to modules is several fine-tunes (it was refused as 'not state
+    dicts'); a single state dict is refused with a message that says so."""
+    from repscope.exceptions import RepscopeValueError
+    from repscope.weights._taskvec import diagnose_task_vectors
+    from repscope.weights._toy import make_mlp
+
+    base = make_mlp((4, 5, 3), seed=0)
+    tunes = {"x": make_mlp((4, 5, 3), seed=1), "y": make_mlp((4, 5, 3), seed=2)}
+    by_module = diagnose_task_vectors(tunes, base, progress=False)
+    by_dict = diagnose_task_vectors({k: m.state_dict() for k, m in tunes.items()}, base,
+                                    progress=False)
+    assert by_module.names == ("x", "y")
+    np.testing.assert_allclose(by_module.cosines, by_dict.cosines)
+    with pytest.raises(RepscopeValueError, match="got a single state dict"):
+        diagnose_task_vectors(base.state_dict(), base, progress=False)

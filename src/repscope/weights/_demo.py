@@ -75,8 +75,7 @@ def run_weights_demo(*, seed: int = 0, log: Any = print, progress: bool = False,
     setup = make_task_setup(widths, seed=seed, data=data)
     tunes = {f"digits {s[0]}-{s[-1]}": finetune(setup, k, seed=seed)
              for k, s in enumerate(setup.subsets)}
-    out["task_vectors"].append(diagnose_task_vectors(
-        {k: m.state_dict() for k, m in tunes.items()}, setup.base, progress=progress))
+    out["task_vectors"].append(diagnose_task_vectors(tunes, setup.base, progress=progress))
     tasks = {}
     for k, name in enumerate(tunes):
         keep = torch.isin(y_test, torch.as_tensor(setup.subsets[k]))

@@ -168,12 +168,20 @@ def orthoreg_penalty(delta_or_model: Any, base: Any = None, *,
 # --------------------------------------------------------------------------- diagnostics
 def _vector_list(vectors: Any) -> tuple[list[str], list[Mapping[str, torch.Tensor]]]:
     """Names and state dicts of a sequence (names "0", "1", ...) or a mapping of task vectors."""
-    if isinstance(vectors, Mapping) and all(isinstance(v, Mapping) for v in vectors.values()):
+    import torch
+
+    if isinstance(vectors, Mapping) and vectors and not any(
+            isinstance(v, (torch.Tensor, np.ndarray)) for v in vectors.values()):
+        # name -> state dict, module or path (a mapping of tensors is one state dict)
         names = [str(k) for k in vectors]
         vecs = [_state(v, f"vectors[{k!r}]") for k, v in vectors.items()]
     elif isinstance(vectors, Sequence) and not isinstance(vectors, str):
         names = [str(i) for i in range(len(vectors))]
         vecs = [_state(v, f"vectors[{i}]") for i, v in enumerate(vectors)]
+    elif isinstance(vectors, Mapping):
+        raise RepscopeValueError(
+            "vectors: expected several models or task vectors (a list, or a mapping of names to "
+            "state dicts, modules or paths); got a single state dict.")
     else:
         raise RepscopeValueError(
             f"vectors: expected a list or a mapping of task vectors (state dicts), got a "
