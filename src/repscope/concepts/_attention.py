@@ -1,12 +1,12 @@
 """Attention metrics per layer and head: mean attention distance, entropy, query-key NMI, head
 diversity and attention allocation between token groups.
 
-Recipes: ``cluster-a.md`` §14 (Hybrid Distillation, Shi et al., arXiv 2306.15876: attention
+Papers: Hybrid Distillation (Shi et al., arXiv 2306.15876: attention
 distance, query-key NMI and the cross-head spread of attention distance as diversity and
-collapse measures; the recipe's metric details are marked [mem] there, and the seed abstract
+collapse measures; the metric details are not given in full, and the abstract
 only says MIM teachers give "more local and diverse attention" and that token relations
 guard against "attention collapse", so the exact definitions below are ours and written out
-in full) and ``cluster-b.md`` §18 (SGT: the fraction of attention mass from one token group
+in full) and SGT (Yu et al., arXiv 2605.18714: the fraction of attention mass from one token group
 onto another, per layer and head).
 
 Definitions, for one head and one sequence with valid (unpadded) tokens ``1..n``, attention

@@ -1,6 +1,6 @@
 r"""Class activation maps (CAM, Grad-CAM) and the critical vs non-critical region split.
 
-Recipe: ``cluster-a.md`` §15b (NRR-DD; Tran et al., CVPR 2025, arXiv 2503.18267, [page]; checked
+Paper: NRR-DD (Tran et al., CVPR 2025, arXiv 2503.18267; checked
 against the abstract, which splits inputs into instance-specific and class-general regions):
 the only part used here is the CAM-based split of an input into its *critical* region (where
 the class evidence sits) and the rest, turned into an attribution-masking analysis.

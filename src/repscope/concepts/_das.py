@@ -1,10 +1,9 @@
 """Interchange interventions: distributed alignment search (DAS) with a rotation or a RevNet map,
 and the random-init control beside every result.
 
-Recipe: ``../shared/papers/cluster-b.md`` §13, *The Non-Linear Representation Dilemma* (Sutter,
-Minder, Hofmann, Pimentel; NeurIPS 2025, arXiv 2507.08802; the recipe was read from the
-paper's code, reimplemented here, and checked against the abstract in
-``/work/shared/seeds/``). DAS (Geiger et al., 2023) learns an invertible map φ of a layer's
+Paper: *The Non-Linear Representation Dilemma* (Sutter, Minder, Hofmann, Pimentel; NeurIPS 2025,
+arXiv 2507.08802; read from the paper's code, reimplemented here, and checked against the
+abstract). DAS (Geiger et al., 2023) learns an invertible map φ of a layer's
 hidden state ``h``. For a base input ``b`` and a source input ``s``:
 
 1. ``z_b = φ(h_b)`` and ``z_s = φ(h_s)``;

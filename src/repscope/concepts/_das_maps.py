@@ -4,7 +4,7 @@ Imported lazily by :mod:`repscope.concepts._das` (this module imports torch at t
 
 - :class:`RotationMap`: ``z = h R^T`` with ``R`` orthogonal through
   ``torch.nn.utils.parametrizations.orthogonal``; the inverse is ``h = z R``.
-- :class:`RevNetMap`: the recipe's φ_nonlin (``cluster-b.md`` §13, after Sutter et al. 2025's
+- :class:`RevNetMap`: the non-linear φ of Sutter et al. (2025; after their
   ``das/RevNet.py``, reimplemented from the recipe). A fixed per-coordinate standardisation
   ``u = (h - mean) / scale`` (set from data by :meth:`RevNetMap.set_scale`; an affine
   bijection), then ``blocks`` coupling blocks, each splitting ``u`` into halves

@@ -1,6 +1,6 @@
 """Linear factorization of embeddings over several concepts (Uselis, Dittadi & Oh, 2026, §4).
 
-The recipe (``cluster-b.md`` §4, from the authors' code ``analyse_embeddings_probes.py``;
+The method (from the authors' code ``analyse_embeddings_probes.py``;
 checked against the abstract: "compositional generalization requires linear, orthogonal
 representations"): centre ``X`` globally; concept-value means :math:`u_{h,v} = E[x \\mid y_h =
 v]`; the additive reconstruction :math:`\\hat x_i = \\sum_h u_{h, y_h(i)}` and its

@@ -1,8 +1,8 @@
 r"""LinearScope: the exact local linear view :math:`f(x) = A(x)\,x + c(x)` of a module.
 
 Recipe: Navarrete Michelini, Liu, Lu & Jiang, "A Tour of Convolutional Networks Guided by Linear
-Interpreters" (ICCV 2019, arXiv 1908.05168), as written in ``cluster-b.md`` §15 ([page +
-recall]; checked against the abstract: "a hooking layer, called a LinearScope, which allows us to
+Interpreters" (ICCV 2019, arXiv 1908.05168; reconstructed from the paper's description,
+checked against the abstract: "a hooking layer, called a LinearScope, which allows us to
 run the network and the linear interpreter in parallel ... popular networks use a pixel-wise vote
 per class strategy and heavily rely on bias parameters").
 

@@ -1,11 +1,10 @@
 """Observable propagation (ObsProp) on Llama-style causal LMs (SmolLM2): data-free feature
 vectors of attention heads for a token-level task, and the coupling coefficient.
 
-Recipe: ``cluster-b.md`` §14 (Dunefsky & Cohan, "Observable Propagation: A Data-Efficient
-Approach to Uncover Feature Vectors in Transformers"; the seed abstract states the observable
-paradigm, the LayerNorm direction argument and the coupling coefficient "which estimates the
-degree to which one feature's output correlates with another's"; the formulas below follow
-the recipe's notes on the authors' notebook, implemented as written there).
+Paper: Dunefsky & Cohan, "Observable Propagation: A Data-Efficient Approach to Uncover Feature
+Vectors in Transformers" (the abstract states the observable paradigm, the LayerNorm direction
+argument and the coupling coefficient "which estimates the degree to which one feature's output
+correlates with another's"; the formulas below follow the authors' notebook).
 
 **Observable.** A linear functional on the logits, ``n`` in R^vocab, e.g.
 ``logit(" she") - logit(" he")`` (:func:`observable`: positive minus negative one-hots).

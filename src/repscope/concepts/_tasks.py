@@ -1,8 +1,7 @@
 """The hierarchical-equality task: inputs, counterfactual pairs and a small MLP trained on it.
 
 The task of DAS (Geiger et al., 2023) and of the non-linear representation dilemma (Sutter et
-al., 2025, arXiv 2507.08802; ``../shared/papers/cluster-b.md`` §13, recipe read from the
-paper's code, checked against the abstract in ``/work/shared/seeds/``). An input is four random
+al., 2025, arXiv 2507.08802; read from the paper's code, checked against the abstract). An input is four random
 vectors ``(a, b, c, d)`` of width ``dim`` (concatenated, width ``4 * dim``); the label is
 ``(a == b) == (c == d)``. The high-level algorithm has two intermediate variables,
 ``V1 = (a == b)`` and ``V2 = (c == d)``, and the output ``V1 == V2``.

@@ -1,7 +1,7 @@
 r"""Geometry of layer updates: how well restricted tokenwise maps predict each block's update.
 
 Recipe: Jun-Sik Yoo, "On the Geometric Structure of Layer Updates in Deep Language Models"
-(arXiv 2604.02459), as written in ``cluster-b.md`` §16 ([page: abstract + summary; verify];
+(arXiv 2604.02459; reconstructed from the abstract and a summary,
 checked against the abstract: "layerwise updates admit a decomposition into a dominant
 tokenwise component and a residual that is not captured by restricted tokenwise function
 classes ... the full layer update is almost perfectly aligned with the tokenwise component,

@@ -1,7 +1,7 @@
 """aTLAS: task vectors composed with learned anisotropic (block-wise) coefficients.
 
-Recipe: cluster-c §4 (Zhang et al., NeurIPS'24, arXiv 2407.02880; reimplemented, the official
-repository has no licence). With a frozen base θ0 and task vectors τ_1..τ_T, each split into
+Paper: Zhang et al., NeurIPS'24, arXiv 2407.02880 (reimplemented; the official repository has no
+licence). With a frozen base θ0 and task vectors τ_1..τ_T, each split into
 blocks b = 1..B (one block per parameter tensor),
 
     θ(λ) = θ0 + Σ_t Σ_b λ_tb τ_tb,

@@ -1,7 +1,7 @@
 """What a permutation alignment changed: distances, singular values, singular vectors, CKA.
 
 The diagnostics of Ito, Yamada and Kumagai (ICLR 2025, "Analysis of LMC via permutation-based
-weight matching"; recipe ``cluster-c.md`` §2): weight matching barely shortens the distance
+weight matching"): weight matching barely shortens the distance
 between the two models (ratio R close to 1), leaves every weight matrix's singular values
 unchanged (a permutation of rows and columns is orthogonal), and aligns the top singular vectors
 of the two models, the large-σ directions first, which is why the interpolated model keeps

@@ -1,7 +1,7 @@
 """Permutation alignment of two (or more) networks: weight matching and activation matching.
 
 **Weight matching** is Git Re-Basin's coordinate descent (Ainsworth, Hayase and Srinivasa 2023,
-``samuela/git-re-basin`` ``src/weight_matching.py``, MIT; recipe ``cluster-c.md`` §2): it
+``samuela/git-re-basin`` ``src/weight_matching.py``, MIT): it
 maximises the inner product of the two models' weights over the permutations of a
 :class:`~repscope.weights._spec.PermutationSpec`,
 

@@ -1,7 +1,7 @@
 """Iterative Feature Merging: fold functionally equivalent units of a ReLU stack into one.
 
-Recipe: cluster-b §5 (Chen, Zhou, Yan, ICLR'24, arXiv 2310.06756; the recipe is recalled from
-the paper, details [reconstructed]). For a ReLU unit, ``relu(c · w·x) = c · relu(w·x)`` for
+Paper: Chen, Zhou, Yan, ICLR'24, arXiv 2310.06756 (details reconstructed from the paper's
+description). For a ReLU unit, ``relu(c · w·x) = c · relu(w·x)`` for
 ``c > 0``, so two units whose incoming weights (bias included) point the same way compute the
 same feature up to a positive scale. Per hidden layer, in order from the input:
 

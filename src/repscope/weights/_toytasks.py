@@ -1,6 +1,6 @@
 """Task-arithmetic setups on the scikit-learn digits, trained here in seconds: one pretrained MLP
-and fine-tunes of it on disjoint class subsets (the small-scale proposals of cluster-c §4, aTLAS,
-and §5, OrthoReg), shared by the tests and ``benchmarks/orthoreg_atlas.py``.
+and fine-tunes of it on disjoint class subsets (the small-scale experiments proposed for aTLAS
+and OrthoReg), shared by the tests and ``benchmarks/orthoreg_atlas.py``.
 
 Definition used throughout ("pretrained on half of digits"): the training split is halved
 (stratified by class, ``seed``); the base model is trained on the first half, all ten classes;
