@@ -33,6 +33,20 @@ def demo_concepts_step(ctx: DemoContext) -> list[Record]:
     -------
     list of Record
     """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # Small arrays and probes: one thread is faster than a contended pool.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _step(ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _step(ctx: DemoContext) -> list[Record]:
     from repscope.concepts._directions import concept_directions
     from repscope.concepts._erasure import erasure
 
@@ -45,7 +59,7 @@ def demo_concepts_step(ctx: DemoContext) -> list[Record]:
     ctx.log(f"[demo] concepts: 'even digit' direction and erasure in {model} [{layer}]")
     params = {"seed": ctx.seed, "concept": "digit parity"}
     kw = {"model": model, "layer": layer, "params": params, **ctx.record_context()}
-    records = concept_directions(X, parity, positive="even", n_random=20,
+    records = concept_directions(X, parity, positive="even", n_random=10,
                                  n_random_directions=200, random_state=ctx.seed).to_records(**kw)
     res = erasure(X, parity, random_state=ctx.seed)
     records += res.to_records(**kw)
