@@ -85,6 +85,13 @@ def render_erasure(records: Sequence[RecordLike]) -> str:
     return "\n".join(parts)
 
 
+def _mean(values: Any) -> float:
+    """Mean of a stored per-head list, NaN entries left out (NaN when none is finite)."""
+    a = floats(values)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
 def render_attention(records: Sequence[RecordLike]) -> str:
     """Attention metrics per layer (mean over heads), with charts by depth."""
     parts = []
@@ -106,7 +113,8 @@ def render_attention(records: Sequence[RecordLike]) -> str:
             title=f"Mean attention distance by layer: {name}", x_label="layer",
             y_label=unit, x_tick_labels=layers)))
         parts.append(figure(line_chart(
-            {"normalised entropy": (x, floats([r.values.get("mean_entropy") for r in rs])),
+            {"normalised entropy": (x, np.asarray([_mean(r.values.get("entropy_norm"))
+                                                    for r in rs])),
              "query-key NMI": (x, floats([r.values.get("mean_nmi") for r in rs])),
              "2nd half -> 1st half": (x, np.asarray(alloc))},
             title=f"Entropy, query-key NMI and attention allocation: {name}", x_label="layer",
