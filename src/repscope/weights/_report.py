@@ -132,7 +132,7 @@ def render_task_vectors(records: Sequence[RecordLike]) -> str:
         cos = np.asarray([floats(row) for row in r.values.get("cosines") or []])
         norms = floats(r.values.get("norms"))
         if cos.size:
-            parts.append(figure(heatmap(cos, title=f"Task-vector cosines: {name}",
+            parts.append(figure(heatmap(cos, title="Task-vector cosines",
                                         row_labels=names, col_labels=names, vmin=-1, vmax=1,
                                         colour_label="cosine", max_width=520)))
         rows = [[n, *(cos[i] if cos.size else []), norms[i] if i < norms.size else np.nan]
