@@ -299,14 +299,11 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print()
-    print("| case | CPU s | wall s | peak RSS MiB | max rel. diff vs first of group | runs |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['case']} | {r['error']} | | | | |")
-            continue
-        print(f"| {r['case']} | {r['cpu']:.2f} | {r['wall']:.2f} | {r['peak_mb']:.0f} | "
-              f"{r['max_rel_diff']:.2e} | {r['runs']} |")
+    C = _harness.Column
+    _harness.print_table(rows, [C("case", "case", "s"), C("CPU s", "cpu", ".2f"),
+                                C("wall s", "wall", ".2f"), C("peak RSS MiB", "peak_mb", ".0f"),
+                                C("max rel. diff vs first of group", "max_rel_diff", ".2e"),
+                                C("runs", "runs", "d")], markdown=True)
 
 
 if __name__ == "__main__":
