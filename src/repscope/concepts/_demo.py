@@ -33,17 +33,10 @@ def demo_concepts_step(ctx: DemoContext) -> list[Record]:
     -------
     list of Record
     """
-    import torch
-    from threadpoolctl import threadpool_limits
+    from repscope._threads import single_thread
 
-    # Small arrays and probes: one thread is faster than a contended pool.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            return _step(ctx)
-    finally:
-        torch.set_num_threads(threads)
+    with single_thread():  # small arrays and probes
+        return _step(ctx)
 
 
 def _step(ctx: DemoContext) -> list[Record]:

@@ -78,16 +78,14 @@ def demo_sae_step(ctx: DemoContext) -> list[Record]:
     SAEs of width 1,280 on 320 features, 200 steps of 256 vectors, on one torch thread). Without
     EfficientNet-Lite0 among the demo's models the step logs why and records nothing.
     """
-    import torch
-
     if MODEL not in ctx.stores or not ctx.layers.get(MODEL):
         ctx.log(f"[demo] SAE step skipped: {MODEL} is not among the demo's models")
         return []
+    from repscope._threads import single_thread
+
     # The matrices are small: one thread is as fast, and avoids OpenMP threads spin-waiting
     # for each other on a busy machine (several times the CPU time on 2 shared cores).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread(blas=False):
         return _run(
             ctx.stores[MODEL],
             _last_block(list(ctx.layers[MODEL])),
@@ -97,8 +95,6 @@ def demo_sae_step(ctx: DemoContext) -> list[Record]:
             ctx.seed,
             ctx.log,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(

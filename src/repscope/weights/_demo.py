@@ -110,15 +110,10 @@ def demo_weights_step(ctx: DemoContext) -> list[Record]:
     -------
     list of Record
     """
-    import torch
+    from repscope._threads import single_thread
 
-    # The models are tiny: one thread trains them several times faster than a contended pool.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread(blas=False):  # tiny models
         results = run_weights_demo(seed=ctx.seed, log=ctx.log)
-    finally:
-        torch.set_num_threads(threads)
     params = {"seed": ctx.seed, "widths": list(DEMO_WIDTHS)}
     records: list[Record] = []
     for kind, items in results.items():

@@ -91,17 +91,14 @@ def train_mlp(widths: tuple[int, ...] = (64, 512, 512, 10), *, seed: int = 0,
               momentum: float = 0.9, batch_size: int = 32) -> torch.nn.Sequential:
     """Train :func:`make_mlp` on the digits training split with SGD (init and batch order
     from ``seed``); returns the model in eval mode."""
-    import torch
 
     data = digits_data() if data is None else data
     model = make_mlp(widths, seed=seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # these models are tiny: one thread beats a contended pool
-    try:
+    from repscope._threads import single_thread
+
+    with single_thread(blas=False):  # a tiny model
         _sgd(model, data, seed=seed, epochs=epochs, lr=lr, momentum=momentum,
              batch_size=batch_size)
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
 
 
