@@ -8,11 +8,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
+    from repscope._threads import single_thread
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
+    with single_thread():
         yield
-    torch.set_num_threads(old)

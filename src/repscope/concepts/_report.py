@@ -10,21 +10,13 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, by_series, cell, floats
+from repscope.report._common import as_float, by_series, cell, floats, latest_by_values
 from repscope.report._sections import esc, figure, html_table, ordered_unique
 from repscope.report._svg import heatmap, line_chart
 
 __all__ = ["render_attention", "render_cam", "render_das", "render_directions", "render_erasure",
            "render_factorization", "render_layer_updates", "render_local_linear",
            "render_obsprop", "render_steering"]
-
-
-def _latest(recs: Sequence[RecordLike], *fields: str) -> list[RecordLike]:
-    """The newest record per (model, dataset, layer, values[field]...)."""
-    best: dict[tuple[Any, ...], RecordLike] = {}
-    for r in recs:
-        best[(r.model, r.dataset, r.layer, *(str(r.values.get(f, "")) for f in fields))] = r
-    return list(best.values())
 
 
 def _dict_text(value: Any, digits: int = 3) -> str:
@@ -37,7 +29,7 @@ def _dict_text(value: Any, digits: int = 3) -> str:
 def render_factorization(records: Sequence[RecordLike]) -> str:
     """R², binding, ranks and held-out-combination accuracy per layer."""
     parts = []
-    for name, rs in by_series(_latest(records)).items():
+    for name, rs in by_series(latest_by_values(records)).items():
         rows = [[r.layer, ", ".join(map(str, r.values.get("concepts") or [])), cell(r, "r2"),
                  cell(r, "r2_whitened"), cell(r, "binding"), cell(r, "cross_abs_cos"),
                  cell(r, "within_abs_cos"), cell(r, "probe_span_r2"),
@@ -56,7 +48,7 @@ def render_factorization(records: Sequence[RecordLike]) -> str:
 def render_directions(records: Sequence[RecordLike]) -> str:
     """AUC of each direction, their cosines and the CAV's p-values."""
     parts = []
-    for name, rs in by_series(_latest(records, "positive")).items():
+    for name, rs in by_series(latest_by_values(records, "positive")).items():
         rows = [[r.layer, str(r.values.get("positive", "")), cell(r, "auc_mean_difference"),
                  cell(r, "auc_probe"), cell(r, "auc_cav"), cell(r, "cos_mean_difference_probe"),
                  cell(r, "cos_probe_cav"), cell(r, "p_random_directions"),
@@ -73,7 +65,7 @@ def render_directions(records: Sequence[RecordLike]) -> str:
 def render_erasure(records: Sequence[RecordLike]) -> str:
     """Probe accuracy before/after erasure against chance, and the distance moved."""
     parts = []
-    for name, rs in by_series(_latest(records, "method")).items():
+    for name, rs in by_series(latest_by_values(records, "method")).items():
         rows = [[r.layer, str(r.values.get("method", "")), cell(r, "accuracy_before"),
                  cell(r, "accuracy_after"), cell(r, "chance"), cell(r, "relative_distance"),
                  cell(r, "rank_removed"), cell(r, "n_test")] for r in rs]
@@ -95,7 +87,7 @@ def _mean(values: Any) -> float:
 def render_attention(records: Sequence[RecordLike]) -> str:
     """Attention metrics per layer (mean over heads), with charts by depth."""
     parts = []
-    for name, rs in by_series(_latest(records)).items():
+    for name, rs in by_series(latest_by_values(records)).items():
         layers = [r.layer for r in rs]
         x = np.arange(len(rs))
         alloc = []
@@ -133,7 +125,7 @@ def render_attention(records: Sequence[RecordLike]) -> str:
 def render_obsprop(records: Sequence[RecordLike]) -> str:
     """Head feature-vector norms (layer x head), the top heads and their DLA overlap."""
     parts = []
-    for name, rs in by_series(_latest(records, "observable")).items():
+    for name, rs in by_series(latest_by_values(records, "observable")).items():
         for obs in ordered_unique(str(r.values.get("observable", "")) for r in rs):
             sub = [r for r in rs if str(r.values.get("observable", "")) == obs]
             norms = [floats(r.values.get("head_norm")) for r in sub]
@@ -167,7 +159,7 @@ def render_obsprop(records: Sequence[RecordLike]) -> str:
 def render_steering(records: Sequence[RecordLike]) -> str:
     """Target log-prob and KL against the coefficient, beside a random direction."""
     parts = []
-    for name, rs in by_series(_latest(records, "coefficient", "target_token")).items():
+    for name, rs in by_series(latest_by_values(records, "coefficient", "target_token")).items():
         for layer in ordered_unique(r.layer for r in rs):
             for target in ordered_unique(str(r.values.get("target_token", "")) for r in rs):
                 sub = sorted((r for r in rs if r.layer == layer
@@ -197,7 +189,7 @@ def render_steering(records: Sequence[RecordLike]) -> str:
 def render_das(records: Sequence[RecordLike]) -> str:
     """IIA per map on the trained model and on its random-init control."""
     parts = []
-    for name, rs in by_series(_latest(records, "map", "model", "k")).items():
+    for name, rs in by_series(latest_by_values(records, "map", "model", "k")).items():
         rows = [[str(r.values.get("map", "")), str(r.values.get("model", "")), r.layer,
                  cell(r, "k"), cell(r, "iia_heldout"), cell(r, "iia_train"),
                  cell(r, "model_accuracy"), cell(r, "chance")] for r in rs]
@@ -213,7 +205,7 @@ def render_das(records: Sequence[RecordLike]) -> str:
 def render_local_linear(records: Sequence[RecordLike]) -> str:
     """LinearScope: the bias share of piecewise-linear modules."""
     parts = []
-    for name, rs in by_series(_latest(records, "method")).items():
+    for name, rs in by_series(latest_by_values(records, "method")).items():
         rows = [[r.layer or "(model)", str(r.values.get("method", "")),
                  "yes" if r.values.get("piecewise_linear") else "no",
                  cell(r, "bias_share_median"), cell(r, "bias_fraction_median"),
@@ -230,7 +222,7 @@ def render_local_linear(records: Sequence[RecordLike]) -> str:
 def render_layer_updates(records: Sequence[RecordLike]) -> str:
     """How well restricted maps predict each layer's update, held out."""
     parts = []
-    for name, rs in by_series(_latest(records, "map")).items():
+    for name, rs in by_series(latest_by_values(records, "map")).items():
         layers = ordered_unique(r.layer for r in rs)
         maps = ordered_unique(str(r.values.get("map", "")) for r in rs)
         at = {(r.layer, str(r.values.get("map", ""))): r for r in rs}
@@ -251,7 +243,7 @@ def render_layer_updates(records: Sequence[RecordLike]) -> str:
 def render_cam(records: Sequence[RecordLike]) -> str:
     """Probe accuracy with the critical region, the same region shifted, or the rest masked."""
     parts = []
-    for name, rs in by_series(_latest(records, "method")).items():
+    for name, rs in by_series(latest_by_values(records, "method")).items():
         rows = [[r.layer, str(r.values.get("method", "")), cell(r, "area"), cell(r, "accuracy"),
                  cell(r, "accuracy_critical_masked"), cell(r, "accuracy_shifted_masked"),
                  cell(r, "accuracy_noncritical_masked"), cell(r, "n_samples")] for r in rs]

@@ -6,12 +6,11 @@ and the availability probe. Renderers only format stored records; nothing is rec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, by_series, floats
+from repscope.report._common import as_float, by_series, floats, latest_by_values
 from repscope.report._sections import esc, figure, html_table, ordered_unique, series_labels
 from repscope.report._svg import heatmap, line_chart
 
@@ -25,19 +24,10 @@ __all__ = [
 ]
 
 
-def _latest(records: Sequence[RecordLike], *extra: str) -> list[RecordLike]:
-    """The last record per (model, dataset, layer, extra value keys), in first-seen order."""
-    best: dict[tuple[Any, ...], RecordLike] = {}
-    for r in records:
-        key = (r.model, r.dataset, r.layer, *(str(r.values.get(k, "")) for k in extra))
-        best[key] = r
-    return list(best.values())
-
-
 def render_leakage(records: Sequence[RecordLike]) -> str:
     """Cross-probe matrix: a heat map of chance-normalised accuracy (groups x attributes) per
     (model, dataset, layer), and the accuracies with their intervals."""
-    recs = _latest(records, "group", "attribute")
+    recs = latest_by_values(records, "group", "attribute")
     parts = []
     for name, rs in by_series(recs).items():
         for layer in ordered_unique(r.layer for r in rs):
@@ -65,7 +55,7 @@ def render_leakage(records: Sequence[RecordLike]) -> str:
 def render_feature_weighting(records: Sequence[RecordLike]) -> str:
     """Per-layer curves: spread of chance-normalised attribute accuracies and normalised
     spectral entropy."""
-    recs = _latest(records)
+    recs = latest_by_values(records)
     parts = []
     for name, rs in by_series(recs).items():
         layers = [r.layer for r in rs]
@@ -90,7 +80,7 @@ def render_feature_weighting(records: Sequence[RecordLike]) -> str:
 
 def render_hardness(records: Sequence[RecordLike]) -> str:
     """Effective number of negatives of InfoNCE against the temperature."""
-    recs = _latest(records)
+    recs = latest_by_values(records)
     series = {}
     labels = series_labels(recs)
     for r in recs:
@@ -107,7 +97,7 @@ def render_hardness(records: Sequence[RecordLike]) -> str:
 
 def render_lipschitz(records: Sequence[RecordLike]) -> str:
     """Extractor diagnostics: Lipschitz ratios per layer and translation sensitivity by depth."""
-    recs = _latest(records)
+    recs = latest_by_values(records)
     parts = []
     for name, rs in by_series(recs).items():
         shifts = [int(as_float(s)) for s in (rs[0].values.get("shifts") or [])]
@@ -145,7 +135,7 @@ def render_availability(records: Sequence[RecordLike]) -> str:
     """Availability probe: which attribute the probe follows on conflict rows."""
     rows = [[r.model, r.dataset, r.layer, r.values.get("core"), r.values.get("shortcut"),
              r.values.get("core_accuracy"), r.values.get("shortcut_accuracy"),
-             r.values.get("shortcut_share"), r.values.get("n_conflict")] for r in _latest(records)]
+             r.values.get("shortcut_share"), r.values.get("n_conflict")] for r in latest_by_values(records)]
     if not rows:
         return ""
     return html_table(["model", "dataset", "layer", "core", "shortcut", "core accuracy",

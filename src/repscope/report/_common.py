@@ -11,8 +11,8 @@ import numpy as np
 from repscope.db._records import RecordLike
 from repscope.report._sections import Missing, html_table, ordered_unique, series_labels
 
-__all__ = ["as_float", "by_series", "cell", "floats", "layer_axis", "layer_table",
-           "merged_layers", "missing"]
+__all__ = ["as_float", "by_series", "cell", "floats", "latest_by_values", "layer_axis",
+           "layer_table", "merged_layers", "missing"]
 
 #: Record values that may say why an analysis left a value out (first one found wins).
 REASON_KEYS = ("reason", "skipped", "skip_reason")
@@ -80,6 +80,15 @@ def merged_layers(layer_lists: Sequence[Sequence[str]]) -> list[str] | None:
         if idx != sorted(idx):
             return None
     return merged
+
+
+def latest_by_values(records: Sequence[RecordLike], *keys: str) -> list[RecordLike]:
+    """The last record per (model, dataset, layer and the values of ``keys``), kept at its
+    combination's first position (the newest when records come from a query)."""
+    best: dict[tuple[Any, ...], RecordLike] = {}
+    for r in records:
+        best[(r.model, r.dataset, r.layer, *(str(r.values.get(k, "")) for k in keys))] = r
+    return list(best.values())
 
 
 def floats(value: Any) -> np.ndarray:

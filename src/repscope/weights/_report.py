@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from repscope.db._records import RecordLike
-from repscope.report._common import as_float, by_series, cell, floats, missing
+from repscope.report._common import as_float, by_series, cell, floats, latest_by_values, missing
 from repscope.report._sections import esc, figure, html_table, ordered_unique
 from repscope.report._svg import heatmap, line_chart
 
@@ -40,14 +40,6 @@ __all__ = [
 ]
 
 
-def _latest(recs: Sequence[RecordLike], *fields: str) -> list[RecordLike]:
-    """The newest record per (model, dataset, layer, values[field]...)."""
-    best: dict[tuple[Any, ...], RecordLike] = {}
-    for r in recs:
-        best[(r.model, r.dataset, r.layer, *(str(r.values.get(f, "")) for f in fields))] = r
-    return list(best.values())
-
-
 def _label(r: RecordLike) -> str:
     return str(r.values.get("label") or "(unlabelled)")
 
@@ -55,7 +47,7 @@ def _label(r: RecordLike) -> str:
 def render_barrier(records: Sequence[RecordLike]) -> str:
     """Loss along the linear path of each pair (excess over the chord) and the barriers."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records, "label")).items():
+    for name, rs in by_series(latest_by_values(records, "label")).items():
         series = {}
         rows = []
         for r in rs:
@@ -85,7 +77,7 @@ def render_barrier(records: Sequence[RecordLike]) -> str:
 def render_layer_barrier(records: Sequence[RecordLike]) -> str:
     """One barrier per block (only that block interpolated), per pair label."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records, "label")).items():
+    for name, rs in by_series(latest_by_values(records, "label")).items():
         labels = ordered_unique(_label(r) for r in rs)
         blocks = ordered_unique(r.layer for r in rs)
         at = {(_label(r), r.layer): r for r in rs}
@@ -112,7 +104,7 @@ def render_weights_alignment(records: Sequence[RecordLike]) -> str:
             ("unit_corr_before", "unit corr. before"), ("unit_corr_after", "unit corr. after"),
             ("cka_before", "CKA before"), ("cka_after", "CKA after")]
     parts: list[str] = []
-    for name, rs in by_series(_latest(records)).items():
+    for name, rs in by_series(latest_by_values(records)).items():
         rows = [[r.layer, *(cell(r, k, "not measured") for k, _ in keys)] for r in rs]
         parts.append(html_table(
             ["weight", *(h for _, h in keys)], rows, digits=4,
@@ -126,7 +118,7 @@ def render_weights_alignment(records: Sequence[RecordLike]) -> str:
 def render_task_vectors(records: Sequence[RecordLike]) -> str:
     """The cosine matrix of task vectors, their norms and the sign-conflict rate."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records)).items():
+    for name, rs in by_series(latest_by_values(records)).items():
         r = rs[-1]
         names = [str(n) for n in r.values.get("names") or []]
         cos = np.asarray([floats(row) for row in r.values.get("cosines") or []])
@@ -148,7 +140,7 @@ def render_task_vectors(records: Sequence[RecordLike]) -> str:
 def render_merge(records: Sequence[RecordLike]) -> str:
     """Each merge method on each task, beside the task's fine-tune and the base."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records, "task")).items():
+    for name, rs in by_series(latest_by_values(records, "task")).items():
         rows = [[str(r.values.get("method", r.layer)), str(r.values.get("task", "")),
                  cell(r, "accuracy_after"), cell(r, "accuracy_before"),
                  cell(r, "accuracy_base", "no base"), cell(r, "loss_after"),
@@ -165,7 +157,7 @@ def render_merge(records: Sequence[RecordLike]) -> str:
 def render_redundancy(records: Sequence[RecordLike]) -> str:
     """Units merged as functionally equivalent, and the feature-complexity curve."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records)).items():
+    for name, rs in by_series(latest_by_values(records)).items():
         rows = [[r.layer, cell(r, "beta"), cell(r, "units_before"), cell(r, "units_after"),
                  cell(r, "fraction_removed"), cell(r, "accuracy_before", "no data"),
                  cell(r, "accuracy_after", "no data")] for r in rs]
@@ -186,7 +178,7 @@ def render_redundancy(records: Sequence[RecordLike]) -> str:
 def render_atlas(records: Sequence[RecordLike]) -> str:
     """aTLAS: learned coefficients against the best single coefficient, held out."""
     parts: list[str] = []
-    for name, rs in by_series(_latest(records, "mode")).items():
+    for name, rs in by_series(latest_by_values(records, "mode")).items():
         rows = [[str(r.values.get("mode", "")), cell(r, "learned_acc"), cell(r, "learned_loss"),
                  cell(r, "isotropic_lambda"), cell(r, "isotropic_acc"), cell(r, "isotropic_loss"),
                  cell(r, "base_acc"), cell(r, "n_train"), cell(r, "n_eval")] for r in rs]
