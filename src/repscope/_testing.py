@@ -29,6 +29,7 @@ __all__ = [
     "DistributedRunError",
     "cli_env",
     "free_port",
+    "run_cli_ranks",
     "random_orthogonal",
     "run_distributed",
     "run_on_terminal",
@@ -274,6 +275,32 @@ def cli_env(db: str | os.PathLike[str], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CLI_SWITCHES}
     env.update(REPSCOPE_DB=str(db), COLUMNS="120", **extra)
     return env
+
+
+def run_cli_ranks(
+    args: list[str],
+    world_size: int,
+    env: Mapping[str, str],
+    *,
+    timeout: float = 240.0,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``repscope ARGS`` as a user launches it on ``world_size`` processes:
+    ``torchrun --standalone --nproc-per-node W -m repscope ARGS`` (``world_size=1``: plain
+    ``python -m repscope ARGS``, the one-process reference). One torch thread per rank
+    (``OMP_NUM_THREADS=1``), so the two launches compute the same batches the same way.
+
+    Returns the completed process (``returncode``, ``stdout``, ``stderr`` as text); a launch
+    that runs past ``timeout`` seconds is killed and raises ``subprocess.TimeoutExpired``.
+    """
+    if world_size == 1:
+        cmd = [sys.executable, "-m", "repscope", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={world_size}", "-m", "repscope", *args]
+    child_env = {**env, "OMP_NUM_THREADS": "1", "REPSCOPE_NO_PROGRESS": "1"}
+    return subprocess.run(cmd, env=child_env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def run_on_terminal(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str],

@@ -130,6 +130,78 @@ def cli(ctx: click.Context, debug: bool, no_progress: bool, db_path: str | None,
     quiet_transformers_env()
     ctx.obj = Settings(debug=debug, db_path=db_path, seed=seed, device=device,
                        progress=not (no_progress or progress_disabled()))
+    _join_ranks(ctx, seed)
+
+
+def _join_ranks(ctx: click.Context, seed: int) -> None:
+    """Under ``torchrun``: join the process group, check that every rank runs the same
+    repscope with the same arguments, refuse commands that run in one process only, and make
+    the ranks other than 0 quiet (no stdout, no progress bars, no records)."""
+    from repscope.distributed import torchrun_env
+
+    if torchrun_env() is None:
+        return
+    from repscope.distributed import launch, shutdown
+
+    obj: Settings = ctx.obj
+    command = _command_path(ctx)
+    if not command[1]:
+        from repscope.exceptions import RepscopeValueError
+
+        raise click.ClickException(str(RepscopeValueError(
+            f"'repscope {' '.join(command[0])}' runs in one process; launch it without torchrun."
+            f" Under torchrun these commands run on every rank: {', '.join(_rank_aware_names(ctx))}."
+        )))
+    dist_ctx = launch(obj.device)
+    ctx.call_on_close(shutdown)
+    args = sys.argv[1:]
+    dist_ctx.check_same({"version": __version__, "argv": args, "seed": seed},
+                        "the repscope version and the command's arguments")
+    if not dist_ctx.is_writer:
+        obj.writer = False
+        obj.progress = False
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+
+
+def _command_path(ctx: click.Context) -> tuple[list[str], bool]:
+    """The command the arguments name (``["analyze", "spectrum"]``) and whether it is
+    :func:`~repscope.cli._common.rank_aware`."""
+    from repscope.cli._common import RANK_AWARE
+
+    group: click.Command | None = ctx.command
+    names: list[str] = []
+    first = ctx.invoked_subcommand or ""
+    argv = sys.argv[1:]
+    rest = argv[argv.index(first) + 1:] if first in argv else []
+    tokens = [first, *(t for t in rest if not t.startswith("-"))]
+    for token in tokens:
+        if not isinstance(group, click.Group):
+            break
+        sub = group.get_command(ctx, token)
+        if sub is None:
+            break
+        names.append(token)
+        group = sub
+    aware = group is not None and not isinstance(group, click.Group) and bool(
+        getattr(group.callback, RANK_AWARE, False))
+    return names, aware
+
+
+def _rank_aware_names(ctx: click.Context) -> list[str]:
+    from repscope.cli._common import RANK_AWARE
+
+    out: list[str] = []
+
+    def walk(group: click.Group, prefix: str) -> None:
+        for name in group.list_commands(ctx):
+            sub = group.get_command(ctx, name)
+            if isinstance(sub, click.Group):
+                walk(sub, f"{prefix}{name} ")
+            elif sub is not None and getattr(sub.callback, RANK_AWARE, False):
+                out.append(f"{prefix}{name}")
+
+    walk(ctx.command, "")  # type: ignore[arg-type]
+    return out or ["(none)"]
 
 
 def quiet_transformers_env() -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +29,50 @@ class Settings:
     device: str = "cpu"
     progress: bool = True
 
+    #: False on the ranks other than 0 of a torchrun launch: they compute, rank 0 records.
+    writer: bool = True
+
     def db(self) -> Any:
+        """The results database; on a rank that is not the writer, a :class:`NullDB` that
+        accepts the same calls and records nothing (rank 0 records the run once)."""
+        if not self.writer:
+            return NullDB()
         from repscope.db import ResultsDB
 
         return ResultsDB(self.db_path)
+
+
+class NullDB:
+    """What a non-writer rank records into: ``run``, ``add`` and ``add_many`` accept what
+    :class:`~repscope.db.ResultsDB` accepts and keep nothing."""
+
+    def __enter__(self) -> NullDB:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    @contextlib.contextmanager
+    def run(self, command: str, params: Any = None, **kwargs: Any) -> Iterator[str]:
+        yield "rank-not-writer"
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def add_many(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+#: Attribute a command's callback carries when it runs on every rank of a torchrun launch.
+RANK_AWARE = "__repscope_rank_aware__"
+
+
+def rank_aware(f: F) -> F:
+    """Mark a command as runnable under ``torchrun``: every rank runs it on its share of the
+    data and rank 0 records (:mod:`repscope.distributed`). Put it right under
+    ``@click.command``. Commands without it refuse to run with more than one rank."""
+    setattr(f, RANK_AWARE, True)
+    return f
 
 
 def settings() -> Settings:

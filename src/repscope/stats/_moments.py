@@ -794,12 +794,16 @@ class Moments:
         labels: str | Sequence[Any] | None = None,
         batch_size: int = 4096,
         class_cov: ClassCov = "diag",
+        rows: tuple[int, int] | None = None,
     ) -> Moments:
         """Stream the Moments of one layer of a :class:`~repscope.store.FeatureStore`.
 
-        ``labels`` is a metadata column name or an array with one label per sample.
-        Token (ragged) layers contribute every token as a sample; labels are then repeated
-        per token.
+        ``labels`` is a metadata column name or an array with one label per sample (of the
+        whole store). Token (ragged) layers contribute every token as a sample; labels are
+        then repeated per token. ``rows=(start, stop)`` reads only samples ``start:stop``:
+        under ``torch.distributed`` each rank passes its share
+        (:meth:`repscope.distributed.DistContext.share`) and then calls
+        :meth:`all_reduce`, which gives every rank the Moments of the whole store.
 
         Raises
         ------
@@ -816,8 +820,8 @@ class Moments:
                 f"of the store ({store.n_samples}); got {got}. Pass one label per stored sample."
             )
         m = cls(class_cov=class_cov)
-        start = 0
-        for batch in store.iter_batches(layer, batch_size):
+        start, stop = (0, store.n_samples) if rows is None else (int(rows[0]), int(rows[1]))
+        for batch in store.iter_batches(layer, batch_size, start=start, stop=stop):
             if hasattr(batch, "offsets"):
                 values, offsets = batch.values, np.asarray(batch.offsets)
                 k = len(offsets) - 1
