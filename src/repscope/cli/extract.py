@@ -8,7 +8,14 @@ from typing import Any
 import click
 import numpy as np
 
-from repscope.cli._common import check_exists, db_option, progress_option, settings, show_progress
+from repscope.cli._common import (
+    check_exists,
+    db_option,
+    progress_option,
+    rank_aware,
+    settings,
+    show_progress,
+)
 
 
 def _inputs_from_file(path: Path) -> Any:
@@ -74,17 +81,24 @@ def _check_same_run(store: Any, out: str, model: str, names: list[str], pooling:
 
 
 @click.command()
+@rank_aware
 @click.argument("model")
 @click.option("--dataset", default=None, help="A zoo dataset (see `repscope datasets`).")
 @click.option("--inputs", "inputs_path", default=None, type=click.Path(),
               help="Your inputs instead: a text file (one text per line) or a .npy array.")
-@click.option("--n", "n", default=None, type=int, help="Use the first N samples of the dataset.")
+@click.option("--n", "--n-samples", "n", default=None, type=int,
+              help="Use the first N samples of the dataset (under torchrun write --n-samples: "
+                   "torchrun takes --n for one of its own options).")
 @click.option("--layer", "layers", multiple=True,
               help="Layer name (repeatable). Default: the model's blocks. See `repscope layers "
                    "MODEL`.")
 @click.option("--pooling", default=None,
               help="mean, cls, last, tokens (token models); avg or none (spatial maps).")
 @click.option("--batch-size", default=32, show_default=True)
+@click.option("--chunk-size", default=None, type=int,
+              help="Samples per chunk: the unit of resuming and, under torchrun, of the split "
+                   "across ranks (each rank takes a contiguous run of whole chunks). Default: "
+                   "the multiple of --batch-size closest to 1024.")
 @click.option("--resolution", default=None, type=int, help="Image resolution for vision models.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="FeatureStore directory (re-running resumes after the last complete chunk; "
@@ -92,8 +106,8 @@ def _check_same_run(store: Any, out: str, model: str, names: list[str], pooling:
 @progress_option
 @db_option
 def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | None,
-            layers: tuple[str, ...], pooling: str | None, batch_size: int, resolution: int | None,
-            out: str) -> None:
+            layers: tuple[str, ...], pooling: str | None, batch_size: int, chunk_size: int | None,
+            resolution: int | None, out: str) -> None:
     """Extract activations of a zoo MODEL into a FeatureStore at --out.
 
     Running it again resumes an interrupted extraction (and says how many samples it added);
@@ -139,7 +153,7 @@ def extract(model: str, dataset: str | None, inputs_path: str | None, n: int | N
     t = time.perf_counter()
     extra = {"pooling": pooling} if pooling else {}
     store = extract_to_store(loaded, inputs, out, layers=list(layers) or None,
-                             pooling=mode, batch_size=batch_size,
+                             pooling=mode, batch_size=batch_size, chunk_size=chunk_size,
                              metadata=metadata, progress=show_progress(),
                              dataset=dataset or str(inputs_path))
     secs = time.perf_counter() - t

@@ -65,6 +65,7 @@ class RowSource:
 
     def __init__(self, inputs: Any, *, batched: bool) -> None:
         self._pos = 0
+        self._stop: int | None = None  # set by restrict() on an iterable
         self._buffer: list[Any] = []
         self._buffered = 0
         if is_torch(inputs) or isinstance(inputs, np.ndarray):
@@ -89,8 +90,22 @@ class RowSource:
             )
         self._batched = batched
 
+    def restrict(self, start: int, stop: int) -> None:
+        """Keep only rows ``start:stop`` of the inputs (one rank's share): afterwards ``n`` is
+        ``stop - start`` and :meth:`take`/:meth:`skip` count from ``start``."""
+        if self._seq is not None:
+            self._seq = self._seq[start:stop]
+            self.n, self._pos = _len(self._seq), 0
+            return
+        self.skip(start)
+        self._pos, self.n, self._stop = 0, stop - start, stop - start
+
     def take(self, k: int) -> Any | None:
         """The next ``k`` rows (fewer at the end), or None when exhausted."""
+        if self._stop is not None:
+            k = min(k, self._stop - self._pos)
+            if k <= 0:
+                return None
         if self._seq is not None:
             if self._pos >= _len(self._seq):
                 return None

@@ -228,6 +228,7 @@ def extract_to_store(
     chunk_size: int | None = None,
     model_id: str | None = None,
     dataset: str | None = None,
+    shard_by_rank: bool | None = None,
 ) -> FeatureStore:
     """Run ``model`` over ``inputs`` and write the activations of ``layers`` into a store.
 
@@ -262,6 +263,28 @@ def extract_to_store(
     dataset : str, optional
         The name of the data set ``inputs`` come from, kept in the store's attrs
         (``store.attrs["dataset"]``) when it is created; analyses of the store record it.
+    shard_by_rank : bool, optional
+        Under ``torch.distributed`` (e.g. ``torchrun``) with more than one rank, every rank
+        calls this with the same arguments and extracts only its share, into one **part** of
+        the store (default: True whenever a process group of more than one rank is
+        initialised; False extracts everything on every rank, which then needs one store path
+        per rank). See Notes.
+
+    Notes
+    -----
+    **Extraction by rank.** The inputs are cut into chunks of ``chunk_size`` (the last one
+    shorter); rank ``r`` of ``W`` takes the contiguous block of chunks
+    ``[r * n_chunks // W, (r + 1) * n_chunks // W)`` and writes it as an ordinary store at
+    ``<store>/parts/rank-<r>-of-<W>``. Because every chunk is the same rows as in one process,
+    batched (and, for text, length-sorted) the same way, a store made by ``W`` ranks holds
+    **exactly** the arrays of a one-process run with the same ``batch_size`` and
+    ``chunk_size`` (with the same torch thread settings), row for row. After a barrier, rank
+    0 writes the top-level ``manifest.json``, which lists every part's chunks in input order,
+    so the folder opens with :meth:`FeatureStore.open` as one store (read-only: it is never
+    appended to). Each rank resumes its own part after an interruption; a rerun with another
+    world size, or into a store a single process made, is refused with a message saying what
+    to run. The inputs must have a known length (a sequence, an array, or an iterable with
+    ``len``).
 
     Returns
     -------
@@ -291,8 +314,22 @@ def extract_to_store(
     """
     job = _Job(model, inputs, layers, pooling, batch_size, chunk_size, device, max_length,
                tokenizer, forward_fn, model_id, metadata)
+    from repscope.distributed import context
+
+    ctx = context()
+    if ctx.is_distributed and shard_by_rank is not False:
+        from repscope.extract._parts import extract_parts
+
+        return extract_parts(ctx, job, store, progress, dataset, _extract_into)
+    return _extract_into(job, store, progress, dataset)
+
+
+def _extract_into(job: _Job, store: Any, progress: bool, dataset: str | None,
+                  part: Mapping[str, Any] | None = None) -> FeatureStore:
+    """The extraction of ``job`` into ``store`` (created or resumed; ``part`` is recorded in
+    the attrs of a store that is one rank's part)."""
     fs, locked_here = _open_store(store, job.adapter, job.names, job.poolings, job.batch_size,
-                                  job.chunk_size, dataset)
+                                  job.chunk_size, dataset, part)
     try:
         start = fs.n_samples  # read under the writer lock
         if job.n is not None and start > job.n:
@@ -330,6 +367,13 @@ def extract_to_store(
 
 class _Job:
     """One extraction's settings resolved once: adapter, layer names, pooling, input rows."""
+
+    def restrict(self, start: int, stop: int) -> None:
+        """Keep only inputs ``start:stop`` (and their metadata rows): one rank's share."""
+        self.rows.restrict(start, stop)
+        self.n = stop - start
+        if self.columns is not None:
+            self.columns = {c: _slice(v, start, stop, c) for c, v in self.columns.items()}
 
     def __init__(
         self,
@@ -511,6 +555,7 @@ def _open_store(
     batch_size: int,
     chunk_size: int,
     dataset: str | None = None,
+    part: Mapping[str, Any] | None = None,
 ) -> tuple[FeatureStore, bool]:
     """The store opened as its one writer: created, or reopened for resuming after checking
     (under the lock) that it was made the same way. Returns it and whether the writer lock was
@@ -544,8 +589,11 @@ def _open_store(
             f"{type(store).__name__} instead."
         )
     model_id = adapter.model_id
+    attrs: dict[str, Any] = {ATTRS_KEY: settings, **({"dataset": dataset} if dataset else {})}
+    if part is not None:
+        attrs["part"] = dict(part)
     fs = FeatureStore._open_writer(
-        Path(store), model_id, {ATTRS_KEY: settings, **({"dataset": dataset} if dataset else {})},
+        Path(store), model_id, attrs,
         exist_ok=True, match_attrs=False,
         check=lambda s: _check_resumable(s, model_id, names, poolings),
     )

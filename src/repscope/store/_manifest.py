@@ -147,6 +147,7 @@ def _check_paths(root: Path, path: Path, m: Mapping[str, Any]) -> None:
     Layer directories (a handful) are also checked for symbolic links here; listed files are
     checked for links when they are opened (:func:`repscope.store._fs.store_path`).
     """
+    parts = _part_dirs(path, m)
     dirs: dict[str, str] = {}
     for name, spec in m["layers"].items():
         d = spec.get("dir") if isinstance(spec, dict) else None
@@ -159,13 +160,36 @@ def _check_paths(root: Path, path: Path, m: Mapping[str, Any]) -> None:
         dirs[name] = f"layers/{d}/"
     for i, c in enumerate(m["chunks"]):
         for name, entry in c["shards"].items():
-            _check_file_entry(path, entry, dirs[name], f"chunk {i} shard of layer {name!r}")
+            _check_file_entry(path, entry, dirs[name], f"chunk {i} shard of layer {name!r}", parts)
         if c.get("metadata"):
-            _check_file_entry(path, c["metadata"], "meta/", f"chunk {i} metadata")
+            _check_file_entry(path, c["metadata"], "meta/", f"chunk {i} metadata", parts)
 
 
-def _check_file_entry(path: Path, entry: Any, prefix: str, what: str) -> None:
+def _part_dirs(path: Path, m: Mapping[str, Any]) -> set[str]:
+    """The part folders of a store made by several ranks (``parts/<plain name>``), checked."""
+    parts = m.get("parts")
+    if parts is None:
+        return set()
+    if not isinstance(parts, list):
+        raise CorruptStoreError(f"corrupt manifest {path}: 'parts' must be a list.")
+    out: set[str] = set()
+    for p in parts:
+        d = p.get("dir") if isinstance(p, dict) else None
+        head, _, name = d.partition("/") if isinstance(d, str) else ("", "", "")
+        if head != "parts" or not is_plain_name(name):
+            raise CorruptStoreError(
+                f"corrupt manifest {path}: part dir {d!r:.200} must be parts/<one plain name>.")
+        out.add(d)
+    return out
+
+
+def _check_file_entry(path: Path, entry: Any, prefix: str, what: str,
+                      parts: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     rel = entry.get("file") if isinstance(entry, dict) else None
+    if isinstance(rel, str) and parts and rel.startswith("parts/"):
+        part = "/".join(rel.split("/", 2)[:2])
+        if part in parts:  # a file of one rank's part: the same rules inside that part
+            rel = rel[len(part) + 1:]
     if not (isinstance(rel, str) and rel.startswith(prefix) and is_plain_name(rel[len(prefix):])):
         raise CorruptStoreError(
             f"corrupt manifest {path}: {what} has file {rel!r:.200}; it must be a file directly "

@@ -229,6 +229,7 @@ class FeatureStore:
                     "to it, or choose a new path."
                 )
             store = cls(root, read_manifest(root), verify="lazy")
+            store._refuse_parts()
             if check is not None:
                 check(store)
             if store.model_id != model_id:
@@ -246,6 +247,11 @@ class FeatureStore:
         if (root / MANIFEST).exists():
             reopen()
         elif root.is_dir():
+            if (root / "parts").is_dir():
+                raise RepscopeValueError(
+                    f"path {root} holds the parts of an extraction on several ranks that has "
+                    "not finished; run it again under torchrun with the same number of "
+                    "processes to finish it, or write elsewhere.")
             others = [p.name for p in root.iterdir() if p.name != LOCK_FILE]
             others = [n for n in others if not n.startswith(TMP_PREFIX)]
             if others:
@@ -295,6 +301,15 @@ class FeatureStore:
         if verify == "full":
             store.verify()
         return store
+
+    def _refuse_parts(self) -> None:
+        """A store joined from the parts several ranks wrote is read-only."""
+        parts = self._m.get("parts")
+        if parts:
+            raise RepscopeValueError(
+                f"the FeatureStore at {self._root} was extracted by {len(parts)} ranks and is "
+                "read-only (its manifest joins the parts each rank wrote). Resume or redo the "
+                "extraction under torchrun with as many ranks, or write a new store.")
 
     # ------------------------------------------------------------------ properties
     def _set_manifest(self, manifest: dict[str, Any]) -> None:
@@ -415,6 +430,7 @@ class FeatureStore:
         under it and remove a dead writer's debris. Returns whether the lock was taken now."""
         if self._lock is not None and self._lock.held:
             return False
+        self._refuse_parts()
         lock = acquire_store_lock(self._root, timeout=timeout)
         try:
             self._set_manifest(read_manifest(self._root))
@@ -655,19 +671,51 @@ class FeatureStore:
         return pad_ragged(self.read_ragged(layer, indices), pad_value=pad_value)
 
     def iter_batches(
-        self, layer: str, batch_size: int, *, start: int = 0, stop: int | None = None
+        self,
+        layer: str,
+        batch_size: int,
+        *,
+        start: int = 0,
+        stop: int | None = None,
+        prefetch: int = 2,
+        dtype: Any = None,
     ) -> Iterator[Any]:
         """Stream samples ``start:stop`` of ``layer`` in order, ``batch_size`` at a time.
 
-        Batches cross chunk boundaries; memory use is O(batch_size) (shards are memory-mapped).
+        Batches cross chunk boundaries. Memory use is O((prefetch + 1) * batch_size),
+        independent of the store's size: shards are memory-mapped by a private reader of this
+        call, which unmaps each shard once the stream has passed it.
+
+        Parameters
+        ----------
+        layer : str
+        batch_size : int
+        start, stop : int, optional
+            The sample range (default: all).
+        prefetch : int, default=2
+            Batches read ahead in a background thread while the caller works on the current
+            one (reads release the GIL, so reading overlaps compute). At most ``prefetch``
+            batches wait ahead of the caller; the thread starts at the first batch and is
+            stopped and joined when the stream ends or the caller stops early (``break``,
+            ``close()``). An error while reading (a shard deleted or corrupted after
+            :meth:`open`) is raised in the caller, at that batch. 0 reads in the caller's
+            thread.
+        dtype : numpy dtype, optional
+            Cast each batch's values to it while reading (in the background thread), e.g.
+            ``np.float64`` for a float16 store that is reduced in float64.
 
         Yields
         ------
         ndarray of shape (b, *shape_tail) for a dense layer, or RaggedArray for a ragged one
             ``b == batch_size`` except for a shorter last batch.
         """
+        from repscope.store._prefetch import prefetch as read_ahead
+
         spec = self._layer(layer)
         batch_size = check_positive_int(batch_size, "batch_size", caller="iter_batches")
+        depth = check_scalar(prefetch, "prefetch", caller="iter_batches", kind=int,
+                             min_value=0)
+        cast = None if dtype is None else np.dtype(dtype)
         n = self.n_samples
         stop = n if stop is None else stop
         for name, value, lo in (("start", start, 0), ("stop", stop, start)):
@@ -676,13 +724,31 @@ class FeatureStore:
                     f"The {name!r} parameter of iter_batches must be an int in [{lo}, {n}] "
                     f"(n_samples={n}). Got {value!r} instead."
                 )
-        read = self._ragged_range if spec["ragged"] else self._dense_range
+        # A copy with its own shard cache: the reading thread never shares memory maps with
+        # other readers of this store, and the stream can unmap what it has passed.
+        reader = copy.copy(self)
+        read = reader._ragged_range if spec["ragged"] else reader._dense_range
+        a0, b0 = int(start), int(stop)
 
         def gen() -> Iterator[Any]:
-            for a in range(int(start), int(stop), batch_size):
-                yield read(layer, spec, a, min(a + batch_size, int(stop)))
+            try:
+                for a in range(a0, b0, batch_size):
+                    b = min(a + batch_size, b0)
+                    batch = read(layer, spec, a, b)
+                    if cast is not None:
+                        if isinstance(batch, RaggedArray):
+                            batch = RaggedArray(batch.values.astype(cast, copy=False),
+                                                batch.offsets)
+                        else:
+                            batch = batch.astype(cast, copy=False)
+                    passed = int(np.searchsorted(reader._stops, b, side="right"))
+                    for key in [k for k in reader._cache if k[1] < passed]:
+                        del reader._cache[key]
+                    yield batch
+            finally:
+                reader._cache.clear()
 
-        return gen()
+        return read_ahead(gen(), depth)
 
     # ------------------------------------------------------------------ metadata
     def metadata_table(self, columns: str | Sequence[str] | None = None) -> pa.Table:
