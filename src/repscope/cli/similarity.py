@@ -7,6 +7,7 @@ bootstrap intervals for the best-matching layer pairs. Records ``similarity_matr
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ from repscope.cli._common import (
     paired_features,
     print_table,
     progress_option,
+    rank_aware,
     settings,
     show_progress,
 )
@@ -67,7 +69,45 @@ def _pair_stats(X: np.ndarray, Y: np.ndarray, measure: str, permutations: int, b
     return out
 
 
+def _refuse_on_ranks(measures: tuple[str, ...], permutations: int, bootstrap: int,
+                     world_size: int) -> None:
+    """Under torchrun only sums over rows run: linear CKA without permutations or bootstrap."""
+    from repscope.exceptions import RepscopeValueError
+
+    what = [f"--measure {m}" for m in measures if m != "linear_cka"]
+    what += [opt for opt, k in (("--permutations", permutations), ("--bootstrap", bootstrap)) if k]
+    if what:
+        raise RepscopeValueError(
+            f"repscope similarity: {' and '.join(what)} needs every row at once and runs on one "
+            f"process; launch without torchrun. On {world_size} ranks only --measure linear_cka "
+            "runs (without --permutations or --bootstrap), from sums over each rank's rows.")
+
+
+def _streamed_matrix(pa_: Path, pb_: Path | None, layers_a: tuple[str, ...],
+                     layers_b: tuple[str, ...], pair_by: str) -> Any:
+    """The linear-CKA matrix streamed from the files, each rank over its share of the paired
+    rows (B is never read whole, even when it is reordered by id)."""
+    from repscope.distributed import context
+    from repscope.similarity._layers import compare_layers
+    from repscope.store import open_layers
+    from repscope.store._layers import pairing_order
+
+    dist = context()
+    caller = "repscope similarity"
+    a = open_layers(pa_, layers_a or None, name=f"FEATURES_A ({pa_})")
+    b = None
+    if pb_ is not None:
+        b = open_layers(pb_, layers_b or None, name=f"FEATURES_B ({pb_})")
+        _, note = pairing_order(a, b, by=pair_by, caller=caller)  # type: ignore[arg-type]
+        if note and dist.is_writer:
+            click.echo(f"{caller}: {note}", err=True)
+    elif layers_b:
+        b = open_layers(pa_, layers_b, name=f"FEATURES_B ({pa_})")
+    return compare_layers(a, b, "linear_cka", pair_by=pair_by, dist=dist)  # type: ignore[arg-type]
+
+
 @click.command()
+@rank_aware
 @features_argument("features_a")
 @features_argument("features_b", required=False)
 @click.option("--measure", "measures", multiple=True,
@@ -90,9 +130,15 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
                bootstrap: int, dataset: str, pair_by: str, as_json: bool) -> None:
     """Similarity of every layer of FEATURES_A with every layer of FEATURES_B (.npy,
     .safetensors or a FeatureStore; samples paired by id when both have ids, see --pair-by).
-    Without FEATURES_B, A's layers are compared with each other."""
+    Without FEATURES_B, A's layers are compared with each other.
+
+    Under torchrun (``torchrun --nproc-per-node N -m repscope similarity ...``) linear CKA
+    runs on every rank over its share of the rows, from float64 sums added across ranks (the
+    same matrix as one process); the other measures, --permutations and --bootstrap need
+    every row at once and run on one process."""
     from repscope._progress import progress_bar
     from repscope._validation import check_scalar
+    from repscope.distributed import context
     from repscope.similarity._layers import compare_layers
     from repscope.similarity._registry import resolve_measure
     from repscope.store import load_features
@@ -102,17 +148,26 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
     # aliases (cka) become the registered names (linear_cka) that are recorded; unknown names
     # fail before any work, with the closest match
     measures = tuple(dict.fromkeys(resolve_measure(m) for m in measures or ("linear_cka",)))
+    dist = context()
+    if dist.is_distributed:
+        _refuse_on_ranks(measures, permutations, bootstrap, dist.world_size)
     pa_ = check_exists(features_a, "features")
-    fa = load_features(pa_, layers_a or None)
+    pb_ = None if features_b is None else check_exists(features_b, "features")
     ma = model_name(pa_)
-    if features_b is None:
-        pb_, fb, mb = None, None, ma
+    mb = ma if pb_ is None else model_name(pb_)
+    fa: dict[str, Any] = {}
+    fb: dict[str, Any] | None = None
+    streamed: dict[str, Any] = {}
+    if measures == ("linear_cka",) and not permutations and not bootstrap:
+        # a sum over rows: streamed from the files (and shared by the ranks under torchrun),
+        # before the run opens, so a failed rank records nothing
+        streamed["linear_cka"] = _streamed_matrix(pa_, pb_, layers_a, layers_b, pair_by)
+    elif pb_ is None:
+        fa = load_features(pa_, layers_a or None)
         if layers_b:
             fb = {k: v for k, v in load_features(pa_, layers_b).items()}
     else:
-        pb_ = check_exists(features_b, "features")
         fa, fb = paired_features(pa_, pb_, layers_a, layers_b, pair_by, "repscope similarity")
-        mb = model_name(pb_)
     seed = settings().seed
     model = ma if features_b is None else f"{ma} vs {mb}"
     out: list[dict[str, Any]] = []
@@ -123,7 +178,8 @@ def similarity(features_a: str, features_b: str | None, measures: tuple[str, ...
         model=model, dataset=dataset,
     ) as run_id:
         for measure in measures:
-            lm = compare_layers(fa, fb, measure, pair_by="position")  # paired above
+            lm = (streamed[measure] if measure in streamed else
+                  compare_layers(fa, fb, measure, pair_by="position"))  # paired above
             src_b = fa if fb is None else fb
             stats = []
             if permutations or bootstrap:

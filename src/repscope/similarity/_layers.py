@@ -35,6 +35,7 @@ from repscope.similarity._measures._common import pow2_exponent
 
 if TYPE_CHECKING:
     from repscope.db import Record
+    from repscope.distributed import DistContext
 
 __all__ = ["LayerMatrix", "LayerMatrixResult", "compare_layers"]
 
@@ -162,10 +163,34 @@ class _Source:
             return self.arrays[layer]
         return check_features(self.src.read(layer), name=layer, min_samples=3)
 
-    def batches(self, layers: Sequence[str], batch_size: int) -> Iterator[list[np.ndarray]]:
-        its = [self.src.iter_batches(lay, batch_size) for lay in layers]
-        for parts in zip(*its, strict=True):
-            yield [as_float64_numpy(to_numpy(p)) for p in parts]
+    def batches(self, layers: Sequence[str], batch_size: int, rows: _Rows) -> Iterator[list[np.ndarray]]:
+        """``layers`` over the paired rows ``rows.start:rows.stop``, ``batch_size`` at a
+        time: this source's own rows in order, or its rows ``rows.order[start:stop]``."""
+        if rows.order is None:
+            its = [self.src.iter_batches(lay, batch_size, start=rows.start, stop=rows.stop)
+                   for lay in layers]
+            for parts in zip(*its, strict=True):
+                yield [as_float64_numpy(to_numpy(p)) for p in parts]
+            return
+        for a in range(rows.start, rows.stop, batch_size):
+            idx = rows.order[a:min(a + batch_size, rows.stop)]
+            yield [as_float64_numpy(to_numpy(
+                self.arrays[lay][idx] if lay in self.arrays else self.src.read_rows(lay, idx)))
+                for lay in layers]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Which paired rows a pass reads: ``start:stop`` of the paired order, where a source's
+    row ``order[i]`` (None: row ``i``) is paired row ``i``."""
+
+    start: int
+    stop: int
+    order: np.ndarray | None = None
+
+    def head(self, k: int) -> _Rows:
+        """The first ``k`` paired rows of the whole source (the same on every rank)."""
+        return _Rows(0, k, self.order)
 
 
 # --------------------------------------------------------------------------- linear CKA
@@ -173,24 +198,36 @@ def _fro2(a: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", a, a))
 
 
-def _rescaled_batches(src: _Source, layers: Sequence[str],
-                      batch_size: int) -> Iterator[list[np.ndarray]]:
-    """``src.batches`` with each layer times an exact power of two fixed by its first batch.
+def _rescaled(parts: list[np.ndarray], exps: list[int]) -> list[np.ndarray]:
+    return [p if e == 0 else np.ldexp(p, -e) for p, e in zip(parts, exps, strict=True)]
+
+
+def _reference(src: _Source, layers: Sequence[str], batch_size: int,
+               rows: _Rows) -> tuple[list[int], list[np.ndarray]]:
+    """Per-layer powers of two and shifts, from the first batch of the whole (paired) source.
 
     Linear CKA is invariant to a per-layer scale; the power brings a layer of extreme magnitude
     (1e-100, 1e76) near 1, so its products neither underflow nor overflow (a no-op otherwise).
-    Every pass over the source sees the same first batch, hence the same powers.
+    The shift (the rescaled first batch's mean) is what the sums are accumulated about. Every
+    pass and every rank reads the same first batch, hence the same powers and shifts, so the
+    ranks' sums add up to the one-process sums.
     """
-    exps: list[int] | None = None
-    for parts in src.batches(layers, batch_size):
-        if exps is None:
-            exps = [pow2_exponent(p) for p in parts]
-        yield [p if e == 0 else np.ldexp(p, -e) for p, e in zip(parts, exps, strict=True)]
+    head = rows.head(min(batch_size, src.n))
+    parts = next(iter(src.batches(layers, batch_size, head)))
+    exps = [pow2_exponent(p) for p in parts]
+    return exps, [p.mean(axis=0) for p in _rescaled(parts, exps)]
 
 
 def _cka_matrix(
-    sa: _Source, sb: _Source | None, batch_size: int, max_memory: int, products: str
+    sa: _Source, sb: _Source | None, batch_size: int, max_memory: int, products: str,
+    order_b: np.ndarray | None = None, dist: DistContext | None = None,
 ) -> np.ndarray:
+    """The linear-CKA matrix, streamed. ``order_b``: B's row paired with each row of A
+    (None: row by row). With a multi-rank ``dist`` every rank streams its contiguous share of
+    the paired rows and the float64 sums are added across ranks before centring."""
+    from repscope.distributed import DistContext
+
+    dist = dist or DistContext()
     same = sb is None
     sy = sa if sb is None else sb
     wa, wb = np.array(sa.widths), np.array(sy.widths)
@@ -210,6 +247,8 @@ def _cka_matrix(
         cur_bytes += b
     groups.append(cur)
     n = sa.n
+    start, stop = dist.share(n)
+    rows_a, rows_b = _Rows(start, stop), _Rows(start, stop, order_b)
     cross = np.zeros((La, Lb))
     self_a, self_b = np.zeros(La), np.zeros(Lb)
     for gi, g in enumerate(groups):
@@ -218,16 +257,16 @@ def _cka_matrix(
         acc = np.zeros((c1 - c0, int(ob[-1]) - y0))
         s1a = np.zeros(int(oa[-1]))
         s1b = np.zeros(int(ob[-1]))
-        shift_a: list[np.ndarray] | None = None
-        shift_b: list[np.ndarray] | None = None
         selfb_acc = [np.zeros((int(w), int(w))) for w in wb] if (not same and gi == 0) else None
         selfa_acc = None if same else [np.zeros((int(wa[i]), int(wa[i]))) for i in g]
         a_layers = [sa.names[i] for i in g] if not same else list(sa.names)
-        it_a = _rescaled_batches(sa, a_layers, batch_size)
-        it_b = None if same else _rescaled_batches(sy, sy.names, batch_size)
+        exps_a, shift_a = _reference(sa, a_layers, batch_size, rows_a)
+        it_a = (_rescaled(p, exps_a) for p in sa.batches(a_layers, batch_size, rows_a))
+        it_b = None
+        if not same:
+            exps_b, shift_b = _reference(sy, sy.names, batch_size, rows_b)
+            it_b = (_rescaled(p, exps_b) for p in sy.batches(sy.names, batch_size, rows_b))
         for parts_a in it_a:
-            if shift_a is None:
-                shift_a = [p.mean(axis=0) for p in parts_a]
             Xc = np.concatenate([p - s for p, s in zip(parts_a, shift_a, strict=True)], axis=1)
             if same:
                 s1a += Xc.sum(axis=0)
@@ -237,8 +276,6 @@ def _cka_matrix(
                 continue
             assert it_b is not None
             parts_b = next(it_b)
-            if shift_b is None:
-                shift_b = [p.mean(axis=0) for p in parts_b]
             Yc = np.concatenate([p - s for p, s in zip(parts_b, shift_b, strict=True)], axis=1)
             s1a[c0:c1] += Xc.sum(axis=0)
             s1b += Yc.sum(axis=0)
@@ -253,6 +290,13 @@ def _cka_matrix(
                 for j in range(Lb):
                     blk = Yc[:, int(ob[j]):int(ob[j + 1])]
                     selfb_acc[j] += blk.T @ blk
+        if dist.is_distributed:  # every rank's sums, about the same shifts, added up
+            acc, s1a, s1b = (dist.all_sum(x, "adding the linear-CKA sums")
+                             for x in (acc, s1a, s1b))
+            if selfa_acc is not None:
+                selfa_acc = [dist.all_sum(x, "adding the linear-CKA sums") for x in selfa_acc]
+            if selfb_acc is not None:
+                selfb_acc = [dist.all_sum(x, "adding the linear-CKA sums") for x in selfb_acc]
         mu_a = s1a / n
         if same:
             # centre the accumulated blocks: S - s1_i s1_j^T / n (upper triangle of blocks)
@@ -353,6 +397,7 @@ def compare_layers(
     max_memory: int = 1 << 30,
     products: Literal["float64", "float32"] = "float64",
     pair_by: Literal["id", "position"] = "id",
+    dist: DistContext | None = None,
     **opts: Any,
 ) -> LayerMatrixResult:
     """Similarity of every layer of ``A`` with every layer of ``B`` (or of ``A`` itself).
@@ -389,6 +434,12 @@ def compare_layers(
         Precision of the per-batch matrix products of linear CKA. ``"float32"`` (about 2x
         faster) multiplies the centred batches in float32 and still adds each batch's product
         into float64 accumulators; values then agree with float64 to about 1e-6.
+    dist : DistContext, optional
+        The ranks to share the work with (:func:`repscope.distributed.context`); default one
+        process. With several ranks each streams only its contiguous share of the paired rows
+        (a reordered ``B`` is read row by row, never whole) and the float64 sums are added
+        across ranks, so every rank returns the one-process matrix. Only ``"linear_cka"``
+        without options is a sum over rows; other measures refuse.
     **opts
         Measure options (``k``, ``metric``, ``unbiased`` for the kNN measures).
 
@@ -420,22 +471,33 @@ def compare_layers(
     products = check_choice(products, "products", ("float64", "float32"),  # type: ignore[assignment]
                             caller=caller)
     same = B is None or B is A
+    name, fn, hib = _resolve(measure, caller)
+    builtin = isinstance(measure, str) and name in _FAST
+    streamed = builtin and name == "linear_cka" and not opts
+    if dist is not None and dist.is_distributed and not streamed:
+        raise RepscopeValueError(
+            f"{caller}: measure {name!r}{' with options' if opts else ''} needs every row at "
+            f"once and runs on one process; on {dist.world_size} ranks only 'linear_cka' "
+            "(without options) runs, from sums over each rank's rows.")
     sa = _Source(A, layers_a, "A")
     sb = None if same and layers_b is None else _Source(A if B is None else B, layers_b, "B")
     pairing = ""
+    order_b = None
     if sb is not None and not same:
         from repscope.store import pair_sources
+        from repscope.store._layers import pairing_order
 
-        _, paired, pairing = pair_sources(sa.src, sb.src, by=pair_by, caller=caller)
-        if paired is not sb.src:
-            sb = _Source(paired, None, "B")
-    name, fn, hib = _resolve(measure, caller)
-    builtin = isinstance(measure, str) and name in _FAST
+        if streamed:  # B's rows are read in the paired order, batch by batch
+            order_b, pairing = pairing_order(sa.src, sb.src, by=pair_by, caller=caller)
+        else:
+            _, paired, pairing = pair_sources(sa.src, sb.src, by=pair_by, caller=caller)
+            if paired is not sb.src:
+                sb = _Source(paired, None, "B")
     if symmetric is None:
         symmetric = (builtin and name in _SYMMETRIC) or _is_symmetric(measure)
     use_sym = sb is None and bool(symmetric)
-    if builtin and name == "linear_cka" and not opts:
-        values = _cka_matrix(sa, sb, batch_size, max_memory, products)
+    if streamed:
+        values = _cka_matrix(sa, sb, batch_size, max_memory, products, order_b, dist)
         use_sym = sb is None
     elif builtin and name in _KNN:
         values = _knn_matrix(sa, sb, name, dict(opts), use_sym)

@@ -494,6 +494,19 @@ class LayerSource:
 
         return gen()
 
+    def read_rows(self, layer: str, indices: Any) -> Any:
+        """Samples ``indices`` (int array, any order) of ``layer``, as :meth:`read` gives
+        them. A store reads only those rows (its shards are memory-mapped); files and arrays
+        are read whole and indexed."""
+        name = self._name(layer)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        store = self._b.store
+        if store is None:
+            return _take_rows(self.read(name), idx)
+        if self._b.ragged(name):
+            return self._rows(name, store.read_ragged(name, idx), 0)
+        return self._rows(name, store.read(name, idx), 0)
+
     def select(self, layers: str | Sequence[str] | None) -> LayerSource:
         """The same source restricted to (and ordered as) ``layers``; None keeps them all."""
         if layers is None:
@@ -733,6 +746,29 @@ def pair_sources(
     RepscopeValueError
         Different sample counts (by position), different or duplicated ids (by id).
     """
+    perm, note = pairing_order(a, b, by=by, caller=caller)
+    if perm is None:
+        return a, b, ""
+    reordered = open_layers({name: _take_rows(b.read(name), perm) for name in b.layers},
+                            name=b.description)
+    return a, reordered, note
+
+
+def pairing_order(
+    a: LayerSource, b: LayerSource, *, by: PairBy = "id", caller: str = "a paired analysis"
+) -> tuple[np.ndarray | None, str]:
+    """How :func:`pair_sources` lines up ``b`` with ``a``, without reading any layer: None
+    when row ``i`` of both is already input ``i``, else ``perm`` (int64 of shape
+    (n_samples,)) with ``b``'s row ``perm[i]`` paired with ``a``'s row ``i``; and the note
+    :func:`pair_sources` returns. Only the id columns are read, so every rank of a
+    distributed analysis can compute it and read just its share of the paired rows
+    (:meth:`LayerSource.read_rows`).
+
+    Raises
+    ------
+    RepscopeValueError
+        As :func:`pair_sources`.
+    """
     by = check_choice(by, "pair_by", PAIR_BY, caller=caller)  # type: ignore[assignment]
     ids_a, ids_b = (a.ids, b.ids) if by == "id" else (None, None)
     if ids_a is None or ids_b is None:
@@ -741,10 +777,10 @@ def pair_sources(
                 f"{caller} needs the same samples on both sides, paired row by row; "
                 f"{a.description} holds {a.n_samples} samples and {b.description} "
                 f"{b.n_samples}. Pass features of the same inputs.")
-        return a, b, ""
+        return None, ""
     la, lb = [str(v) for v in ids_a.tolist()], [str(v) for v in ids_b.tolist()]
     if la == lb:
-        return a, b, ""
+        return None, ""
     for side, ids in ((a, la), (b, lb)):
         if len(set(ids)) != len(ids):
             raise RepscopeValueError(
@@ -760,10 +796,8 @@ def pair_sources(
             "(CLI: --pair-by position) to pair rows by position anyway.")
     where = {v: i for i, v in enumerate(lb)}
     perm = np.fromiter((where[v] for v in la), dtype=np.int64, count=len(la))
-    reordered = open_layers({name: _take_rows(b.read(name), perm) for name in b.layers},
-                            name=b.description)
-    return a, reordered, (f"the samples of {b.description} were reordered by id to match "
-                          f"{a.description} (the same {len(la)} ids in another order)")
+    return perm, (f"the samples of {b.description} were reordered by id to match "
+                  f"{a.description} (the same {len(la)} ids in another order)")
 
 
 def _take_rows(arr: Any, rows: np.ndarray) -> Any:
