@@ -20,6 +20,7 @@ from repscope.cli._common import (
     layers_option,
     model_name,
     print_table,
+    rank_aware,
     settings,
 )
 
@@ -43,28 +44,34 @@ def _retired(name: str, replacement: str) -> click.Command:
 
 
 @analyze.command()
+@rank_aware
 @features_argument()
 @layers_option()
 @dataset_option
 @json_option
 def spectrum(features: str, layers: tuple[str, ...], dataset: str, as_json: bool) -> None:
-    """PCA spectrum and effective rank of each layer of FEATURES."""
-    from repscope.stats import pca_spectrum
-    from repscope.store import load_features
+    """PCA spectrum and effective rank of each layer of FEATURES.
+
+    Streamed from the file in row batches (the d x d covariance in float64); under torchrun
+    each rank reads its share of the rows and the moments are all-reduced."""
+    from repscope.distributed import context
+    from repscope.stats import layer_spectrum
+    from repscope.store import open_layers
 
     path = check_exists(features, "features")
-    feats = load_features(path, layers or None)
+    src = open_layers(path, layers or None)
     model = model_name(path)
-    empty = [layer for layer, X in feats.items() if X.shape[0] == 0]
-    if empty:
+    if src.n_samples == 0 and src.layers:
         from repscope.exceptions import RepscopeValueError
 
         raise RepscopeValueError(
-            f"features in {path} have no samples (0 rows) in layer(s) {', '.join(empty)}; a "
-            "spectrum needs at least one input. Check that the file holds the features."
+            f"features in {path} have no samples (0 rows) in layer(s) {', '.join(src.layers)}; "
+            "a spectrum needs at least one input. Check that the file holds the features."
         )
-    # every layer is analysed before the run opens, so bad input records nothing
-    spectra = {layer: pca_spectrum(X) for layer, X in feats.items()}
+    # every layer is analysed (and every rank's moments added up) before the run opens, so
+    # bad input, or a rank that stops, records nothing
+    dist = context()
+    spectra = {layer: layer_spectrum(src, layer, dist=dist) for layer in src.layers}
     out = []
     with settings().db() as db, db.run("analyze spectrum", {"features": str(path)}, model=model,
                                        dataset=dataset) as run_id:

@@ -5,7 +5,9 @@ from repscope.stats._spectrum import (
     PCASpectrum,
     PCASpectrumResult,
     effective_rank,
+    layer_spectrum,
     pca_spectrum,
 )
 
-__all__ = ["Moments", "PCASpectrum", "PCASpectrumResult", "effective_rank", "pca_spectrum"]
+__all__ = ["Moments", "PCASpectrum", "PCASpectrumResult", "effective_rank", "layer_spectrum",
+           "pca_spectrum"]

@@ -12,9 +12,10 @@ from repscope.results import RecordedResult
 from repscope.stats._moments import Moments
 
 if TYPE_CHECKING:
-    pass
+    from repscope.distributed import DistContext
 
-__all__ = ["PCASpectrum", "PCASpectrumResult", "effective_rank", "pca_spectrum"]
+__all__ = ["PCASpectrum", "PCASpectrumResult", "effective_rank", "layer_spectrum",
+           "pca_spectrum"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,36 @@ def pca_spectrum(X_or_moments: Any) -> PCASpectrumResult:
         n_components_90=min(k90, lam.size),
         n_samples=m.n,
     )
+
+
+def layer_spectrum(
+    source: Any, layer: str, *, dist: DistContext | None = None, batch_size: int = 4096
+) -> PCASpectrumResult:
+    """PCA spectrum of one layer of a source, streamed (memory independent of ``n``).
+
+    Parameters
+    ----------
+    source : FeatureStore or LayerSource
+        Anything with ``n_samples`` and ``iter_batches(layer, batch_size, start=, stop=)``
+        (:func:`repscope.store.open_layers` gives one per sample, ragged layers pooled).
+    layer : str
+    dist : DistContext, optional
+        With several ranks (:func:`repscope.distributed.context`) each rank reads only its
+        contiguous share of the rows and the float64 :class:`Moments` are all-reduced, so every
+        rank returns the spectrum of the whole layer. Default: one process.
+    batch_size : int, default=4096
+        Rows read at a time.
+
+    Raises
+    ------
+    RepscopeValueError
+        The layer holds no samples.
+    DistributedError
+        Another rank stopped during the all-reduce.
+    """
+    rows = None if dist is None else dist.share(source.n_samples)
+    m = Moments.from_store(source, layer, batch_size=batch_size, rows=rows)
+    if dist is not None and dist.is_distributed:
+        with dist.collective(f"adding the moments of layer {layer!r}"):
+            m.all_reduce(dist.group)
+    return pca_spectrum(m)
