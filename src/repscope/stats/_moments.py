@@ -795,6 +795,7 @@ class Moments:
         batch_size: int = 4096,
         class_cov: ClassCov = "diag",
         rows: tuple[int, int] | None = None,
+        prefetch: int = 2,
     ) -> Moments:
         """Stream the Moments of one layer of a :class:`~repscope.store.FeatureStore`.
 
@@ -804,6 +805,11 @@ class Moments:
         under ``torch.distributed`` each rank passes its share
         (:meth:`repscope.distributed.DistContext.share`) and then calls
         :meth:`all_reduce`, which gives every rank the Moments of the whole store.
+
+        A FeatureStore is read ``prefetch`` batches ahead in a background thread
+        (:meth:`~repscope.store.FeatureStore.iter_batches`), which also casts dense batches to
+        float64 there, so reading and the cast overlap the accumulation; memory stays
+        O(batch_size) whatever the store's size. 0 reads in this thread.
 
         Raises
         ------
@@ -821,7 +827,17 @@ class Moments:
             )
         m = cls(class_cov=class_cov)
         start, stop = (0, store.n_samples) if rows is None else (int(rows[0]), int(rows[1]))
-        for batch in store.iter_batches(layer, batch_size, start=start, stop=stop):
+        from repscope.store import FeatureStore
+
+        if isinstance(store, FeatureStore):
+            # The reading thread casts dense batches to float64; token batches keep their dtype
+            # (their size grows with the tokens; update() casts them block by block).
+            dense = not store.layer_info(layer).ragged
+            batches = store.iter_batches(layer, batch_size, start=start, stop=stop,
+                                         prefetch=prefetch, dtype=np.float64 if dense else None)
+        else:
+            batches = store.iter_batches(layer, batch_size, start=start, stop=stop)
+        for batch in batches:
             if hasattr(batch, "offsets"):
                 values, offsets = batch.values, np.asarray(batch.offsets)
                 k = len(offsets) - 1
