@@ -4,6 +4,13 @@ Per-layer accuracy with intervals, and optionally few-shot accuracy, a learning 
 calibration (temperature scaling) at the best layer. Everything is recorded in the results
 database (analyses ``probe``, ``probe_few_shot``, ``probe_learning_curve``,
 ``probe_calibration``) and rendered by ``repscope report``.
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m repscope probe ...``) every rank reads
+only its contiguous share of each layer's rows and the per-layer accuracies equal one
+process's (:func:`~repscope.probe._layerwise.probe_layers_ranks`): closed-form kinds fit from
+all-reduced moments, ``logistic`` by its all-reduced L-BFGS. Kinds that need every row
+(``knn``, token-set kinds) and ``--few-shot``, ``--learning-curve`` and ``--calibration`` run
+on one process and are refused there.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from repscope.cli._common import (
     model_name,
     print_table,
     progress_option,
+    rank_aware,
     settings,
     show_progress,
 )
@@ -53,9 +61,27 @@ def _parse_shots(text: str) -> tuple[int, ...]:
     return shots
 
 
+def _refuse_on_ranks(probe_name: str, few_shot_spec: str | None, do_curve: bool,
+                     do_calibration: bool) -> None:
+    """Under more than one rank, refuse what needs every row in one process (one line)."""
+    from repscope.exceptions import RepscopeValueError
+    from repscope.probe._kinds import make_probe
+    from repscope.probe._layerwise import rank_kind
+
+    for option, given in (("--few-shot", few_shot_spec is not None),
+                          ("--learning-curve", do_curve), ("--calibration", do_calibration)):
+        if given:
+            raise RepscopeValueError(
+                f"{option} runs on one process; launch without torchrun (or leave out "
+                f"{option} under torchrun).")
+    if rank_kind(make_probe(probe_name)) is None:
+        raise RepscopeValueError(
+            f"--probe {probe_name} runs on one process (it needs every row at once); launch "
+            "without torchrun, or choose a closed-form kind (ridge, lda, nb) or logistic.")
 
 
 @click.command(name="probe")
+@rank_aware
 @features_argument()
 @labels_option
 @layers_option("Layer to probe (repeatable; default: all).")
@@ -82,20 +108,29 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
           dataset: str, as_json: bool) -> None:
     """Probe LABELS from each layer of FEATURES (accuracy with 95% intervals)."""
     from repscope.cli._errors import check_labels_file
+    from repscope.distributed import context
     from repscope.probe._kinds import make_probe
-    from repscope.probe._layerwise import probe_layers
+    from repscope.probe._layerwise import probe_layers, probe_layers_ranks
     from repscope.probe._protocols import KFold, few_shot, learning_curve
-    from repscope.store import load_features, load_labels
+    from repscope.store import load_features, load_labels, open_layers
 
+    ranks = context().is_distributed
+    if ranks:
+        _refuse_on_ranks(probe_name, few_shot_spec, do_curve, do_calibration)
     path = check_exists(features, "features")
     token_shape = None
-    if getattr(make_probe(probe_name), "reads_tokens", False):
+    feats: Any = None
+    if ranks:  # each rank reads its share of the rows later, layer by layer
+        source = open_layers(path, list(layers) if layers else None)
+        n = source.n_samples
+    elif getattr(make_probe(probe_name), "reads_tokens", False):
         from repscope.probe._kinds import token_features
 
         feats, token_shape = token_features(path, layers or None)
     else:
         feats = load_features(path, layers or None)
-    n = next(iter(feats.values())).shape[0]
+    if not ranks:
+        n = next(iter(feats.values())).shape[0]
     store = None
     if path.is_dir():
         from repscope.store import FeatureStore
@@ -113,7 +148,12 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
 
     factory = make(seed=seed)
     bars = show_progress()
-    res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed), progress=bars)
+    if ranks:
+        res = probe_layers_ranks(source, y_raw, probe=factory, protocol=KFold(folds, seed),
+                                 progress=bars)
+    else:
+        res = probe_layers(feats, y_raw, probe=factory, protocol=KFold(folds, seed),
+                           progress=bars)
     best = res.best_layer
     out: dict[str, Any] = {"model": model, "probe": probe_name, "layers": res.to_dict()}
     params = {"probe": probe_name, "n_folds": folds, "seed": seed}
@@ -121,7 +161,7 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
                                        dataset=dataset) as run_id:
         ctx = {"model": model, "dataset": dataset, "run_id": run_id}
         db.add_many(res.to_records(**ctx, params=params))
-        X = feats[best]
+        X = None if feats is None else feats[best]  # none under torchrun: refused above
         if shots:
             n_classes = len(np.unique(y_raw))
             fs_factory = make(k=max(1, min(10, min(shots) * n_classes)), seed=seed,

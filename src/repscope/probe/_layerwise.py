@@ -18,16 +18,19 @@ from repscope.exceptions import RepscopeTypeError, RepscopeValueError, UnknownNa
 from repscope.probe._protocols import (
     DEFAULT_PROTOCOL,
     EstimatorFactory,
+    FixedValidation,
     Protocol,
     evaluate,
     make_estimator,
+    wilson_interval,
 )
 from repscope.results import RecordedResult
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["LayerwiseResult", "MultiLevelProbe", "default_probe", "probe_layers"]
+__all__ = ["LayerwiseResult", "MultiLevelProbe", "default_probe", "probe_layers",
+           "probe_layers_ranks"]
 
 
 def default_probe() -> Any:
@@ -185,6 +188,190 @@ def _probe_one(
         )
     r, _ = evaluate(factory, X, y, protocol)
     return r, int(X.shape[1]), y
+
+
+def rank_kind(probe: Any) -> Literal["moments", "group"] | None:
+    """How ``probe`` fits across ranks: ``"moments"`` (closed form from all-reduced
+    :class:`~repscope.stats.Moments`: ``fit_moments``), ``"group"`` (the all-reduced L-BFGS of
+    :class:`~repscope.probe.LinearProbe`), or None (it needs all rows on one process)."""
+    est = make_estimator(probe)
+    if hasattr(est, "fit_moments"):
+        return "moments"
+    from repscope.probe._logistic import LinearProbe
+
+    return "group" if isinstance(est, LinearProbe) else None
+
+
+def probe_layers_ranks(
+    source: Any,
+    labels: Any,
+    *,
+    probe: EstimatorFactory | None = None,
+    protocol: Protocol = DEFAULT_PROTOCOL,
+    layers: Sequence[str] | None = None,
+    progress: ProgressLike = False,
+) -> LayerwiseResult:
+    """:func:`probe_layers` across the ranks of ``torch.distributed`` (or in one process).
+
+    Each rank reads only its contiguous share of every layer's rows
+    (:meth:`repscope.distributed.DistContext.share`); the labels (small) are read whole. The
+    splits are drawn on all the labels, as in one process, so a row's fold does not depend on
+    the number of ranks. A closed-form probe (one with ``fit_moments``: ridge with GCV, LDA
+    with a fixed or OAS shrinkage, naive Bayes) fits each split from the all-reduced
+    :class:`~repscope.stats.Moments` of its training rows, streamed batch by batch; a
+    :class:`~repscope.probe.LinearProbe` fits on the rank's rows in memory with its
+    all-reduced L-BFGS (``fit(..., group=...)``). Each rank scores its test rows and the
+    correct counts are all-summed: the result equals :func:`probe_layers` up to float
+    rounding in the fits. (Ridge solves the primal form here; one process solves the dual
+    when a split has fewer training rows than features: the same model up to rounding.)
+
+    Raises
+    ------
+    RepscopeValueError
+        ``probe`` needs every row on one process (kNN, token-set probes, others without
+        ``fit_moments``), or bad labels, folds or features (on every rank alike).
+    """
+    from repscope.distributed import context
+
+    ctx = context()
+    src = _layer_source(source, layers)
+    names = list(src.layers)
+    if not names:
+        raise RepscopeValueError("source has no layers to probe.")
+    factory = probe if probe is not None else default_probe()
+    how = rank_kind(factory)
+    if how is None:
+        raise RepscopeValueError(
+            f"the probe {_probe_name(factory)} needs every row on one process; across ranks "
+            "use a closed-form probe (ridge, LDA, naive Bayes) or LinearProbe, or run on one "
+            "process.")
+    n = int(src.n_samples)
+    y = check_labels(labels, n_samples=n, name="labels", min_classes=2)
+    if y.dtype.kind == "O":
+        y = y.astype(str)
+    _, yi = np.unique(y, return_inverse=True)
+    splits = protocol.splits(y)
+    fold = np.full(n, -1, dtype=np.int64)  # the split that tests each row (-1: none)
+    for f, (_, te) in enumerate(splits):
+        fold[te] = f
+    a, b = ctx.share(n)
+    acc, lo, hi, std, scores_all, widths = [], [], [], [], [], []
+    with progress_for(progress if ctx.is_writer else False, "layers", len(names),
+                      prefix="probe") as advance:
+        for name in names:
+            if how == "moments":
+                hits = _moments_layer(ctx, src, name, factory, fold, yi, len(splits), a, b)
+            else:
+                hits = _group_layer(ctx, src, name, factory, fold, yi, len(splits), a, b)
+            correct = [round(float(h)) for h in ctx.all_sum(hits, "summing the correct counts")]
+            totals = [int(te.size) for _, te in splits]
+            scores = [c / t for c, t in zip(correct, totals)]
+            ci = wilson_interval(sum(correct), sum(totals))
+            acc.append(sum(correct) / sum(totals))
+            lo.append(ci[0])
+            hi.append(ci[1])
+            std.append(float(np.std(scores)))
+            scores_all.append(tuple(scores))
+            widths.append(src.width(name))
+            advance(1)
+    counts = np.bincount(yi)
+    return LayerwiseResult(
+        layers=tuple(names), accuracy=tuple(acc), ci_low=tuple(lo), ci_high=tuple(hi),
+        std=tuple(std), split_scores=tuple(scores_all), n_features=tuple(widths),
+        chance=float(counts.max() / counts.sum()),
+        protocol=repr(protocol) if not isinstance(protocol, FixedValidation)
+        else f"FixedValidation(n_val={len(protocol.val_indices)})",
+        probe=_probe_name(factory))
+
+
+def _agree(ctx: Any, error: Exception | None) -> None:
+    """Raise on every rank the first error any rank met (so no rank waits for a dead one)."""
+    errors = ctx.all_gather(None if error is None else str(error),
+                            "comparing the ranks' checks of the features")
+    for message in errors:
+        if message is not None:
+            raise RepscopeValueError(message)
+
+
+def _batches(ctx: Any, src: Any, name: str, a: int, b: int) -> Any:
+    """This rank's rows ``a:b`` of layer ``name``, checked, in batches ``(X, first_row)``."""
+    pos = a
+    for Xb in src.iter_batches(name, 4096, start=a, stop=b):
+        Xb = check_features(Xb, name=f"features of layer {name!r}")
+        yield Xb, pos
+        pos += int(Xb.shape[0])
+
+
+def _moments_layer(ctx: Any, src: Any, name: str, factory: Any, fold: np.ndarray,
+                   yi: np.ndarray, k: int, a: int, b: int) -> np.ndarray:
+    """Correct counts of this rank's test rows of every split (closed-form probes)."""
+    from repscope.stats import Moments
+
+    parts = [Moments() for _ in range(k + 1)]  # the rows each split tests; last: untested
+    error: Exception | None = None
+    try:
+        for Xb, first in _batches(ctx, src, name, a, b):
+            fb = fold[first:first + int(Xb.shape[0])]
+            yb = yi[first:first + int(Xb.shape[0])]
+            for f in range(-1, k):
+                mask = fb == f
+                if mask.any():
+                    parts[f].update(Xb[mask], labels=yb[mask])
+    except RepscopeValueError as err:
+        error = err
+    _agree(ctx, error)
+    if ctx.is_distributed:
+        for m in parts:
+            with ctx.collective(f"summing the moments of layer {name!r}"):
+                m.all_reduce(ctx.group)
+    models = []
+    for f in range(k):
+        train = Moments()
+        for g, m in enumerate(parts):
+            if g != f:
+                train.merge(m)
+        models.append(make_estimator(factory).fit_moments(train))
+    hits = np.zeros(k)
+    for Xb, first in _batches(ctx, src, name, a, b):
+        fb = fold[first:first + int(Xb.shape[0])]
+        yb = yi[first:first + int(Xb.shape[0])]
+        for f, est in enumerate(models):
+            mask = fb == f
+            if mask.any():
+                hits[f] += int((to_numpy(est.predict(Xb[mask])) == yb[mask]).sum())
+    return hits
+
+
+def _group_layer(ctx: Any, src: Any, name: str, factory: Any, fold: np.ndarray,
+                 yi: np.ndarray, k: int, a: int, b: int) -> np.ndarray:
+    """Correct counts of this rank's test rows of every split (LinearProbe, all-reduced)."""
+    error: Exception | None = None
+    X = None
+    try:
+        blocks = [Xb for Xb, _ in _batches(ctx, src, name, a, b)]
+        X = np.concatenate(blocks) if blocks else None
+    except RepscopeValueError as err:
+        error = err
+    _agree(ctx, error)
+    group = None
+    if ctx.is_distributed:
+        import torch.distributed as dist
+
+        group = dist.group.WORLD
+    if X is None:
+        raise RepscopeValueError(
+            f"rank {ctx.rank} of {ctx.world_size} holds no rows of the {fold.size} samples; "
+            "launch fewer processes than samples.")
+    fb, yb = fold[a:b], yi[a:b]
+    hits = np.zeros(k)
+    for f in range(k):
+        train = fb != f
+        with ctx.collective(f"fitting the probe on layer {name!r}"):
+            est = make_estimator(factory).fit(X[train], yb[train], group=group)
+        test = fb == f
+        if test.any():
+            hits[f] = int((np.asarray(est.predict(X[test])) == yb[test]).sum())
+    return hits
 
 
 class MultiLevelProbe(ClassifierMixin, ValidatedEstimator):

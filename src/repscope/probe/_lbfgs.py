@@ -193,7 +193,9 @@ class LogisticObjective:
         Number of heads (classes, or labels for sigmoid).
     loss : {"softmax", "sigmoid"}
     group : torch.distributed process group, optional
-        When given, loss and gradient sums are all-reduced across its ranks.
+        The group to all-reduce over (None: the default group).
+    distributed : bool
+        All-reduce the loss and gradient sums across the ranks of ``group`` (numpy or torch).
     chunk_size : int
         Rows per chunk for the torch path (bounds the ``chunk x n_out`` logit buffer).
     basis : (V, mu), optional
@@ -307,7 +309,14 @@ class LogisticObjective:
         if self.weights is not None:
             per = per * self.weights
             R *= self.weights[:, None]
-        return float(per.sum()), R.T @ X, R.sum(axis=0)
+        loss_sum, gW, gb = float(per.sum()), R.T @ X, R.sum(axis=0)
+        if self.distributed:
+            from repscope.probe._logistic_common import _all_sum_array
+
+            k, d = self.n_out, self.d
+            flat = _all_sum_array(np.concatenate([[loss_sum], gW.ravel(), gb]), self.group)
+            loss_sum, gW, gb = float(flat[0]), flat[1 : 1 + k * d].reshape(k, d), flat[1 + k * d :]
+        return loss_sum, gW, gb
 
     def _sums_torch(self, W: Any, b: Any) -> tuple[float, Any, Any]:
         import torch

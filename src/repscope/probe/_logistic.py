@@ -31,7 +31,6 @@ from repscope.probe._lbfgs import CurvatureMemory, LogisticObjective, minimize_l
 from repscope.probe._logistic_common import (
     C_from_lambda,
     PathPointResult,
-    _all_sum,
     _all_sum_array,
     _all_union,
     _index,
@@ -143,8 +142,14 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
     Under ``torch.distributed`` pass ``fit(..., group=...)`` with each rank holding a shard:
     the covariance (preconditioner) is all-reduced through :class:`~repscope.stats.Moments`
     and the loss and gradient sums of every L-BFGS evaluation are all-reduced (SUM), so all
-    ranks run identical iterations and end with the same head. Distributed fits support a
-    single value or ``selection="fixed"`` (with sharded validation data).
+    ranks run identical iterations and end with the same head. For ``selection="holdout"`` or
+    ``"kfold"`` with several values the shards must be contiguous blocks of the rows in rank
+    order (rank 0 the first rows, as :meth:`repscope.distributed.DistContext.share` cuts
+    them): the labels are all-gathered, the splits drawn on all of them as in one process,
+    and the validation scores all-summed, so the selection (and, with ``solver="auto"`` on
+    numpy input, the float64 solver of one process) are those of a one-process fit on the
+    concatenated rows, up to float rounding. ``selection="fixed"`` takes sharded
+    ``X_val``/``y_val`` in any order.
 
     Examples
     --------
@@ -233,11 +238,12 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
                 "through fit(sample_weight=...) instead."
             )
 
-    def _grid(self, n: int, X: Any) -> np.ndarray:
+    def _grid(self, n: int, X: Any, group: Any = None, offset: int = 0) -> np.ndarray:
         if self.C is not None:
             return np.array([lambda_from_C(float(self.C), n)])
         if self.lambdas is None:
-            var = _mean_variance(X)
+            var = _mean_variance(X) if group is None else _mean_variance_ranks(X, group, offset,
+                                                                               n)
             return var * np.logspace(-1, -6, 8)
         lam = np.atleast_1d(np.asarray(self.lambdas, dtype=np.float64))
         if lam.ndim != 1 or lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
@@ -293,20 +299,14 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
         X = check_features(X, name="X", min_samples=1)
         n = int(X.shape[0])
         T, w = self._encode_targets(X, y, sample_weight, group if distributed else None)
-        n_total = _all_sum(float(n), group) if distributed else float(n)
-        lambdas = self._grid(int(n_total), X)
+        offset, n_total = _offset_and_total(n, group) if distributed else (0, float(n))
+        lambdas = self._grid(int(n_total), X, group, offset)
         several = lambdas.size > 1
-        if distributed and several and self.selection != "fixed":
-            raise RepscopeValueError(
-                "distributed fits (group=...) support a single value or selection='fixed' "
-                f"with sharded X_val/y_val; got selection={self.selection!r} with "
-                f"{lambdas.size} values."
-            )
         if several and self.selection == "fixed" and (X_val is None or y_val is None):
             raise RepscopeValueError(
                 "selection='fixed' needs validation data: call fit(X, y, X_val=..., y_val=...)."
             )
-        solver = self._make_solver(X, T, w, n_total, group)
+        solver = self._make_solver(X, T, w, n_total, group, offset)
         self.lambdas_ = lambdas
         self.n_features_in_ = int(X.shape[1])
         self.path_: list[PathPointResult] = []
@@ -325,18 +325,20 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
             theta_final = thetas[best]
             path_thetas = thetas
         else:
-            folds = stratified_splits(T, n, self.selection, self.validation_fraction,
-                                      int(self.cv), self.random_state)
+            T_all = _gather_rows(T, group) if distributed else T
+            folds = stratified_splits(T_all, int(n_total), self.selection,
+                                      self.validation_fraction, int(self.cv), self.random_state)
             scores = np.zeros((len(folds), lambdas.size))
             path_thetas = []
-            for f_i, (tr, va) in enumerate(folds):
+            for f_i, (tr_all, va_all) in enumerate(folds):
                 split = "train" if self.selection == "holdout" else f"fold{f_i}"
-                sub = self._subset_solver(solver, tr)
+                tr, va = _local(tr_all, offset, n), _local(va_all, offset, n)
+                sub = self._subset_solver(solver, tr, float(tr_all.size))
                 path_thetas = self._fit_path(sub, lambdas, split)
                 X_va = X[_index(X, va)]
                 y_va = T[va] if T.ndim == 1 or self.multilabel else T[va, 0].astype(np.int64)
                 for j, th in enumerate(path_thetas):
-                    scores[f_i, j] = self._score_theta(solver, th, X_va, y_va, None)
+                    scores[f_i, j] = self._score_theta(solver, th, X_va, y_va, group)
                 self._attach_scores(scores[f_i], split)
             mean = scores.mean(axis=0)
             self.scores_ = scores[0] if self.selection == "holdout" else scores
@@ -423,17 +425,18 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
         return per[idx]
 
     def _make_solver(self, X: Any, T: np.ndarray, w: np.ndarray | None, n_total: float,
-                     group: Any) -> _Solver:
+                     group: Any, offset: int = 0) -> _Solver:
         import repscope._kernels.eigenpath as ep
         from repscope.stats import Moments
 
-        n, d = int(X.shape[0]), int(X.shape[1])
+        d = int(X.shape[1])
         heads = int(T.shape[1]) if T.ndim == 2 else int(self.classes_.size)
         backend, dev = get_namespace(X)
+        # the size rule reads the global n, so every rank of a distributed fit picks the same
         use_torch = (
-            group is not None
-            or self.solver == "torch"
-            or (self.solver == "auto" and (backend == "torch" or n * (d + 1) * heads >= _SMALL_PROBLEM))
+            self.solver == "torch"
+            or (self.solver == "auto"
+                and (backend == "torch" or n_total * (d + 1) * heads >= _SMALL_PROBLEM))
         )
         if self.solver == "numpy" and (backend == "torch" and dev != "cpu"):
             raise RepscopeValueError(
@@ -442,10 +445,11 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
         mu = V = ev = None
         if self.precondition:
             # the covariance only shapes the preconditioner (the objective is unchanged), so an
-            # evenly spaced subsample of at most `_PRECOND_ROWS` rows per rank is enough
+            # evenly spaced subsample of at most `_PRECOND_ROWS` rows is enough (the same
+            # global rows whatever the number of ranks)
             m = Moments()
-            stride = max(1, -(-n // _PRECOND_ROWS))
-            rows = X[::stride]
+            stride = max(1, -(-round(n_total) // _PRECOND_ROWS))
+            rows = X[(-offset) % stride::stride]
             step = max(1, 2**22 // max(d, 1))
             for lo in range(0, int(rows.shape[0]), step):
                 m.update(rows[lo : lo + step])
@@ -479,17 +483,21 @@ class LinearProbe(ClassifierMixin, ValidatedEstimator):
             nb = None if V is None or mu is None else (V, mu)
             Xs = np.ascontiguousarray(Xn if nb is None else (Xn - nb[1]) @ nb[0])
             obj = LogisticObjective(Xs, T, w, n_total=n_total, n_out=heads, loss=loss, basis=nb,
-                                    basis_in_data=nb is not None)
+                                    basis_in_data=nb is not None, group=group,
+                                    distributed=group is not None)
         return _Solver(obj, mu, V, ev, curv)
 
-    def _subset_solver(self, solver: _Solver, rows: np.ndarray) -> _Solver:
+    def _subset_solver(self, solver: _Solver, rows: np.ndarray, n_total: float) -> _Solver:
+        """The objective on this rank's ``rows`` of ``solver``'s data (``n_total`` of them over
+        every rank)."""
         o = solver.obj
         X = o.X[_index(o.X, rows)]
         tgt = o.target[_index(o.target, rows)]
         w = None if o.weights is None else o.weights[_index(o.weights, rows)]
-        obj = LogisticObjective(X, tgt, w, n_total=float(rows.size), n_out=o.n_out, loss=o.loss,
+        obj = LogisticObjective(X, tgt, w, n_total=n_total, n_out=o.n_out, loss=o.loss,
                                 chunk_size=o.chunk_size, basis=o.basis,
-                                basis_in_data=o.basis_in_data)
+                                basis_in_data=o.basis_in_data, group=o.group,
+                                distributed=o.distributed)
         return _Solver(obj, solver.mu, solver.V, solver.ev, solver.curv)
 
     def _h0(self, solver: _Solver, lam: float) -> Any:
@@ -703,3 +711,39 @@ def _logits(solver: _Solver, theta: Any, X: Any) -> np.ndarray:
         return to_numpy(torch.addmm(b.to(Xt.dtype), Xt, W.to(Xt.dtype).T), dtype=np.float64)
     Xn = np.asarray(to_numpy(X), dtype=np.float64)
     return np.asarray(Xn @ W.T + b)
+
+
+def _offset_and_total(n: int, group: Any) -> tuple[int, float]:
+    """This rank's first row in the concatenation of the shards (rank order), and the total."""
+    import torch.distributed as dist
+
+    sizes: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(sizes, n, group=group)
+    rank = dist.get_rank(group)
+    return int(sum(sizes[:rank])), float(sum(sizes))
+
+
+def _gather_rows(T: np.ndarray, group: Any) -> np.ndarray:
+    """Every rank's encoded targets, concatenated in rank order (small: one row per sample)."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, T, group=group)
+    return np.concatenate(parts)
+
+
+def _local(rows: np.ndarray, offset: int, n: int) -> np.ndarray:
+    """The global ``rows`` (sorted) that fall in this rank's block, as local indices."""
+    lo, hi = np.searchsorted(rows, [offset, offset + n])
+    return rows[lo:hi] - offset
+
+
+def _mean_variance_ranks(X: Any, group: Any, offset: int, n_total: int) -> float:
+    """:func:`_mean_variance` of the first 20,000 rows of the ranks' concatenated shards
+    (two passes, the sums all-reduced)."""
+    m = min(n_total, 20000)
+    local = to_numpy(X[: max(0, min(int(X.shape[0]), m - offset))], dtype=np.float64)
+    mean = _all_sum_array(local.sum(axis=0), group) / m
+    var = _all_sum_array(((local - mean) ** 2).sum(axis=0), group) / m
+    v = float(var.mean())
+    return v if v > 0 else 1.0
