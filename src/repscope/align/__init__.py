@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         AlignmentEvaluation,
         AlignmentResult,
         evaluate_alignment,
+        evaluate_alignment_ranks,
     )
     from repscope.align._maps import LinearMap, OrthogonalMap, paired_moments
     from repscope.align._metrics import (
@@ -48,6 +49,7 @@ __all__ = [
     "SubspaceSweep",
     "SubspaceSweepResult",
     "evaluate_alignment",
+    "evaluate_alignment_ranks",
     "kernel_agreement",
     "matching_accuracy",
     "orthogonality_gap",

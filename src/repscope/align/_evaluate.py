@@ -28,8 +28,10 @@ from repscope.results import RecordedResult, make_record
 
 if TYPE_CHECKING:
     from repscope.db import Record
+    from repscope.distributed import DistContext
 
-__all__ = ["AlignmentEvaluation", "AlignmentResult", "evaluate_alignment"]
+__all__ = ["AlignmentEvaluation", "AlignmentResult", "evaluate_alignment",
+           "evaluate_alignment_ranks"]
 
 MapKind = Literal["orthogonal", "linear", "subspace"]
 
@@ -148,6 +150,7 @@ def evaluate_alignment(
     sweep_ks: Sequence[int] | None = (),
     max_matching: int = 5000,
     anchors: Literal["random", "dpp"] = "random",
+    retrieval: bool = True,
 ) -> AlignmentResult:
     """Split paired ``(X, Y)`` into train/test, fit a map on train, score it on test.
 
@@ -174,6 +177,9 @@ def evaluate_alignment(
         on ``X`` (:func:`repscope.geometry.dpp_subset`: pairs spread over the dominant
         directions of ``X``, the budget of annotated pairs spent on diverse inputs). The
         other rows are the test pairs either way.
+    retrieval : bool, default=True
+        Compute the metrics that compare every held-out pair with all the others (top-k
+        retrieval, matching accuracy); False leaves them empty and NaN.
 
     Returns
     -------
@@ -206,7 +212,7 @@ def evaluate_alignment(
         A, B = est.embed_x(Xte), est.embed_y(Yte)
     else:
         A, B = est.transform(Xte), Yte
-    rks = tuple(k for k in (int(k) for k in retrieval_ks) if k <= len(te))
+    rks = tuple(k for k in (int(k) for k in retrieval_ks) if k <= len(te)) if retrieval else ()
     same_width = Xn.shape[1] == Yn.shape[1]
     gap = orthogonality_gap(Xn[tr], Yn[tr], Xte, Yte, scale=True)
     sweep: dict[str, Any] = {}
@@ -216,12 +222,13 @@ def evaluate_alignment(
         sweep.pop("type", None)
     return AlignmentResult(
         map=str(map),
-        retrieval=retrieval_topk(A, B, ks=rks).topk,
-        retrieval_unmapped=retrieval_topk(Xte, Yte, ks=rks).topk if same_width else {},
+        retrieval=retrieval_topk(A, B, ks=rks).topk if rks else {},
+        retrieval_unmapped=retrieval_topk(Xte, Yte, ks=rks).topk if rks and same_width else {},
         cosine=paired_cosine(A, B),
         cosine_unmapped=paired_cosine(Xte, Yte) if same_width else float("nan"),
         r2=float(est.score(Xte, Yte)),
-        matching=matching_accuracy(A, B) if len(te) <= max_matching else float("nan"),
+        matching=(matching_accuracy(A, B) if retrieval and len(te) <= max_matching
+                  else float("nan")),
         kernel_agreement=kernel_agreement(A, B),
         orthogonality_gap={k: v for k, v in gap.to_dict().items() if k != "type"},
         sweep=sweep,
@@ -230,4 +237,128 @@ def evaluate_alignment(
         params={"map": str(map), "seed": int(seed), "scale": bool(scale),
                 "n_components": int(n_components), "method": str(method),
                 "anchors": str(anchors)},
+    )
+
+
+def _split_args(n: int, n_train: int | None, caller: str) -> int:
+    if n < 2 * MIN_SAMPLES:
+        raise RepscopeValueError(
+            f"{caller} needs at least {2 * MIN_SAMPLES} paired samples; got {n}.")
+    n_tr = n // 2 if n_train is None else int(check_scalar(n_train, "n_train", caller=caller,
+                                                            kind=int, min_value=MIN_SAMPLES))
+    if n - n_tr < 2:
+        raise RepscopeValueError(
+            f"The 'n_train' parameter of {caller} must leave at least 2 test pairs; got "
+            f"n_train={n_tr} of n={n}."
+        )
+    return n_tr
+
+
+def _cosine_sum(A: np.ndarray, B: np.ndarray) -> float:
+    """Sum of the paired rows' cosines (0 for a row of zero norm), as :func:`paired_cosine`."""
+    den = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
+    dots = np.einsum("ij,ij->i", A, B)
+    return float(np.where(den > 0, dots / np.where(den > 0, den, 1.0), 0.0).sum())
+
+
+def evaluate_alignment_ranks(
+    X: Any,
+    Y: Any,
+    *,
+    n_samples: int,
+    start: int,
+    dist: DistContext,
+    map: Literal["orthogonal", "linear"] = "orthogonal",
+    n_train: int | None = None,
+    seed: int = 0,
+    scale: bool = False,
+    n_components: int = 32,
+    method: Literal["cca", "pca"] = "cca",
+) -> AlignmentResult:
+    """:func:`evaluate_alignment` over ranks that each hold a contiguous share of the pairs.
+
+    Every rank passes its rows ``start:start + len(X)`` of the ``n_samples`` paired rows
+    (:meth:`~repscope.distributed.DistContext.share`). The random train/test split is the
+    one :func:`evaluate_alignment` draws from ``seed`` (the same on every rank); the map is
+    fitted from the all-reduced :class:`~repscope.stats.Moments` of the training pairs, and
+    every held-out metric is a sum over the test pairs added across ranks: paired cosine,
+    R^2, kernel agreement (linear CKA) and the orthogonality gap. Every rank returns what one
+    process returns with ``retrieval=False`` (top-k retrieval and matching compare each pair
+    with all the others and are not computed: empty and NaN), up to float64 rounding.
+    ``n_components`` and ``method`` are only recorded in ``params`` (they shape subspace maps,
+    which run on one process).
+
+    Raises
+    ------
+    RepscopeValueError
+        Fewer than 6 pairs, an ``n_train`` that leaves fewer than 2 test pairs, rows that do
+        not fit in ``n_samples``, or a constant space.
+    DistributedError
+        Another rank stopped during a collective.
+    """
+    from repscope.similarity._cka import cka_from_moments
+    from repscope.stats import Moments
+
+    caller = "evaluate_alignment_ranks"
+    map = check_choice(map, "map", ("orthogonal", "linear"), caller=caller)  # type: ignore[assignment]
+    n = int(n_samples)
+    n_tr = _split_args(n, n_train, caller)
+    Xn, Yn = as_float64_numpy(X, name="X"), as_float64_numpy(Y, name="Y")
+    if Xn.ndim != 2 or Yn.ndim != 2 or Xn.shape[0] != Yn.shape[0] or not (
+            start >= 0 and start + Xn.shape[0] <= n):
+        raise RepscopeValueError(
+            f"{caller} needs 2-D X and Y with the same rows, a share start:start + len(X) of "
+            f"the {n} pairs; got X {Xn.shape}, Y {Yn.shape}, start={start}.")
+    perm = np.random.default_rng(seed).permutation(n)  # anchor_split's random split
+    is_train = np.zeros(n, dtype=bool)
+    is_train[perm[:n_tr]] = True
+    tr = is_train[start:start + Xn.shape[0]]
+    Xtr, Ytr, Xte, Yte = Xn[tr], Yn[tr], Xn[~tr], Yn[~tr]
+    n_te = n - n_tr
+
+    def reduced(m: Any, what: str) -> Any:
+        if dist.is_distributed:
+            with dist.collective(what):
+                m.all_reduce(dist.group)
+        return m
+
+    train = reduced(Moments().update(Xtr, Ytr), "adding the training pairs' moments")
+    est: Any = OrthogonalMap(scale=scale) if map == "orthogonal" else LinearMap()
+    est.fit_moments(train)
+    orth = OrthogonalMap(center=True, scale=True).fit_moments(train)
+    lin = LinearMap().fit_moments(train)
+    A = np.asarray(est.transform(Xte), dtype=np.float64) if len(Xte) else np.zeros((0, Yn.shape[1]))
+    same_width = Xn.shape[1] == Yn.shape[1]
+    first = dist.all_sum(np.concatenate([
+        [_cosine_sum(A, Yte), _cosine_sum(Xte, Yte) if same_width else 0.0],
+        Yte.sum(axis=0)]), "adding the held-out cosines and means")
+    mu_y = first[2:] / n_te
+
+    def rss(est_: Any) -> float:
+        return float(((Yte - est_.transform(Xte)) ** 2).sum()) if len(Xte) else 0.0
+
+    sst, rss_e, rss_o, rss_l = (float(v) for v in dist.all_sum(
+        [float(((Yte - mu_y) ** 2).sum()), rss(est), rss(orth), rss(lin)],
+        "adding the held-out residuals"))
+    if sst <= 0:
+        raise RepscopeValueError("R^2 is undefined when Y is constant (zero variance).")
+    test = reduced(Moments().update(A, Yte), "adding the held-out pairs' moments")
+    ro, rl = 1.0 - (1.0 - rss_o / sst), 1.0 - (1.0 - rss_l / sst)
+    return AlignmentResult(
+        map=str(map),
+        retrieval={},
+        retrieval_unmapped={},
+        cosine=float(first[0] / n_te),
+        cosine_unmapped=float(first[1] / n_te) if same_width else float("nan"),
+        r2=1.0 - rss_e / sst,
+        matching=float("nan"),
+        kernel_agreement=float(cka_from_moments(test)),
+        orthogonality_gap={"orthogonal_residual": ro, "linear_residual": rl, "gap": ro - rl,
+                           "alpha": float(lin.alpha_), "n_train": int(n_tr), "n_test": n_te},
+        sweep={},
+        n_train=int(n_tr),
+        n_test=n_te,
+        params={"map": str(map), "seed": int(seed), "scale": bool(scale),
+                "n_components": int(n_components), "method": str(method),
+                "anchors": "random"},
     )
