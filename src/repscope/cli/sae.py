@@ -6,6 +6,13 @@ with a default step budget from the data size (:func:`repscope.sae.plan_steps`);
 a saved SAE on features (and, given a language model, the LM loss it recovers); ``list`` shows
 the registered architectures. Every SAE trained or evaluated becomes one ``sae`` record; the
 vectors come from :class:`repscope.sae.LayerVectors`.
+
+``train`` also runs under ``torchrun`` (DDP, :mod:`repscope.distributed`): ``--batch-size`` is
+the global batch, split evenly over the ranks; each rank reads only its piece of each global
+batch, gradients are averaged, and W ranks train the SAE one process trains (the batch rule is
+in :mod:`repscope.sae.training._trainer`). After the last collective rank 0 alone saves the
+SAEs, evaluates them on the held-out vectors, finds their top-activating inputs (these need
+all the held-out rows) and records.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import math
 import re
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,7 @@ from repscope.cli._common import (
     parse_ints,
     print_table,
     progress_option,
+    rank_aware,
     settings,
     show_progress,
 )
@@ -130,6 +139,7 @@ def sae() -> None:
 
 
 @sae.command()
+@rank_aware
 @features_argument()
 @layers_option("Layer to train on (default: the last; a token layer trains on its tokens).",
                dest="layer", multiple=False)
@@ -149,7 +159,8 @@ def sae() -> None:
               "get a warning).")
 @click.option("--epochs", type=float, default=None,
               help="Passes over the training vectors, instead of the default budget.")
-@click.option("--batch-size", default=1024, show_default=True, help="Vectors per step.")
+@click.option("--batch-size", default=1024, show_default=True, help="Vectors per step (under "
+              "torchrun, the global batch: a multiple of the number of ranks).")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
 @click.option("--holdout", default=0.1, show_default=True, help="Share of the samples held out "
@@ -175,7 +186,13 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     evaluation set, dead in training and never fired in training, shrinkage, density
     histogram), described by the held-out inputs that activate a few latents most (a token in
     [brackets] within its text, else the sample's text or id), and recorded as an "sae" result.
+
+    Under torchrun (`torchrun --nproc-per-node N -m repscope sae train ...`) the ranks train one
+    SAE together: --batch-size is the global batch, each rank reads only its 1/N of every batch
+    (same samples in the same order as one process), and after training rank 0 alone saves,
+    evaluates and records.
     """
+    from repscope.distributed import context
     from repscope.exceptions import RepscopeValueError
     from repscope.sae import (
         LayerVectors,
@@ -189,6 +206,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     from repscope.sae.io import save_sae
 
     s = settings()
+    ranks = context()
     fields = {f.name for f in dataclasses.fields(architectures.get(arch).config_class)}
     for a, b, both in ((width, expansion, "--width or --expansion"), (steps, epochs,
                        "--steps or --epochs"), (k, k_sweep or None, "--k or --k-sweep")):
@@ -219,16 +237,25 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
             raise RepscopeValueError(f"{name} must be at least 1; got {value}.")
     if epochs is not None and not epochs > 0:
         raise RepscopeValueError(f"--epochs must be > 0; got {epochs}.")
+    if batch_size % ranks.world_size:
+        raise RepscopeValueError(
+            f"--batch-size must be a multiple of the {ranks.world_size} ranks (each takes an "
+            f"equal piece of every batch); got {batch_size}.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         steps = plan_steps(n_train_vec, batch_size, n_steps=steps, n_epochs=epochs,
                            names=("--steps", "--epochs"))
-    for w in caught:
+    for w in caught if ranks.is_writer else ():
         click.echo(f"warning: {w.message}", err=True)
-    results = sweep(train_v.data, models,
-                    TrainSettings(n_steps=steps, batch_size=batch_size, lr=lr, seed=s.seed,
-                                  progress=show_progress()),
-                    device=s.device)
+    # one process keeps a store's training vectors in memory; a rank reads its rows by index
+    data = train_v.data if not ranks.is_distributed else train_v.reader()
+    with ranks.collective("training the SAE") if ranks.is_distributed else nullcontext():
+        results = sweep(data, models,
+                        TrainSettings(n_steps=steps, batch_size=batch_size // ranks.world_size,
+                                      lr=lr, seed=s.seed, progress=show_progress()),
+                        device=s.device)
+    if not ranks.is_writer:
+        return  # training was the last collective: rank 0 saves, evaluates and records
 
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", train_v.layer).strip("_") or "layer"
     names = [f"sae-{slug}-{arch}-" + (f"w{d_sae}" if _k(r.sae) is None else f"k{_k(r.sae)}")

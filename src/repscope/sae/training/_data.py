@@ -6,11 +6,19 @@ tokens. In-memory sources are shuffled by a fresh permutation per epoch; streame
 read in contiguous blocks, store layers, iterators) pass through a shuffle buffer. Under
 ``torch.distributed`` every rank draws the same global batches (same seed) and keeps its slice,
 so a 2-rank run with per-rank batch b sees exactly the data of a 1-rank run with batch 2b.
+
+The batch rule: epoch ``e`` orders the ``n`` vectors by one permutation drawn from ``seed`` and
+``e`` alone (not the world size); global batch ``j`` is the vectors at positions
+``[j * B, (j + 1) * B)`` of that order (``B = batch_size * world_size``) and rank ``r`` keeps the
+``r``-th of ``world_size`` contiguous, near-equal pieces of it (``tensor_split``), in that order.
+A :class:`RowReader` source gives random access by vector index, so each rank reads only its
+piece of each global batch (a ``FeatureStore`` layer or a memory-mapped file, never the whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +27,29 @@ from torch import Tensor
 
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
 
-__all__ = ["DataSource", "as_source"]
+__all__ = ["DataSource", "RowReader", "as_source"]
+
+
+@dataclass(frozen=True)
+class RowReader:
+    """Training vectors read by index: ``n`` vectors of which ``take(rows)`` returns the given
+    ones, in the given order, as an array of shape (len(rows), ...).
+
+    A :class:`DataSource` over a RowReader shuffles and batches like an array in memory (one
+    permutation per epoch) but reads only the rows of each batch it keeps: under
+    ``torch.distributed`` a rank reads only its piece of each global batch.
+    :meth:`repscope.sae.LayerVectors.reader` makes one for a layer of features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> RowReader(6, lambda rows: X[rows]).take(np.array([4, 1])).tolist()
+    [[8.0, 9.0], [2.0, 3.0]]
+    """
+
+    n: int
+    take: Callable[[np.ndarray], Any]
 
 
 def _to_tensor(batch: Any, sample_shape: tuple[int, ...], name: str) -> Tensor:
@@ -67,6 +97,7 @@ class DataSource:
         self.name = name
         self.chunk_rows = chunk_rows
         self._array: Tensor | np.ndarray | None = None
+        self._reader: RowReader | None = None
         self._store: tuple[Any, str] | None = None
         self._iterable: Iterable[Any] | None = None
         self._pushback: list[Tensor] = []
@@ -77,6 +108,10 @@ class DataSource:
             if X.ndim < nd or tuple(X.shape[X.ndim - nd :]) != sample_shape:
                 _to_tensor(X[:1] if X.ndim else X, sample_shape, name)  # raises the message
             self._array = X.reshape(-1, *sample_shape)
+        elif isinstance(X, RowReader):
+            if X.n < 1:
+                raise RepscopeValueError(f"The {name!r} parameter holds no samples.")
+            self._reader = X
         elif isinstance(X, tuple) and len(X) == 2 and isinstance(X[1], str):
             store, layer = X
             if not hasattr(store, "iter_batches"):
@@ -97,7 +132,7 @@ class DataSource:
         else:
             raise RepscopeTypeError(
                 f"The {name!r} parameter must be a torch.Tensor, a numpy array or memmap, a "
-                f"(FeatureStore, layer) tuple or an iterable of batches. Got "
+                f"RowReader, a (FeatureStore, layer) tuple or an iterable of batches. Got "
                 f"{type(X).__name__} instead."
             )
         if self._array is not None and self._array.shape[0] == 0:
@@ -108,6 +143,8 @@ class DataSource:
         """Number of vectors per epoch; raises TypeError for iterators of unknown length."""
         if self._array is not None:
             return int(self._array.shape[0])
+        if self._reader is not None:
+            return self._reader.n
         if self._store is not None:
             store, layer = self._store
             info = store.layer_info(layer)
@@ -133,6 +170,10 @@ class DataSource:
         if self._array is not None:
             for a in range(0, self._array.shape[0], self.chunk_rows):
                 yield _to_tensor(self._array[a : a + self.chunk_rows], self.sample_shape, self.name)
+        elif self._reader is not None:
+            for a in range(0, self._reader.n, self.chunk_rows):
+                span = np.arange(a, min(a + self.chunk_rows, self._reader.n))
+                yield _to_tensor(self._reader.take(span), self.sample_shape, self.name)
         elif self._store is not None:
             store, layer = self._store
             rows = self.chunk_rows
@@ -150,13 +191,16 @@ class DataSource:
     def sample(self, n: int, *, seed: int) -> Tensor:
         """Up to ``n`` vectors for initialisation (a random subset where the data allow)."""
         gen = np.random.default_rng(seed)
-        if self._array is not None:
-            total = self._array.shape[0]
+        if self._array is not None or self._reader is not None:
+            total = len(self)
             if total <= n:
                 idx = np.arange(total)
             else:
                 idx = np.sort(gen.choice(total, size=n, replace=False))
-            return _to_tensor(self._array[idx], self.sample_shape, self.name)
+            if self._array is not None:
+                return _to_tensor(self._array[idx], self.sample_shape, self.name)
+            assert self._reader is not None
+            return _to_tensor(self._reader.take(idx), self.sample_shape, self.name)
         parts: list[Tensor] = []
         got = 0
         chunks = self._raw_chunks()
@@ -191,18 +235,23 @@ class DataSource:
         """
         gb = batch_size * world_size
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
-        if self._array is not None:
-            # in memory or memory-mapped: a fresh permutation per epoch; a memmap is read a
-            # batch at a time (sorted rows, so reads go forward), so memory stays O(batch)
-            data = self._array
-            total = int(data.shape[0])
+        if self._array is not None or self._reader is not None:
+            # in memory, memory-mapped or read by index: a fresh permutation per epoch; a
+            # memmap is read a batch at a time (sorted rows, so reads go forward) and a reader
+            # reads only this rank's rows of each batch, so memory stays O(batch)
+            data: Tensor | np.ndarray | RowReader = (
+                self._array if self._array is not None else self._reader  # type: ignore[assignment]
+            )
+            total = len(self)
             order = torch.randperm(total, generator=gen) if shuffle else torch.arange(total)
             for a in range(0, total, gb):
                 idx = order[a : a + gb]
                 part = _rank_slice(idx, rank, world_size)
                 if part is None:
                     return
-                if isinstance(data, Tensor):
+                if isinstance(data, RowReader):
+                    yield _to_tensor(data.take(part.numpy()), self.sample_shape, self.name)
+                elif isinstance(data, Tensor):
                     yield data[part.to(data.device)]
                 elif isinstance(data, np.memmap):
                     rows = np.sort(part.numpy())

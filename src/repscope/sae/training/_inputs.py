@@ -212,6 +212,55 @@ class LayerVectors:
             if values.shape[0] or local is None:
                 yield values
 
+    def take(self, rows: Any) -> np.ndarray:
+        """Vectors ``rows`` of the range (indices into its ``n_vectors`` vectors, any order),
+        reading only those: the rows of a dense layer, the samples holding the tokens of a
+        token layer.
+
+        Returns
+        -------
+        ndarray of shape (len(rows), d)
+            In the given order, in the stored dtype.
+        """
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        order = np.argsort(rows, kind="stable")
+        wanted = rows[order]  # sorted, so a memory map or a store is read forward
+        if wanted.size and (wanted[0] < 0 or wanted[-1] >= self.n_vectors):
+            bad = int(wanted[0] if wanted[0] < 0 else wanted[-1])
+            raise RepscopeValueError(
+                f"The 'rows' parameter of LayerVectors.take must hold indices in "
+                f"[0, {self.n_vectors}). Got {bad} instead."
+            )
+        idx = self.samples()
+        if not self.ragged:
+            where = idx[wanted]
+            if self._array is not None:
+                values = np.asarray(self._array[where])
+            else:
+                store = self.source.store
+                assert store is not None  # a dense layer not in memory is a store's
+                values = store.read(self.layer, where)
+        else:
+            offsets = self.offsets()
+            j = np.searchsorted(offsets, wanted, side="right") - 1
+            pos = wanted - offsets[j] + int(self.skip_first)
+            samples, inverse = np.unique(j, return_inverse=True)
+            store = self.source.store
+            tokens = (store.read_ragged(self.layer, idx[samples]) if store is not None
+                      else _ragged_rows(self.source.read(self.layer), idx[samples]))
+            values = np.asarray(tokens.values)[np.asarray(tokens.offsets)[inverse] + pos]
+        out = np.empty((rows.size, self.d), dtype=values.dtype)
+        out[order] = values.reshape(-1, self.d)
+        return out
+
+    def reader(self) -> Any:
+        """The vectors as a :class:`~repscope.sae.training.RowReader` (:meth:`take` by index):
+        training reads only the rows of each batch it keeps, so ranks under ``torchrun`` read
+        only their piece of each global batch."""
+        from repscope.sae.training._data import RowReader
+
+        return RowReader(self.n_vectors, self.take)
+
     def offsets(self) -> np.ndarray:
         """Where each sample's vectors start in the range's vectors, int64 of shape
         (n_samples + 1,)."""
@@ -357,3 +406,15 @@ class LayerVectors:
             wanted = [c for c in ("text", "id", "tokens") if c in cols]
             self._meta = self.source.metadata(wanted) if wanted else {}
         return self._meta
+
+
+def _ragged_rows(r: Any, samples: np.ndarray) -> Any:
+    """The tokens of ``samples`` (sorted) of a RaggedArray in memory, as a RaggedArray."""
+    from repscope.store import RaggedArray
+    from repscope.store._ragged import concat_ranges
+
+    offsets = np.asarray(r.offsets, dtype=np.int64)
+    starts, lengths = offsets[samples], np.diff(offsets)[samples]
+    out = np.zeros(samples.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return RaggedArray(np.asarray(r.values)[concat_ranges(starts, lengths)], out)

@@ -15,6 +15,18 @@ were finite and snapshots the weights. A non-finite loss stops training with
 :class:`SAETrainingError`, the SAE restored to the last finite snapshot (and saved to
 ``checkpoint_dir`` when given). Under schedule-free the parameters hold the interpolation point
 while training; at the end each SAE gets the average iterate (the point schedule-free returns).
+
+Under ``torch.distributed`` (e.g. ``torchrun``) every rank runs the same loop on its piece of
+each global batch: ``settings.batch_size`` is the per-rank batch and the global batch is
+``batch_size * world_size`` vectors. Epoch ``e`` orders the vectors by one permutation drawn
+from ``settings.seed`` and ``e`` (independent of the world size); global batch ``j`` takes
+positions ``[j * B, (j + 1) * B)`` of it and rank ``r`` keeps the ``r``-th contiguous piece
+(:mod:`._data`). Rank 0's initialisation is broadcast, gradients are averaged over ranks and
+the firing counts and logged sums are all-reduced, so W ranks with batch ``B / W`` train the
+SAE one process trains with batch ``B``, up to floating-point summation order (a last global
+batch of an epoch that does not split evenly is averaged per rank). Give each rank a
+:class:`~._data.RowReader` (:meth:`repscope.sae.LayerVectors.reader`) and it reads only its
+rows of each batch.
 """
 
 from __future__ import annotations
@@ -385,10 +397,8 @@ def _sweep(
             ):
                 got_any = True
                 factor = _lr_factor(step, planned, st.warmup_steps, st.lr_schedule)
-                n_local = batch.shape[0]
-                n_global = n_local * world
                 for run in runs:
-                    _train_step(run, batch, factor, st.max_grad_norm, dist, world, n_global)
+                    _train_step(run, batch, factor, st.max_grad_norm, dist, world)
                 step += 1
                 advance(1)
                 if step % st.log_every == 0 or step == planned:
@@ -474,7 +484,6 @@ def _train_step(
     max_grad_norm: float | None,
     dist: Any,
     world: int,
-    n_global: int,
 ) -> None:
     sae = run.sae
     x = batch.to(sae.device, non_blocking=True)
@@ -498,17 +507,26 @@ def _train_step(
         flat_x = xn.reshape(-1, xn.shape[-1])
         flat_r = out.reconstruction.reshape(-1, xn.shape[-1])
         err = (flat_r - flat_x).pow(2).sum()
-        var = (flat_x - flat_x.mean(0)).pow(2).sum()
         l0 = out.l0().sum().to(torch.float64)
+        n_samples, n_rows = batch.shape[0], flat_x.shape[0]
         if dist is not None:
-            packed = torch.stack([err.double(), var.double(), l0, loss.total.detach().double()])
+            # the global batch's sums (its variance about the global mean, from the sums of x
+            # and x^2), so the history is the one a single process logs on the global batch
+            x64 = flat_x.detach().double()
+            packed = torch.cat([
+                torch.stack([err.double(), x64.pow(2).sum(), l0, loss.total.detach().double(),
+                             x64.new_tensor(n_samples), x64.new_tensor(n_rows)]),
+                x64.sum(0),
+            ])
             dist.all_reduce(counts)
             dist.all_reduce(packed)
-            err, var, l0, total = packed[0], packed[1], packed[2], packed[3] / world
+            err, l0, total = packed[0], packed[2], packed[3] / world
+            n_samples, n_rows = int(packed[4]), int(packed[5])
+            var = packed[1] - packed[6:].pow(2).sum() / max(n_rows, 1)
         else:
+            var = (flat_x - flat_x.mean(0)).pow(2).sum()
             total = loss.total.detach()
-    run.state.observe(out, n_global, counts=counts)
-    n_rows = flat_x.shape[0] * world
+    run.state.observe(out, n_samples, counts=counts)
     run.add("loss", total)
     run.add("_err", err)
     run.add("_var", var)
@@ -578,6 +596,9 @@ def _check(
 ) -> None:
     """One host sync: finiteness, dead-set refresh, snapshot."""
     finite_params = all(bool(torch.isfinite(p).all()) for p in run.params)
+    _, _, dist = _dist()
+    if dist is not None:  # every rank stops together, whichever read the bad inputs
+        dist.all_reduce(run.nonfinite_inputs)
     bad_inputs = int(run.nonfinite_inputs)
     last_loss = run.sums.get("loss")
     finite_loss = last_loss is None or bool(torch.isfinite(last_loss))
