@@ -22,6 +22,7 @@ from repscope.cli._common import (
     model_name,
     print_table,
     progress_option,
+    rank_aware,
     settings,
     show_progress,
 )
@@ -57,6 +58,7 @@ _labels_option = click.option(
 
 
 @click.command(name="geometry")
+@rank_aware
 @features_argument(required=False)
 @_labels_option
 @click.option("--measure", "measures", multiple=True,
@@ -81,8 +83,14 @@ def geometry(features: str | None, labels: str | None, measures: tuple[str, ...]
              layers: tuple[str, ...], max_samples: int | None, do_persistence: bool,
              do_coding_rate: bool, eps2: float, dataset: str, as_json: bool) -> None:
     """Geometry measures of each layer of FEATURES: supervised separability (with --labels),
-    label-free persistence, coding rate, and every other registered measure."""
+    label-free persistence, coding rate, and every other registered measure.
+
+    Under torchrun (``torchrun --nproc-per-node N -m repscope geometry ... --measure
+    fisher_ratio ...``) each rank reads its share of the rows and the measures that are sums
+    over the rows (class moments, covariance, class Grams) are all-reduced; the measures that
+    need every row at once (kNN, MST, silhouette, persistence) run on one process."""
     from repscope._validation import check_scalar
+    from repscope.distributed import context
     from repscope.exceptions import RepscopeValueError
     from repscope.geometry._layers import geometry_layers
     from repscope.store import load_labels, open_layers
@@ -96,6 +104,11 @@ def geometry(features: str | None, labels: str | None, measures: tuple[str, ...]
                  include_min=False)
     if do_coding_rate and labels is None:
         raise RepscopeValueError("--coding-rate needs --labels (per-class coding rates).")
+    dist = context()
+    if dist.is_distributed:
+        from repscope.geometry._ranks import check_rank_measures
+
+        check_rank_measures(measures, persistence=do_persistence, world_size=dist.world_size)
     path = check_exists(features, "features")
     src = open_layers(path, layers or None)
     y = None
@@ -106,9 +119,17 @@ def geometry(features: str | None, labels: str | None, measures: tuple[str, ...]
         y = load_labels(labels, store=src, n_samples=src.n_samples)
     seed = settings().seed
     model = model_name(path)
-    res = geometry_layers(src, y, list(measures) or None, max_samples=max_samples,
-                          persistence=do_persistence, coding_rate=do_coding_rate, eps2=eps2,
-                          seed=seed, progress=show_progress())
+    # every layer is measured (and every rank's sums added up) before the run opens, so bad
+    # input, or a rank that stops, records nothing
+    if dist.is_distributed:
+        from repscope.geometry._ranks import geometry_layers_ranks
+
+        res = geometry_layers_ranks(src, y, list(measures), coding_rate=do_coding_rate,
+                                    eps2=eps2, seed=seed, dist=dist, progress=show_progress())
+    else:
+        res = geometry_layers(src, y, list(measures) or None, max_samples=max_samples,
+                              persistence=do_persistence, coding_rate=do_coding_rate,
+                              eps2=eps2, seed=seed, progress=show_progress())
     params = {"measures": list(res.measures), "labels": labels or "",
               "max_samples": max_samples, "eps2": eps2, "seed": seed}
     with settings().db() as db, db.run("geometry", {"features": str(path), **params},
