@@ -239,9 +239,12 @@ class DataSource:
             # in memory, memory-mapped or read by index: a fresh permutation per epoch; a
             # memmap is read a batch at a time (sorted rows, so reads go forward) and a reader
             # reads only this rank's rows of each batch, so memory stays O(batch)
-            data: Tensor | np.ndarray | RowReader = (
-                self._array if self._array is not None else self._reader  # type: ignore[assignment]
-            )
+            data: Tensor | np.ndarray | RowReader
+            if self._reader is not None:
+                data = self._reader
+            else:
+                assert self._array is not None
+                data = self._array
             total = len(self)
             order = torch.randperm(total, generator=gen) if shuffle else torch.arange(total)
             for a in range(0, total, gb):
