@@ -3,18 +3,26 @@ one per target, attend to a set of token/patch features; each query's pooled val
 through its own linear readout to its target.
 
 For tokens :math:`x_{ij}` (sample ``i``, token ``j``), first projected on their leading
-principal components and standardised (:math:`z_{ij}`), and a learned positional embedding
-:math:`p_j`,
+principal components and standardised (:math:`z_{ij}`), a learned positional embedding
+:math:`p_j` and, when the tokens form a square grid, their centres :math:`g_j \\in [0, 1]^2`
+in image coordinates,
 
 .. math::
 
     k_{ij} = W_k z_{ij} + p_j,\\quad v_{ij} = W_v z_{ij},\\quad
-    a_{itj} = \\mathrm{softmax}_j\\bigl(q_t^T k_{ij} / \\sqrt{h}\\bigr),\\quad
+    a_{itj} = \\mathrm{softmax}_j\\bigl(q_t^T k_{ij} / \\sqrt{h}
+        - \\lVert g_j - c_t \\rVert^2 / 2\\sigma_t^2\\bigr),\\quad
     \\hat y_{it} = w_t^T \\textstyle\\sum_j a_{itj} v_{ij} + b_t,
 
 so routing is content- and position-dependent and :math:`a_{t\\cdot}` says where target ``t``
-reads. :func:`readout_comparison` scores it on held-out data beside per-target ridge on
-mean-pooled features and ridge on the flattened tokens (the paper's linear baselines).
+reads. The second logit is the dot product of a fixed 2-D positional embedding of the keys,
+:math:`(g_j, -\\lVert g_j \\rVert^2 / 2)`, with the positional part of query ``t``,
+:math:`(c_t, 1) / \\sigma_t^2`: a learned receptive field (centre :math:`c_t`, width
+:math:`\\sigma_t`) per target, as DAB-DETR (Liu et al. 2022) gives its queries anchor points.
+The readouts :math:`w_t` start at zero, so a query moves only once its target is read, and a
+target that does not vary (a blank image border) leaves its query where it started.
+:func:`readout_comparison` scores it on held-out data beside per-target ridge on mean-pooled
+features and ridge on the flattened tokens (the paper's linear baselines).
 """
 
 from __future__ import annotations
@@ -73,13 +81,21 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
     n_components : int, default=64
         Tokens are first projected on this many principal components of all training tokens
         (capped at the feature count) and scaled to unit average variance.
+    receptive_field : bool, default=True
+        On a square token grid, add each target's learned receptive field (centre and width)
+        to its attention logits; False (or tokens not on a square grid) leaves content and
+        the learned positional embedding alone.
+    width : float, default=0.15
+        Initial width :math:`\\sigma_t` of every receptive field, a share of the image side
+        (:func:`readout_comparison` uses half a cell of its ``target_grid``).
     max_iter : int, default=300
         AdamW steps, each on a minibatch of ``batch_size`` samples drawn without replacement
         (a new permutation each epoch).
     batch_size : int, default=64
     learning_rate : float, default=0.02
-    weight_decay : float, default=1e-4
-        Decoupled weight decay (AdamW) on every weight.
+    weight_decay : float, default=0.01
+        Decoupled weight decay (AdamW) on the projections, the positional embedding, the
+        queries' content part and the readouts (not on the receptive fields or biases).
     random_state : int, default=0
         Seeds the initialisation (torch's generator; the fit is deterministic on CPU).
 
@@ -88,6 +104,9 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
     n_features_in_, n_tokens_, n_targets_ : int
     loss_ : float
         Final training mean squared error of the standardised targets.
+    centres_, widths_ : ndarray of shape (n_targets, 2) and (n_targets,), or None
+        The learned receptive fields (image coordinates, row then column), None without
+        them.
 
     Examples
     --------
@@ -95,7 +114,7 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 9, 8)).astype(np.float32)
     >>> Y = X[:, [2, 6], 0]            # target t reads token 2 or 6
-    >>> m = CrossAttentionReadout(max_iter=200).fit(X, Y)
+    >>> m = CrossAttentionReadout(max_iter=200, receptive_field=False).fit(X, Y)
     >>> m.attention(X).mean(0).argmax(1).tolist()
     [2, 6]
     """
@@ -107,11 +126,14 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "receptive_field": ["boolean"],
+        "width": [Interval(Real, 0, None, closed="neither")],
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
 
     def __init__(self, *, dim: int = 32, n_components: int = 64, max_iter: int = 300,
-                 batch_size: int = 64, learning_rate: float = 0.02, weight_decay: float = 1e-4,
+                 batch_size: int = 64, learning_rate: float = 0.02, weight_decay: float = 0.01,
+                 receptive_field: bool = True, width: float = 0.15,
                  random_state: int = 0) -> None:
         self.dim = dim
         self.n_components = n_components
@@ -119,11 +141,18 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.receptive_field = receptive_field
+        self.width = width
         self.random_state = random_state
 
-    def fit(self, X: Any, Y: Any, *, progress: ProgressLike = False) -> CrossAttentionReadout:
-        """Fit on tokens ``X`` (n, t, d) and targets ``Y`` (n, k) or (n,); ``progress=True``
-        shows a bar over the training steps (or pass a caller's ``advance`` callback)."""
+    def fit(self, X: Any, Y: Any, *, target_positions: Any = None,
+            progress: ProgressLike = False) -> CrossAttentionReadout:
+        """Fit on tokens ``X`` (n, t, d) and targets ``Y`` (n, k) or (n,).
+
+        ``target_positions`` (k, 2), image coordinates in [0, 1] (row, column), is where each
+        target's receptive field starts (e.g. the centre of its image cell); by default each
+        starts at a random point. ``progress=True`` shows a bar over the training steps (or
+        pass a caller's ``advance`` callback)."""
         import torch
 
         self._validate_params()
@@ -152,11 +181,19 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
             return (torch.randn(*shape, generator=gen) * scale).requires_grad_()
 
         params = {"Wk": init(p, h, scale=p ** -0.5), "Wv": init(p, h, scale=p ** -0.5),
-                  "pos": init(t, h, scale=1.0), "Q": init(k, h, scale=1.0),
-                  "W": init(k, h, scale=h ** -0.5),
-                  "b": torch.zeros(k, requires_grad=True)}
-        opt = torch.optim.AdamW(list(params.values()), lr=self.learning_rate,
-                                weight_decay=self.weight_decay)
+                  "pos": init(t, h, scale=0.0), "Q": init(k, h, scale=1.0),
+                  "W": init(k, h, scale=0.0), "b": torch.zeros(k, requires_grad=True)}
+        grid = _grid_positions(t)
+        if self.receptive_field and grid is not None:
+            c0 = (torch.rand(k, 2, generator=gen) if target_positions is None
+                  else torch.from_numpy(_positions(target_positions, k, caller)))
+            params["centre"] = c0.requires_grad_()
+            params["log_width"] = torch.full((k,), math.log(self.width)).requires_grad_()
+            params["grid"] = torch.from_numpy(grid)
+        decay = [params[n] for n in ("Wk", "Wv", "pos", "Q", "W")]
+        free = [params[n] for n in ("b", "centre", "log_width") if n in params]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": free, "weight_decay": 0.0}], lr=self.learning_rate)
         loss = torch.tensor(0.0)
         bs = min(self.batch_size, n)
         order, start = torch.randperm(n, generator=gen), 0
@@ -174,6 +211,9 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
                 opt.step()
                 advance(1)
         self.params_ = {name: v.detach().clone() for name, v in params.items()}
+        rf = "centre" in self.params_
+        self.centres_ = self.params_["centre"].numpy().astype(np.float64) if rf else None
+        self.widths_ = np.exp(self.params_["log_width"].numpy().astype(np.float64)) if rf else None
         self.loss_ = float(loss.detach())
         return self
 
@@ -217,13 +257,36 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
         return _r2(y, self.predict(X))
 
 
+def _positions(P: Any, k: int, caller: str) -> np.ndarray:
+    p = np.asarray(P, dtype=np.float64)
+    if p.shape != (k, 2) or not np.isfinite(p).all():
+        raise RepscopeValueError(
+            f"target_positions of {caller} must be {k} finite (row, column) image positions, "
+            f"shape ({k}, 2); got shape {p.shape}" + ("" if p.shape != (k, 2) else
+                                                      " with NaN or infinite values") + ".")
+    return p.astype(np.float32)
+
+
+def _grid_positions(t: int) -> np.ndarray | None:
+    """Centres of a square grid of ``t`` tokens in image coordinates (row-major), or None."""
+    side = math.isqrt(t)
+    if side * side != t:
+        return None
+    c = (np.arange(side) + 0.5) / side
+    return np.stack(np.meshgrid(c, c, indexing="ij"), -1).reshape(t, 2).astype(np.float32)
+
+
 def _forward(params: dict[str, Any], z: Any) -> tuple[Any, Any]:
     import torch
 
     keys = z @ params["Wk"] + params["pos"]                       # (n, t, h)
     values = z @ params["Wv"]                                     # (n, t, h)
     h = keys.shape[-1]
-    att = torch.softmax(torch.einsum("kh,nth->nkt", params["Q"], keys) / h ** 0.5, dim=-1)
+    logits = torch.einsum("kh,nth->nkt", params["Q"], keys) / h ** 0.5
+    if "centre" in params:                                        # receptive fields
+        d2 = ((params["grid"][None] - params["centre"][:, None]) ** 2).sum(-1)   # (k, t)
+        logits = logits - d2 / (2 * torch.exp(2 * params["log_width"]))[:, None]
+    att = torch.softmax(logits, dim=-1)
     pooled = torch.einsum("nkt,nth->nkh", att, values)            # (n, k, h)
     return (pooled * params["W"]).sum(-1) + params["b"], att
 
@@ -377,7 +440,9 @@ def readout_comparison(
     progress : bool or callable, default=False
         True shows a bar over the readout's training steps on stderr.
     **readout_params
-        Passed to :class:`CrossAttentionReadout`.
+        Passed to :class:`CrossAttentionReadout`. With ``target_grid``, each target's
+        receptive field starts at the centre of its cell, half a cell wide (unless ``width``
+        is given).
 
     Returns
     -------
@@ -408,8 +473,14 @@ def readout_comparison(
                 f"{target_grid[0] * target_grid[1]} targets; Y has {y.shape[1]}.")
     perm = np.random.default_rng(random_state).permutation(n)
     te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    centres = None
+    if target_grid is not None:
+        R, C = target_grid
+        centres = np.stack(np.meshgrid((np.arange(R) + 0.5) / R, (np.arange(C) + 0.5) / C,
+                                       indexing="ij"), -1).reshape(-1, 2)
+        readout_params.setdefault("width", 0.5 / max(R, C))
     model = CrossAttentionReadout(random_state=random_state, **readout_params)
-    model.fit(x[tr], y[tr], progress=progress)
+    model.fit(x[tr], y[tr], target_positions=centres, progress=progress)
     r2_readout = model.score_targets(x[te], y[te])
     att = model.attention(x[te]).mean(0)
     pooled = x.mean(1, dtype=np.float64)
