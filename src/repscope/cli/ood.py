@@ -26,6 +26,7 @@ from repscope.cli._common import (
     model_name,
     print_table,
     progress_option,
+    rank_aware,
     settings,
     show_progress,
 )
@@ -100,6 +101,7 @@ def _list(as_json: bool) -> None:
 
 
 @click.command(name="ood")
+@rank_aware
 @features_argument("id_features", required=False)
 @features_argument("ood_features", required=False)
 @click.option("--labels", default=None,
@@ -139,29 +141,50 @@ def ood(id_features: str | None, ood_features: str | None, labels: str | None,
 
     With one feature set, --id-classes (with --labels) or --ood-labels picks the OOD samples,
     e.g. MNIST digits 0-4 as ID and 5-9 as OOD from one store.
+
+    Under torchrun (``torchrun --nproc-per-node N -m repscope ood ... --detector mahalanobis
+    --no-diagnostics``) each rank reads its share of the rows, the detectors fitted from class
+    moments (mahalanobis, relative_mahalanobis, gmm) fit from all-reduced moments and each
+    rank's scores are gathered; the other detectors and the diagnostics run on one process.
     """
+    from repscope.distributed import context
     from repscope.exceptions import RepscopeValueError
     from repscope.ood._evaluate import evaluate_detectors
-    from repscope.store import load_features
+    from repscope.store import load_features, open_layers
 
     if list_only:
         _list(as_json)
         return
     if id_features is None:
         raise click.UsageError("Missing argument ID_FEATURES (or pass --list).")
+    dist = context()
+    if dist.is_distributed:
+        from repscope.ood._ranks import check_rank_detectors
+
+        check_rank_detectors(detector_names, diagnostics=not no_diagnostics,
+                             world_size=dist.world_size)
     path = check_exists(id_features, "ID_FEATURES")
-    feats = load_features(path, layers or None)
-    n = next(iter(feats.values())).shape[0]
+    if dist.is_distributed:  # each rank reads its share of the rows later, never all of them
+        src = open_layers(path, layers or None)
+        feats: dict[str, Any] = {}
+        n = int(src.n_samples)
+    else:
+        feats = load_features(path, layers or None)
+        n = next(iter(feats.values())).shape[0]
     y_id: np.ndarray | None = None
     split_note = ""
+    is_ood: np.ndarray | None = None
     if ood_features is not None:
         if id_classes or ood_labels:
             raise RepscopeValueError(
                 "--id-classes and --ood-labels split one feature set; with OOD_FEATURES given "
                 "leave them out.")
         ood_path = check_exists(ood_features, "OOD_FEATURES")
-        feats_ood = load_features(ood_path, list(feats))
-        feats_id = feats
+        if dist.is_distributed:
+            src_ood = open_layers(ood_path, list(src.layers))
+        else:
+            feats_ood = load_features(ood_path, list(feats))
+            feats_id = feats
         if labels:
             y_id = _labels(labels, path, n)
     else:
@@ -190,16 +213,30 @@ def ood(id_features: str | None, ood_features: str | None, labels: str | None,
             raise RepscopeValueError(
                 f"the split ({split_note}) leaves {int((~is_ood).sum())} ID and "
                 f"{int(is_ood.sum())} OOD samples; both need at least one.")
-        feats_id = {k: v[~is_ood] for k, v in feats.items()}
-        feats_ood = {k: v[is_ood] for k, v in feats.items()}
+        if not dist.is_distributed:
+            feats_id = {k: v[~is_ood] for k, v in feats.items()}
+            feats_ood = {k: v[is_ood] for k, v in feats.items()}
         y_id = y_all[~is_ood] if y_all is not None else None
     seed = settings().seed
-    res = evaluate_detectors(
-        feats_id, feats_ood, labels=y_id, detectors=list(detector_names) or None,
-        level=level,  # type: ignore[arg-type]
-        id_test_fraction=holdout, diagnostics=not no_diagnostics,
-        positive=positive, tpr=tpr, seed=seed,  # type: ignore[arg-type]
-        progress=show_progress())
+    # every layer is scored (and every rank's scores gathered) before the run opens, so bad
+    # input, or a rank that stops, records nothing
+    if dist.is_distributed:
+        from repscope.ood._ranks import evaluate_detectors_ranks
+
+        res = evaluate_detectors_ranks(
+            src, src if is_ood is not None else src_ood,
+            id_rows=None if is_ood is None else np.flatnonzero(~is_ood),
+            ood_rows=None if is_ood is None else np.flatnonzero(is_ood), labels=y_id,
+            detectors=list(detector_names), level=level,  # type: ignore[arg-type]
+            id_test_fraction=holdout, positive=positive, tpr=tpr,  # type: ignore[arg-type]
+            seed=seed, dist=dist)
+    else:
+        res = evaluate_detectors(
+            feats_id, feats_ood, labels=y_id, detectors=list(detector_names) or None,
+            level=level,  # type: ignore[arg-type]
+            id_test_fraction=holdout, diagnostics=not no_diagnostics,
+            positive=positive, tpr=tpr, seed=seed,  # type: ignore[arg-type]
+            progress=show_progress())
     model = model_name(path)
     params = {"level": level, "positive": positive, "tpr": tpr, "holdout": holdout,
               "seed": seed, "split": split_note or "two feature sets"}

@@ -499,8 +499,18 @@ def _run_one(name: str, template: Any, layer: str, Xf: Any, yf: np.ndarray | Non
     except RepscopeError as err:
         return skipped(f"failed: {' '.join(str(err).split())}")
     seconds = time.perf_counter() - t0
+    return scores_entry(name, layer, lvl, s_id, s_ood, seconds, positive=positive, tpr=tpr,
+                        n_bins=n_bins, roc_points=roc_points, roc=roc)
+
+
+def scores_entry(name: str, layer: str, lvl: str, s_id: np.ndarray, s_ood: np.ndarray,
+                 seconds: float, *, positive: str, tpr: float, n_bins: int, roc_points: int,
+                 roc: Any) -> OODDetectorScoresResult:
+    """One detector's entry from its held-out ID and OOD scores: the metrics, the
+    histograms on shared edges and the ROC points (skipped when a score is not finite)."""
     if not (np.isfinite(s_id).all() and np.isfinite(s_ood).all()):
-        return skipped("gave non-finite scores")
+        return OODDetectorScoresResult(detector=name, layer=layer, level=lvl, metrics=None,
+                                       reason="gave non-finite scores")
     m = ood_metrics(s_id, s_ood, positive=positive, tpr=tpr)  # type: ignore[arg-type]
     edges, h_id, h_ood = _histograms(s_id, s_ood, n_bins)
     fpr, tpr_pts = roc(s_id, s_ood, positive=positive, max_points=roc_points)
