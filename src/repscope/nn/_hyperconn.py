@@ -147,7 +147,7 @@ class SpectralSphereHyperConnection(_HyperConnection):
     Examples
     --------
     >>> hc = SpectralSphereHyperConnection(4)
-    >>> float(torch.linalg.matrix_norm(hc.mixing_matrix(), ord=2))
+    >>> float(torch.linalg.matrix_norm(hc.mixing_matrix().detach(), ord=2))
     1.0
     >>> hc(torch.randn(8, 4, 16)).shape
     torch.Size([8, 4, 16])
