@@ -9,12 +9,13 @@ Three parts (``--parts a,b,c``), each implementation in its own process through
   data already in memory: the rows read into one float16 array first (untimed), then
   ``c = X[a:b].astype(float64); G += c.T @ c`` over 4,096-row chunks (the block size Moments
   uses). Rows: the baseline; ``Moments.from_store`` with the prefetching reader (2 batches
-  ahead, the default) and without it (``prefetch=0``); the ridge path (``Moments`` with labels,
-  then ``RidgeProbe(alphas=12 values).fit_moments``: GCV over the path). The store is opened as
-  the CLI opens it (``verify="lazy"``: each shard's SHA-256 is checked on its first read, in the
-  reading thread). Peak RSS is the whole child process's (imports included; the baseline holds
-  the rows). Target: Moments' peak RSS independent of n and under 1 GB; its wall time within
-  1.25x of the baseline's.
+  ahead, the default), without it (``prefetch=0``), and with it on a store opened with
+  ``verify="none"`` (no SHA-256 of each shard on its first read); the ridge path (``Moments``
+  with labels, then ``RidgeProbe(alphas=12 values).fit_moments``: GCV over the path). Unless
+  named, the store is opened as the CLI opens it (``verify="lazy"``: each shard's SHA-256 is
+  checked on its first read, in the reading thread). Peak RSS is the whole child process's
+  (imports included; the baseline holds the rows). Target: Moments' peak RSS independent of n
+  and under 1 GB; its wall time within 1.25x of the baseline's.
 * **(b) 2 processes vs 1.** The same ``Moments.from_store`` pass over the largest ``--rows``:
   one process with one BLAS thread, one process with two, and ``torchrun --standalone
   --nproc-per-node 2`` (gloo) where each rank reads its half of the rows
@@ -23,8 +24,9 @@ Three parts (``--parts a,b,c``), each implementation in its own process through
   over ranks; "max rel. diff" compares the covariance with the one-process one.
 * **(c) extraction.** ``repscope extract minilm-l6 --dataset austen --n-samples N`` (mean
   pooled blocks, ``--batch-size 32 --chunk-size 128``: each rank takes a contiguous run of
-  whole chunks, so the chunks must be several per rank) in one process (one thread, two threads) and under
-  ``torchrun --standalone --nproc-per-node 2 -m repscope extract ...`` (one thread per rank).
+  whole chunks, so the chunks must be several per rank) in one process (one thread, two
+  threads) and under ``torchrun --standalone --nproc-per-node 2 -m repscope extract ...``
+  (one thread per rank).
   Throughput is samples per second of the extraction proper (the ``seconds`` of the run's
   ``extraction`` record: rank 0's wall time from the start of extraction to the joined
   manifest) and of the whole command (start-up and model loading included).
@@ -119,10 +121,10 @@ def make_store(path: Path, n: int) -> Path:
 
 
 # --------------------------------------------------------------------------- children
-def _open(path: str) -> Any:
+def _open(path: str, verify: str = "lazy") -> Any:
     from repscope.store import FeatureStore
 
-    return FeatureStore.open(path)  # verify="lazy", as the CLI opens stores
+    return FeatureStore.open(path, verify=verify)  # type: ignore[arg-type]
 
 
 def child_gram(path: str, rows: int) -> None:
@@ -144,12 +146,12 @@ def child_gram(path: str, rows: int) -> None:
     _harness.emit({**t, "check": float(np.trace(G))})
 
 
-def child_moments(path: str, rows: int, prefetch: int, labels: bool) -> None:
+def child_moments(path: str, rows: int, prefetch: int, labels: bool, verify: str) -> None:
     """``Moments.from_store`` over ``rows`` rows (with labels: then the ridge path by GCV)."""
     from repscope.probe import RidgeProbe
     from repscope.stats import Moments
 
-    store = _open(path)
+    store = _open(path, verify)
 
     def run() -> Any:
         m = Moments.from_store(store, LAYER, labels="label" if labels else None,
@@ -216,6 +218,8 @@ def part_a(path: Path, rows_list: list[int], runs: int, large_runs: int, mem_gb:
         ("numpy X.T @ X, in memory", ["gram"], None),
         ("Moments.from_store, prefetch 2", ["moments", "--prefetch", "2"], mem_gb),
         ("Moments.from_store, no prefetch", ["moments", "--prefetch", "0"], mem_gb),
+        ("Moments.from_store, prefetch 2, verify none",
+         ["moments", "--prefetch", "2", "--verify", "none"], mem_gb),
         ("ridge path (labels, GCV, 12 alphas)", ["ridge", "--prefetch", "2"], mem_gb),
     ]
     out = []
@@ -378,6 +382,7 @@ def main() -> None:
     ap.add_argument("--store", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--prefetch", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--verify", default="lazy", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--db", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -386,7 +391,8 @@ def main() -> None:
         if a.child == "gram":
             child_gram(a.store, rows)
         elif a.child in ("moments", "ridge"):
-            child_moments(a.store, rows, a.prefetch, labels=a.child == "ridge")
+            child_moments(a.store, rows, a.prefetch, labels=a.child == "ridge",
+                          verify=a.verify)
         elif a.child == "dist":
             child_dist(a.store, rows, a.prefetch, a.out)
         elif a.child == "extract":
