@@ -1,4 +1,4 @@
-"""Scale: streamed Moments over a 10,000,000 x 384 float16 store, 2 ranks vs 1, extraction on 2 ranks.
+"""Scale: Moments over a 10M x 384 float16 store on disk, 2 ranks vs 1, extraction on 2 ranks.
 
 Three parts (``--parts a,b,c``), each implementation in its own process through
 ``benchmarks/_harness.py`` (``prlimit --as`` caps, CPU-seconds from the child):
