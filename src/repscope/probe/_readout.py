@@ -107,6 +107,9 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
     centres_, widths_ : ndarray of shape (n_targets, 2) and (n_targets,), or None
         The learned receptive fields (image coordinates, row then column), None without
         them.
+    started_on_token_ : ndarray of shape (n_targets,) of bool, or None
+        Which fields started on the single token that best predicts their target rather
+        than at ``target_positions`` (or a random point): see :meth:`fit`.
 
     Examples
     --------
@@ -114,7 +117,7 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 9, 8)).astype(np.float32)
     >>> Y = X[:, [2, 6], 0]            # target t reads token 2 or 6
-    >>> m = CrossAttentionReadout(max_iter=200, receptive_field=False).fit(X, Y)
+    >>> m = CrossAttentionReadout(max_iter=200).fit(X, Y)
     >>> m.attention(X).mean(0).argmax(1).tolist()
     [2, 6]
     """
@@ -149,10 +152,15 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
             progress: ProgressLike = False) -> CrossAttentionReadout:
         """Fit on tokens ``X`` (n, t, d) and targets ``Y`` (n, k) or (n,).
 
-        ``target_positions`` (k, 2), image coordinates in [0, 1] (row, column), is where each
-        target's receptive field starts (e.g. the centre of its image cell); by default each
-        starts at a random point. ``progress=True`` shows a bar over the training steps (or
-        pass a caller's ``advance`` callback)."""
+        Each target's receptive field starts on the token whose features alone predict the
+        target best (ridge per token, adjusted R^2 >= 0.05 on the training data), so a
+        target read far from where it is expected is found. ``target_positions`` (k, 2),
+        image coordinates in [0, 1] (row, column), e.g. the centre of each target's image
+        cell, is kept as the start instead when a token within ``width`` of it predicts the
+        target at least half as well as the best token, and is the start of a target no token
+        predicts (a constant one); without it such targets start at random points.
+        ``progress=True`` shows a bar over the training steps (or pass a caller's ``advance``
+        callback)."""
         import torch
 
         self._validate_params()
@@ -184,10 +192,13 @@ class CrossAttentionReadout(RegressorMixin, ValidatedEstimator):
                   "pos": init(t, h, scale=0.0), "Q": init(k, h, scale=1.0),
                   "W": init(k, h, scale=0.0), "b": torch.zeros(k, requires_grad=True)}
         grid = _grid_positions(t)
+        self.started_on_token_ = None
         if self.receptive_field and grid is not None:
-            c0 = (torch.rand(k, 2, generator=gen) if target_positions is None
-                  else torch.from_numpy(_positions(target_positions, k, caller)))
-            params["centre"] = c0.requires_grad_()
+            given = None if target_positions is None else _positions(target_positions, k, caller)
+            centres, self.started_on_token_ = _field_starts(
+                z.numpy(), ys.numpy(), grid, given, float(self.width),
+                torch.rand(k, 2, generator=gen).numpy())
+            params["centre"] = torch.from_numpy(centres).requires_grad_()
             params["log_width"] = torch.full((k,), math.log(self.width)).requires_grad_()
             params["grid"] = torch.from_numpy(grid)
         decay = [params[n] for n in ("Wk", "Wv", "pos", "Q", "W")]
@@ -267,6 +278,49 @@ def _positions(P: Any, k: int, caller: str) -> np.ndarray:
     return p.astype(np.float32)
 
 
+#: Adjusted R^2 of the best single token above which a receptive field starts on that token.
+_FOUND = 0.05
+
+
+def _token_fits(z: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Adjusted R^2 (training data) of ridge from each token's features alone to each target,
+    shape (n_tokens, n_targets); -inf for a constant target."""
+    n, _, p = z.shape
+    zc = (z - z.mean(0)).astype(np.float64)
+    zt = zc.transpose(1, 2, 0)                                    # (t, p, n)
+    G = zt @ zt.transpose(0, 2, 1)
+    G[:, np.arange(p), np.arange(p)] += 1e-3 * np.trace(G, axis1=1, axis2=2)[:, None] / p
+    B = zt @ (ys - ys.mean(0))                                    # (t, p, k)
+    explained = (B * np.linalg.solve(G, B)).sum(1)                # (t, k)
+    ss = ((ys - ys.mean(0)) ** 2).sum(0)
+    r2 = np.where(ss > 0, explained / np.where(ss > 0, ss, 1.0), -np.inf)
+    return 1.0 - (1.0 - r2) * (n - 1) / max(n - p - 1, 1)
+
+
+def _field_starts(z: np.ndarray, ys: np.ndarray, grid: np.ndarray, given: np.ndarray | None,
+                  width: float, random: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each target's receptive field starts, and whether that is its best single token.
+
+    A target starts on the token whose features alone predict it best (adjusted R^2 at least
+    :data:`_FOUND`) unless it has ``given`` positions and a token within ``width`` (at least
+    one token spacing) of its position predicts it at least half as well; otherwise at its
+    given position, or at ``random``.
+    """
+    adj = _token_fits(z, ys)                                      # (t, k)
+    k = adj.shape[1]
+    best = adj.argmax(0)
+    top = adj[best, np.arange(k)]
+    found = top >= _FOUND
+    start = random.copy() if given is None else given.copy()
+    if given is not None:
+        dist = np.sqrt(((grid[:, None] - given[None]) ** 2).sum(-1))        # (t, k)
+        reach = max(width, 1.0 / math.isqrt(grid.shape[0]))
+        near = np.where(dist <= reach, adj, -np.inf).max(0)
+        found &= ~(near >= 0.5 * top)
+    start[found] = grid[best[found]]
+    return start.astype(np.float32), found
+
+
 def _grid_positions(t: int) -> np.ndarray | None:
     """Centres of a square grid of ``t`` tokens in image coordinates (row-major), or None."""
     side = math.isqrt(t)
@@ -282,12 +336,15 @@ def _forward(params: dict[str, Any], z: Any) -> tuple[Any, Any]:
     keys = z @ params["Wk"] + params["pos"]                       # (n, t, h)
     values = z @ params["Wv"]                                     # (n, t, h)
     h = keys.shape[-1]
-    logits = torch.einsum("kh,nth->nkt", params["Q"], keys) / h ** 0.5
+    logits = (keys @ (params["Q"].T / h ** 0.5)).transpose(1, 2)   # (n, k, t)
     if "centre" in params:                                        # receptive fields
         d2 = ((params["grid"][None] - params["centre"][:, None]) ** 2).sum(-1)   # (k, t)
         logits = logits - d2 / (2 * torch.exp(2 * params["log_width"]))[:, None]
+    # floor the logits 60 below each row's largest: keeps the weights of far tokens (down to
+    # e^-60) out of float32's subnormal range, where CPU arithmetic runs many times slower
+    logits = torch.maximum(logits, logits.detach().amax(-1, keepdim=True) - 60.0)
     att = torch.softmax(logits, dim=-1)
-    pooled = torch.einsum("nkt,nth->nkh", att, values)            # (n, k, h)
+    pooled = att @ values                                         # (n, k, h)
     return (pooled * params["W"]).sum(-1) + params["b"], att
 
 
