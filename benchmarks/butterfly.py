@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -168,7 +167,6 @@ def main() -> None:
         C("dense / butterfly", "dense_bf", ".1f"),
         C("butterfly ns per row per N log2 N", "ns", ".2f"),
         C("butterfly rel. error", "bf_err", ".1e")], markdown=True)
-    assert all(math.isfinite(float(r.get("bf", 0.0))) for r in rows)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

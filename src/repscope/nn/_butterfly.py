@@ -67,8 +67,8 @@ def _check_power_of_two(n: Any, name: str, caller: str) -> int:
     if n < 2 or not _is_power_of_two(n):
         up = 1 << max(1, (n - 1).bit_length())
         raise RepscopeValueError(
-            f"{name} must be a power of two, at least 2, for the exact butterfly construction "
-            f"in {caller}; got {n}. Pad the input with zeros to {up}.")
+            f"{name} must be a power of two (at least 2) for the butterfly factors of {caller}; "
+            f"got {n}. Pad the input with zeros to {up}.")
     return n
 
 
