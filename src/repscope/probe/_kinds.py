@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["TokenSetProbe", "knn", "lda", "logistic", "make_probe", "moment", "nb", "ridge",
-           "token_features"]
+__all__ = ["TokenSetProbe", "arcface", "cosface", "elasticface", "knn", "lda", "logistic",
+           "make_probe", "moment", "nb", "ridge", "token_features"]
 
 
 def ridge(*, seed: int = 0, k: int = 10, small: bool = False) -> Any:
@@ -195,3 +195,24 @@ def make_probe(name: str, *, seed: int = 0, k: int = 10, small: bool = False) ->
     from repscope.capability import load_kind
 
     return load_kind("probe", name)(seed=seed, k=k, small=small)
+
+
+def arcface(*, seed: int = 0, k: int = 10, small: bool = False) -> Any:
+    """ArcFace cosine-margin probe (additive angular margin 0.5, s = 64, 128-d embedding)."""
+    from repscope.probe._margin import MarginProbe
+
+    return MarginProbe(loss="arcface", random_state=seed)
+
+
+def cosface(*, seed: int = 0, k: int = 10, small: bool = False) -> Any:
+    """CosFace cosine-margin probe (additive cosine margin 0.35, s = 64, 128-d embedding)."""
+    from repscope.probe._margin import MarginProbe
+
+    return MarginProbe(loss="cosface", random_state=seed)
+
+
+def elasticface(*, seed: int = 0, k: int = 10, small: bool = False) -> Any:
+    """ElasticFace-Arc probe (angular margin drawn per sample from N(0.5, 0.05), s = 64)."""
+    from repscope.probe._margin import MarginProbe
+
+    return MarginProbe(loss="elasticarc", random_state=seed)
