@@ -157,11 +157,23 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
     best = res.best_layer
     out: dict[str, Any] = {"model": model, "probe": probe_name, "layers": res.to_dict()}
     params = {"probe": probe_name, "n_folds": folds, "seed": seed}
+    margins = None
+    if hasattr(factory, "angular_margins") and feats is not None:
+        from repscope.probe._margin import compare_margins
+
+        # a margin head: its angular margins beside the softmax probe's at the best layer
+        margins = compare_margins(feats[best], y_raw, factory.loss, test_size=0.3, seed=seed)
     with settings().db() as db, db.run("probe", {"features": str(path), **params}, model=model,
                                        dataset=dataset) as run_id:
         ctx = {"model": model, "dataset": dataset, "run_id": run_id}
         db.add_many(res.to_records(**ctx, params=params))
         X = None if feats is None else feats[best]  # none under torchrun: refused above
+        if margins is not None:
+            from repscope.db import Record
+
+            db.add(Record("probe_margins", margins, layer=best, run_id=run_id, model=model,
+                          dataset=dataset, params={**params, "test_size": 0.3}))
+            out["margins"] = {"layer": best, **margins}
         if shots:
             n_classes = len(np.unique(y_raw))
             fs_factory = make(k=max(1, min(10, min(shots) * n_classes)), seed=seed,
@@ -189,6 +201,13 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
                  zip(res.layers, res.accuracy, res.ci_low, res.ci_high)],
                 ["layer", "accuracy", "95% interval"],
                 title=f"{probe_name} probe: {model} (chance {res.chance:.3f}; best {best})")
+    if "margins" in out:
+        heads = out["margins"]["heads"]
+        print_table([(name, h["accuracy"], h["margin_mean"], h["frac_negative"],
+                      h["intra_angle"], h["inter_angle_min"]) for name, h in heads.items()],
+                    ["head", "held-out accuracy", "mean margin (deg)", "negative",
+                     "angle to class centre", "min angle between classes"],
+                    title=f"Angular margins at {best} (one 70/30 split)")
     if "few_shot" in out:
         fs_out = out["few_shot"]
         nan = [float("nan")] * len(fs_out["shots"])
