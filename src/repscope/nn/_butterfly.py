@@ -563,7 +563,7 @@ def fit_butterfly(transform: Any, n: int | None = None, *, inputs: Tensor | None
         cplx = targets.is_complex() or inputs.is_complex()
         dtype = {(True, True): torch.complex128, (True, False): torch.float64,
                  (False, True): torch.complex64, (False, False): torch.float32}[(wide, cplx)]
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator(device=inputs.device).manual_seed(int(seed))
     layer = ButterflyLinear(n, bias=False, permutation=permutation, init="random",
                             dtype=dtype, generator=gen, device=inputs.device)
     x = inputs.to(layer.dtype)
