@@ -168,6 +168,6 @@ class MarginHead(nn.Module):
         cos = self.cosines(x)
         if target is None:
             return self.scale * cos
-        return margin_logits(cos, target, self.kind, scale=self.scale,  # type: ignore[arg-type]
+        return margin_logits(cos, target, self.kind, scale=self.scale,
                              margin=self.margin, margin_std=self.margin_std,
                              generator=self._gen)

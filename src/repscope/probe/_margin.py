@@ -160,8 +160,8 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         with single_thread(blas=False):
             torch.manual_seed(self.random_state)
             k = Z.shape[1] if self.embed_dim is None else min(int(self.embed_dim), Z.shape[1])
-            neck = (torch.nn.Identity() if self.embed_dim is None else
-                    torch.nn.Linear(Z.shape[1], k, bias=False))
+            neck: torch.nn.Module = (torch.nn.Identity() if self.embed_dim is None else
+                                     torch.nn.Linear(Z.shape[1], k, bias=False))
             head = MarginHead(k, len(self.classes_), self.loss,  # type: ignore[arg-type]
                               scale=self.scale, margin=self.margin,
                               margin_std=self.margin_std, seed=self.random_state)
@@ -174,7 +174,7 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
-        self.projection_ = (None if self.embed_dim is None else
+        self.projection_ = (None if not isinstance(neck, torch.nn.Linear) else
                             neck.weight.detach().double().numpy().T)  # (d, k)
         W = head.weight.detach().double().numpy()
         self.directions_ = W / np.linalg.norm(W, axis=1, keepdims=True)
@@ -337,5 +337,5 @@ def compare_margins(X: Any, y: Any, loss: str = "arcface", *, test_size: float =
         margins = s.pop("margins")
         s["hist"] = np.histogram(margins, bins=edges)[0].tolist()
         heads[name] = s
-    return {"heads": heads, "edges": edges.tolist(), "n_train": int(len(tr)),
-            "n_test": int(len(te))}
+    return {"heads": heads, "edges": edges.tolist(), "n_train": len(tr),
+            "n_test": len(te)}
