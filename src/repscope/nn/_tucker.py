@@ -287,7 +287,7 @@ def hosvd(tensor: Any, ranks: Any) -> TuckerResult:
     return _finish(x, core, factors, grams, spectra, r, is_np, out_dtype, "hosvd", 0)
 
 
-def tucker(tensor: Any, ranks: Any, n_iter: int = 100, *, tol: float = 1e-10) -> TuckerResult:
+def tucker(tensor: Any, ranks: Any, n_iter: int = 100, *, tol: float = 1e-8) -> TuckerResult:
     """Tucker decomposition by higher-order orthogonal iteration (HOOI), started from HOSVD.
 
     Each sweep updates every factor in turn to the top-:math:`r_k` left singular vectors of
@@ -308,7 +308,7 @@ def tucker(tensor: Any, ranks: Any, n_iter: int = 100, *, tol: float = 1e-10) ->
         As in :func:`hosvd`.
     n_iter : int, default=100
         Most sweeps over all modes.
-    tol : float, default=1e-10
+    tol : float, default=1e-8
         Stop when a sweep raises the fit by less than this.
 
     Returns
@@ -366,7 +366,7 @@ def tucker_of_tokens(
     mask: Any = None,
     center: bool = False,
     n_iter: int = 100,
-    tol: float = 1e-10,
+    tol: float = 1e-8,
 ) -> TuckerResult:
     """Tucker (HOOI) of token activations as a samples x tokens x channels tensor.
 
