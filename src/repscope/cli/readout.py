@@ -138,15 +138,17 @@ def readout(features: str, layers: str | None, targets: str, target_grid: str | 
         echo_json({"layer": layer, **values})
         return
     row: list[Any] = [layer, values["n_train"], values["n_test"], values["n_targets"],
-                      values["r2_readout"], values["r2_ridge_pooled"], values["r2_ridge_flat"]]
+                      *(values[f"r2_{m}_weighted"] for m in ("readout", "ridge_pooled",
+                                                            "ridge_flat"))]
     headers = ["layer", "train", "test", "targets", "R2 readout", "R2 ridge pooled",
                "R2 ridge flat"]
     if values["region_mass"] is not None:
         mass = values["region_mass"]
         row += [min(mass), sum(m >= 0.5 for m in mass)]
         headers += ["min mass near cell", "cells >= 0.5"]
-    print_table([row], headers, title=f"Cross-attention readout of {model}: held-out R^2 (mean "
-                                      "over targets)")
+    print_table([row], headers, title=f"Cross-attention readout of {model}: held-out R^2 of all "
+                                      "targets together (variance-weighted; --json also gives "
+                                      "the mean over targets)")
 
 
 COMMANDS = [readout]

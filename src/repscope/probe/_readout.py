@@ -348,6 +348,11 @@ def _forward(params: dict[str, Any], z: Any) -> tuple[Any, Any]:
     return (pooled * params["W"]).sum(-1) + params["b"], att
 
 
+def _r2_weighted(y: np.ndarray, pred: np.ndarray) -> float:
+    ss = float(((y - y.mean(0)) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
+
+
 def _r2(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     ss = ((y - y.mean(0)) ** 2).sum(0)
     sse = ((y - pred) ** 2).sum(0)
@@ -401,6 +406,11 @@ class ReadoutResult(RecordedResult):
         Held-out R^2 per target of the readout, of ridge on mean-pooled tokens (one alpha per
         target, 5-fold CV) and of ridge on the flattened tokens (dual form, one alpha per
         target by GCV).
+    r2_weighted : dict of str to float
+        Held-out R^2 of all targets together, ``1 - sum(SSE) / sum(SS)`` (scikit-learn's
+        ``multioutput="variance_weighted"``), for ``"readout"``, ``"ridge_pooled"`` and
+        ``"ridge_flat"``. Unlike the mean of per-target R^2 it is not swamped by a target
+        that barely varies in the held-out set (a blank image border).
     attention : ndarray of shape (n_targets, n_tokens)
         The readout's attention averaged over the held-out samples.
     token_grid : (int, int) or None
@@ -425,11 +435,12 @@ class ReadoutResult(RecordedResult):
     region_mass: np.ndarray | None
     n_train: int
     n_test: int
+    r2_weighted: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
-        """One ``readout`` record: mean and per-target R^2 of the three models, the mean
-        attention map of every target (4 decimals) and the region masses."""
+        """One ``readout`` record: mean, variance-weighted and per-target R^2 of the three
+        models, the mean attention map of every target (4 decimals) and the region masses."""
         def lst(a: np.ndarray, digits: int = 6) -> list[float]:
             return [round(float(v), digits) for v in np.ravel(a)]
 
@@ -437,6 +448,7 @@ class ReadoutResult(RecordedResult):
             "r2_readout": float(np.nanmean(self.r2_readout)),
             "r2_ridge_pooled": float(np.nanmean(self.r2_ridge_pooled)),
             "r2_ridge_flat": float(np.nanmean(self.r2_ridge_flat)),
+            **{f"r2_{k}_weighted": float(v) for k, v in self.r2_weighted.items()},
             "r2_readout_per_target": lst(self.r2_readout),
             "r2_ridge_pooled_per_target": lst(self.r2_ridge_pooled),
             "r2_ridge_flat_per_target": lst(self.r2_ridge_flat),
@@ -538,17 +550,20 @@ def readout_comparison(
         readout_params.setdefault("width", 0.5 / max(R, C))
     model = CrossAttentionReadout(random_state=random_state, **readout_params)
     model.fit(x[tr], y[tr], target_positions=centres, progress=progress)
-    r2_readout = model.score_targets(x[te], y[te])
+    preds = {"readout": model.predict(x[te])}
     att = model.attention(x[te]).mean(0)
     pooled = x.mean(1, dtype=np.float64)
     enc = EncodingModel(cv=5, random_state=random_state).fit(pooled[tr], y[tr])
-    r2_pooled = _r2(y[te], enc.predict(pooled[te]))
+    preds["ridge_pooled"] = enc.predict(pooled[te])
     flat = x.reshape(n, -1)
-    r2_flat = _r2(y[te], _ridge_flat(flat[tr], y[tr], flat[te]))
+    preds["ridge_flat"] = _ridge_flat(flat[tr], y[tr], flat[te])
+    r2_readout, r2_pooled, r2_flat = (_r2(y[te], p) for p in preds.values())
     mass = region_mass(att, target_grid, token_grid) if target_grid and token_grid else None
     return ReadoutResult(
         r2_readout=r2_readout, r2_ridge_pooled=r2_pooled, r2_ridge_flat=r2_flat, attention=att,
-        token_grid=token_grid, target_grid=(int(target_grid[0]), int(target_grid[1])) if target_grid else None,
+        token_grid=token_grid,
+        target_grid=(int(target_grid[0]), int(target_grid[1])) if target_grid else None,
         region_mass=mass, n_train=len(tr), n_test=len(te),
+        r2_weighted={k: _r2_weighted(y[te], p) for k, p in preds.items()},
         settings={k: v for k, v in model.get_params().items() if k != "random_state"}
         | {"random_state": random_state, "test_size": test_size})

@@ -75,13 +75,15 @@ def render_readout(records: Sequence[RecordLike]) -> str:
     for r in records:
         v = r.values
         mass = v.get("region_mass")
-        headers = ["model", "layer", "dataset", "train", "test", "targets", "readout",
-                   "ridge, pooled tokens", "ridge, flattened tokens"]
+        names = ["readout", "ridge, pooled tokens", "ridge, flattened tokens"]
+        keys = ["r2_readout", "r2_ridge_pooled", "r2_ridge_flat"]
+        headers = ["model", "layer", "dataset", "train", "test", "targets", *names, *names]
         row: list[Any] = [r.model, r.layer, r.dataset, int(v.get("n_train", 0)),
                           int(v.get("n_test", 0)), int(v.get("n_targets", 0)),
-                          _f(v.get("r2_readout")), _f(v.get("r2_ridge_pooled")),
-                          _f(v.get("r2_ridge_flat"))]
-        groups = [("", 6), ("held-out R² (mean over targets)", 3)]
+                          *(_f(v.get(f"{k}_weighted")) for k in keys),
+                          *(_f(v.get(k)) for k in keys)]
+        groups = [("", 6), ("held-out R², all targets together", 3),
+                  ("held-out R², mean over targets", 3)]
         if mass:
             headers += ["lowest", "cells ≥ 0.5"]
             row += [min(mass), f"{sum(m >= 0.5 for m in mass)} / {len(mass)}"]
@@ -98,9 +100,12 @@ def render_readout(records: Sequence[RecordLike]) -> str:
             parts.append(f'<figure class="chart">{svg}<figcaption>{esc(cap)}'
                          "</figcaption></figure>")
         note = ("The readout: one learned query per target cross-attends to the patch tokens "
-                "(with learned positional embeddings) and a linear map reads its pooled value. "
+                "(content, a learned positional embedding and a learned receptive field: a "
+                "centre and a width on the token grid) and a linear map reads its pooled value. "
                 "Ridge baselines: one alpha per target, on mean-pooled tokens (5-fold CV) and on "
-                "all tokens flattened (dual form, GCV).")
+                "all tokens flattened (dual form, GCV). R² of all targets together is "
+                "1 − ΣSSE / ΣSS over the targets (variance-weighted); the mean over targets is "
+                "swamped by targets that barely vary in the held-out set.")
         parts.append(f'<p class="note">{esc(note)}</p>')
         out.append(f'<div class="block">{"".join(parts)}</div>')
     return "".join(out)
