@@ -285,14 +285,18 @@ _FOUND = 0.05
 def _token_fits(z: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Adjusted R^2 (training data) of ridge from each token's features alone to each target,
     shape (n_tokens, n_targets); -inf for a constant target."""
-    n, _, p = z.shape
-    zc = (z - z.mean(0)).astype(np.float64)
-    zt = zc.transpose(1, 2, 0)                                    # (t, p, n)
-    G = zt @ zt.transpose(0, 2, 1)
-    G[:, np.arange(p), np.arange(p)] += 1e-3 * np.trace(G, axis1=1, axis2=2)[:, None] / p
-    B = zt @ (ys - ys.mean(0))                                    # (t, p, k)
-    explained = (B * np.linalg.solve(G, B)).sum(1)                # (t, k)
-    ss = ((ys - ys.mean(0)) ** 2).sum(0)
+    n, t, p = z.shape
+    yc = (ys - ys.mean(0)).astype(np.float64)
+    mu = z.mean(0, dtype=np.float64)
+    explained = np.empty((t, yc.shape[1]))
+    step = max(1, 2 ** 22 // (n * p))                             # tokens per chunk (32 MiB)
+    for j in range(0, t, step):
+        zt = (z[:, j:j + step] - mu[j:j + step]).transpose(1, 2, 0)          # (c, p, n)
+        G = zt @ zt.transpose(0, 2, 1)
+        G[:, np.arange(p), np.arange(p)] += 1e-3 * np.trace(G, axis1=1, axis2=2)[:, None] / p
+        B = zt @ yc                                               # (c, p, k)
+        explained[j:j + step] = (B * np.linalg.solve(G, B)).sum(1)
+    ss = (yc ** 2).sum(0)
     r2 = np.where(ss > 0, explained / np.where(ss > 0, ss, 1.0), -np.inf)
     return 1.0 - (1.0 - r2) * (n - 1) / max(n - p - 1, 1)
 
