@@ -1,4 +1,5 @@
-"""Structured layers and heads: the margin-probe kinds, their report section and demo step."""
+"""Structured layers and heads: the ``nn`` commands, the margin-probe kinds, their report
+sections and demo step."""
 
 from repscope.capability import Capability, DemoStep, Kind, Section
 
@@ -7,6 +8,7 @@ CAPABILITY = Capability(
     summary="Structured torch layers and heads from the seed papers (margin heads, ordered "
     "low-rank, butterfly, hyper-connections, separable blocks, Tucker, hashed embeddings, "
     "feature gates, linear attention) with analyses of their structure.",
+    commands=("repscope.cli.nn:nn",),
     sections=(
         Section("probe_margins", "Angular margins of margin-head probes", order=34,
                 render="repscope.nn._report:render_probe_margins",
@@ -14,6 +16,16 @@ CAPABILITY = Capability(
                 "probe on the same held-out rows: accuracy and the distribution of per-sample "
                 "angular margins (angle to the nearest other class minus angle to the own "
                 "class)."),
+        Section("low_rank_spectrum", "Low-rank spectra of layer weights", order=92,
+                render="repscope.nn._report:render_low_rank",
+                description="How much of each weight matrix a rank-k layer keeps "
+                "(Eckart–Young): effective rank and the rank for 90% of the energy, layer by "
+                "layer, and the singular values of a few layers."),
+        Section("tucker", "Tucker decomposition of activations", order=93,
+                render="repscope.nn._report:render_tucker",
+                description="Tucker (HOOI) of a layer's activation tensor: how the energy "
+                "spreads over the directions of each mode (samples, token positions, channels) "
+                "and how much a small core keeps."),
     ),
     demo=(
         DemoStep("margins", order=80, run="repscope.nn._demo:demo_margins_step",

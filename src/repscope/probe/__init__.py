@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
     from repscope.probe._logistic import C_from_lambda, LinearProbe, lambda_from_C
     from repscope.probe._logistic_common import PathPoint, PathPointResult
+    from repscope.probe._margin import MarginProbe, angular_margins, compare_margins
     from repscope.probe._metrics import (
         accuracy,
         average_precision,
@@ -115,6 +116,7 @@ __all__ = [
     "LearningCurveResult",
     "LinearProbe",
     "MDLResult",
+    "MarginProbe",
     "MomentProbe",
     "MultiLevelProbe",
     "PathPoint",
@@ -129,11 +131,13 @@ __all__ = [
     "SelectivityResult",
     "TemperatureScaler",
     "accuracy",
+    "angular_margins",
     "average_precision",
     "balanced_accuracy",
     "brier_score",
     "calibration_report",
     "checkpoint_drift",
+    "compare_margins",
     "control_task_labels",
     "ece",
     "evaluate",
