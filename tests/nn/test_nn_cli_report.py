@@ -99,6 +99,29 @@ def test_margin_demo_step_records_both_heads(lite0_mnist, tmp_path) -> None:
                           labels=lite0_mnist.y, label_names=[str(i) for i in range(10)],
                           inputs=None, ids=[], dataset="mnist", db=db, run_id="r", seed=0,
                           log=lambda m: None, out=tmp_path)
-        [rec] = demo_margins_step(ctx)
+        records = demo_margins_step(ctx)
+    rec = records[0]
     assert rec.analysis == "probe_margins" and rec.layer == "_bn1"
     assert set(rec.values["heads"]) == {"arcface", "softmax"}
+    spectra = {r.layer for r in records if r.analysis == "low_rank_spectrum"}
+    assert {"_conv_head", "_blocks.15._project_conv"} <= spectra
+    assert all(r.model == "efficientnet-lite0" for r in records)
+
+
+def test_tucker_demo_step_on_austen_tokens(tmp_path) -> None:
+    from repscope.capability import DemoContext
+    from repscope.exceptions import DataNotFoundError
+    from repscope.nn._demo import TUCKER_RANKS, demo_tucker_step
+
+    ctx = DemoContext(stores={}, layers={}, labels=np.zeros(1), label_names=[], inputs=None,
+                      ids=[], dataset="mnist", db=None, run_id="r", seed=0, log=lambda m: None,
+                      out=tmp_path)
+    try:
+        [rec] = demo_tucker_step(ctx)
+    except DataNotFoundError as err:
+        from repscope._testing import skip_or_fail
+
+        skip_or_fail(f"the Austen novels are missing: {err}")
+    assert rec.analysis == "tucker" and rec.dataset == "austen"
+    assert rec.values["ranks"] == list(TUCKER_RANKS) and 0 < rec.values["fit"] < 1
+    assert rec.values["shape"][0] == 200 and rec.values["shape"][2] == 384

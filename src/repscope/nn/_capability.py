@@ -29,7 +29,10 @@ CAPABILITY = Capability(
     ),
     demo=(
         DemoStep("margins", order=80, run="repscope.nn._demo:demo_margins_step",
-                 summary="ArcFace probe vs softmax probe on the last layer: angular margins",
+                 summary="ArcFace probe vs softmax probe on the last layer (angular margins); "
+                 "low-rank spectra of the models' weights", budget_s=20),
+        DemoStep("tucker", order=81, run="repscope.nn._demo:demo_tucker_step",
+                 summary="Tucker of MiniLM-L6 token activations on Austen", optional=True,
                  budget_s=20),
     ),
     kinds={"probe": {
