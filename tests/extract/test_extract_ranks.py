@@ -235,3 +235,36 @@ def test_library_extraction_on_two_ranks_with_uneven_shares(tmp_path: Path) -> N
     for layer in ("0", "2"):
         np.testing.assert_array_equal(a.read(layer), b.read(layer))
     assert list(b.metadata("i")["i"]) == list(range(11))
+
+
+_LOST_PEER = """
+import os, sys, time
+import numpy as np
+from repscope.distributed import launch
+ctx = launch()
+if ctx.rank == 1:
+    os._exit(0)  # gone without a word, as a killed rank
+time.sleep(1.0)
+from repscope.cli._errors import one_line
+from repscope.stats import Moments
+try:
+    Moments.from_arrays(np.ones((4, 3))).all_reduce()
+except RuntimeError as err:
+    print(one_line(err))
+    os._exit(3)
+print("no error")
+"""
+
+
+def test_a_lost_rank_during_an_analysis_is_one_clear_line(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "r.db", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+                  WORLD_SIZE="2", OMP_NUM_THREADS="1", REPSCOPE_DIST_TIMEOUT="30")
+    procs = [subprocess.Popen([sys.executable, "-c", _LOST_PEER],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    out, err = procs[0].communicate(timeout=120)
+    procs[1].communicate(timeout=60)
+    assert procs[0].returncode == 3, (out, err[-2000:])
+    assert out.startswith("rank 0 of 2: a collective failed: another rank stopped"), out
+    assert "Nothing was recorded; run the same command again." in out

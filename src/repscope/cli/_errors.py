@@ -123,6 +123,14 @@ def one_line(err: BaseException, *, db: Path | None = None) -> str | None:
         text = _sqlite_message(err, db)
     elif isinstance(err, MemoryError):
         text = _memory_message(err)
+    elif isinstance(err, RuntimeError) and _lost_rank(err):
+        from repscope.distributed import context
+
+        ctx = context()
+        detail = " ".join(str(err).split())[:300]
+        text = (f"rank {ctx.rank} of {ctx.world_size}: a collective failed: another rank stopped "
+                f"or did not answer within {ctx.timeout:g} s ({detail}). Nothing was recorded; "
+                "run the same command again.")
     elif isinstance(err, ValueError) and _PICKLE_REFUSAL in str(err):
         text = (
             "a .npy file holds Python objects (dtype=object), which repscope never unpickles; "
@@ -132,6 +140,23 @@ def one_line(err: BaseException, *, db: Path | None = None) -> str | None:
     else:
         return None
     return " ".join(text.split())
+
+
+#: What gloo and NCCL say when a peer process is gone or a collective timed out.
+_LOST_RANK = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "Timed out", "timed out", "NCCL error", "ProcessGroupGloo", "ProcessGroupNCCL",
+              "gloo/transport")
+
+
+def _lost_rank(err: BaseException) -> bool:
+    """A torch.distributed error of a launch of several ranks whose peer went away."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:
+        return False
+    from repscope.distributed import context
+
+    return context().is_distributed and any(s in str(err) for s in _LOST_RANK)
 
 
 def check_labels_file(source: str) -> None:
