@@ -9,11 +9,11 @@ curve of (step, training CPU-seconds, held-out FVU) comes back; the parent reads
 target FVU off it. Schedule-free optimisers are evaluated at their average iterate (``eval()``,
 the point either library keeps), and go back to the interpolation point to train on.
 
-- ``repscope``: :func:`repscope.sae.fit` with ``optimizer="schedule_free_sign_sgd"`` at its
-  default learning rate and ``TopKConfig(encoder_init_norm=0.58)`` (the settings chosen by
-  these measurements; opt-in until the Adam-tuned learning rates elsewhere move);
-  ``repscope-adam``: Adam at its default learning rate with the unit-norm encoder start (the
-  library's defaults). The case reaches the optimiser for the evaluations by wrapping
+- ``repscope``: :func:`repscope.sae.fit` at its defaults (``TopKConfig(d_in, d_sae, k, seed)``
+  and ``TrainSettings(n_steps, batch_size, log_every, seed)``: schedule-free sign-SGD at its
+  default learning rate, encoder columns starting at norm 0.58, chosen by these measurements);
+  ``repscope_adam``: Adam at its default learning rate with the unit-norm encoder start (the
+  defaults before). The case reaches the optimiser for the evaluations by wrapping
   ``make_optimizer`` (instrumentation only; training is untouched).
 - ``sparsify`` (``eai-sparsify``): ``SparseCoder`` at ``SparseCoderConfig`` defaults and its
   trainer's default optimiser, ``ScheduleFreeWrapper(SignSGD, momentum=0.95)`` at
@@ -113,16 +113,18 @@ def floor_seconds(spec: dict[str, Any], reps: int = 5) -> float:
     return float(np.median(times[1:]))
 
 
-def run_repscope(spec: dict[str, Any], optimizer: str = "schedule_free_sign_sgd",
-                 encoder_init_norm: float | None = 0.58) -> dict[str, Any]:
+def run_repscope(spec: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """``overrides``: ``optimizer`` (a TrainSettings field) and ``encoder_init_norm`` (a
+    TopKConfig field) away from the library's defaults."""
     _torch(spec)
     import repscope.sae.training._trainer as trainer
     from repscope.sae import TopKConfig, TopKSAE, TrainSettings, fit
 
     train, _ = _data(spec)
     d = spec["d"]
+    init = {k: v for k, v in overrides.items() if k == "encoder_init_norm"}
     sae = TopKSAE(TopKConfig(d_in=d, d_sae=spec["expansion"] * d, k=spec["k"], seed=spec["seed"],
-                             encoder_init_norm=encoder_init_norm))
+                             **init))
     made: list[Any] = []
     make = trainer.make_optimizer
 
@@ -147,7 +149,7 @@ def run_repscope(spec: dict[str, Any], optimizer: str = "schedule_free_sign_sgd"
             opt.train()
         clock.resume()
 
-    kwargs: dict[str, Any] = {"optimizer": optimizer}
+    kwargs: dict[str, Any] = {k: v for k, v in overrides.items() if k == "optimizer"}
     if spec.get("lr") is not None:
         kwargs["lr"] = spec["lr"]
     settings = TrainSettings(

@@ -535,7 +535,8 @@ def test_sae_threshold_training_recovers_sparse_data(name: str, params: dict[str
     sae = create_sae(name, d_in=64, d_sae=128, **params)
     sae.eval()
     fvu0, _ = _fvu(sae, x_test)
-    res = fit(x_train, sae, TrainSettings(n_steps=400, batch_size=256, lr=1e-2, log_every=100))
+    res = fit(x_train, sae, TrainSettings(n_steps=400, batch_size=256, lr=1e-2, log_every=100,
+                                          optimizer="adam"))
     fvu, l0 = _fvu(res.sae, x_test)
     assert fvu0 > 0.8
     assert fvu < 0.2

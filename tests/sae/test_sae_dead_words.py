@@ -84,7 +84,7 @@ def trained(lite0_mnist):
 
     sae.forward_normalized = recording  # type: ignore[method-assign]
     res = fit(train, sae, TrainSettings(n_steps=120, batch_size=128, lr=2e-3, seed=0,
-                                        log_every=7))
+                                        log_every=7, optimizer="adam"))
     sae.forward_normalized = forward  # type: ignore[method-assign]
     ev = evaluate(sae, held)
     run = SAERunResult(sae, ev, training=res)

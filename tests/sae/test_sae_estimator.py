@@ -28,7 +28,8 @@ def test_transform_score_and_inverse_agree_with_the_sae(arch: str) -> None:
     X, _ = _data()
     params = {"l1_coefficient": 0.5} if arch == "relu" else None
     est = SAETransformer(
-        arch, d_sae=48, k=2, sae_params=params, n_epochs=3, batch_size=128, lr=5e-3
+        arch, d_sae=48, k=2, sae_params=params, n_epochs=3, batch_size=128, lr=5e-3,
+        train_params={"optimizer": "adam"},
     )
     est.fit(X)
     codes = est.transform(X)
@@ -45,7 +46,8 @@ def test_transform_score_and_inverse_agree_with_the_sae(arch: str) -> None:
 
 def test_clone_and_pipeline() -> None:
     X, y = _data()
-    est = SAETransformer("topk", d_sae=48, k=2, n_epochs=3, batch_size=128, lr=5e-3, seed=3)
+    est = SAETransformer("topk", d_sae=48, k=2, n_epochs=3, batch_size=128, lr=5e-3, seed=3,
+                         train_params={"optimizer": "adam"})
     twin = clone(est)
     assert twin.get_params() == est.get_params()
     pipe = make_pipeline(est, LogisticRegression(max_iter=500)).fit(X[:1500], y[:1500])

@@ -1,4 +1,4 @@
-"""SAE optimisers: Adam (the default), schedule-free sign-SGD and sign-SGD train a TopK SAE;
+"""SAE optimisers: schedule-free sign-SGD (the default), Adam and sign-SGD train a TopK SAE;
 the sign-based updates equal naive references step by step; the defaults are the documented
 ones."""
 
@@ -120,19 +120,23 @@ def test_schedule_free_sign_sgd_equals_the_schedulefree_wrapper() -> None:
 
 def test_defaults_are_the_documented_ones() -> None:
     s = TrainSettings()
-    assert s.optimizer == "adam"  # sign-based optimisers are opt-in (their lr is a step size)
+    assert s.optimizer == "schedule_free_sign_sgd"  # chosen by time to a held-out FVU
     assert s.momentum == 0.95
     assert s.lr is None
     assert default_lr(2**14, "schedule_free_sign_sgd") == pytest.approx(4.7e-3)
     assert default_lr(4 * 2**14, "sign_sgd") == pytest.approx(4.7e-3)  # width-independent
     assert default_lr(2**14, "adam") == pytest.approx(2e-4)
-    assert default_lr(2**12) == pytest.approx(4e-4)  # Adam's when not named
+    assert default_lr(2**12, "adam") == pytest.approx(4e-4)
+    assert default_lr(2**12) == pytest.approx(4.7e-3)  # the default optimiser's when not named
     x = _problem(n=1024)
     for optimizer in ("schedule_free_sign_sgd", "adam"):
         sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))
         settings = TrainSettings(n_steps=2, batch_size=512, log_every=1, optimizer=optimizer)
         res = fit(x, sae, settings)
         assert res.history["lr"][-1] == pytest.approx(default_lr(96, optimizer))
+    res = fit(x, TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3)),
+              TrainSettings(n_steps=2, batch_size=512, log_every=1))
+    assert res.history["lr"][-1] == pytest.approx(4.7e-3)  # no optimiser named: sign-based
 
 
 def test_bad_optimizer_settings_are_named() -> None:
@@ -142,17 +146,21 @@ def test_bad_optimizer_settings_are_named() -> None:
         TrainSettings(momentum=0.0)
     with pytest.raises(RepscopeValueError, match="'optimizer' parameter of default_lr"):
         default_lr(64, "adagrad")
+    with pytest.raises(RepscopeValueError, match="'weight_decay' parameter of TrainSettings "
+                       "applies to optimizer 'adam' only"):
+        TrainSettings(weight_decay=1e-4)  # the default optimiser is sign-based
+    assert TrainSettings(optimizer="adam", weight_decay=1e-4).weight_decay == 1e-4
 
 
 def test_topk_encoder_starts_at_the_documented_norm() -> None:
-    sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=0.58))
+    sae = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))  # the default: 0.58
     enc = torch.linalg.vector_norm(sae.W_enc.detach(), dim=0)
     dec = torch.linalg.vector_norm(sae.W_dec.detach(), dim=1)
     torch.testing.assert_close(enc, torch.full((96,), 0.58))
     torch.testing.assert_close(dec, torch.ones(96))
     # still tied in direction: each encoder column is its decoder row scaled
     torch.testing.assert_close(sae.W_enc.detach(), 0.58 * sae.W_dec.detach().T)
-    unit = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3))  # the default: unit norm, tied
+    unit = TopKSAE(TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=None))  # unit, tied
     torch.testing.assert_close(unit.W_enc.detach(), unit.W_dec.detach().T)
     with pytest.raises(RepscopeValueError, match="'encoder_init_norm' parameter of TopKConfig"):
         TopKConfig(d_in=24, d_sae=96, k=3, encoder_init_norm=0.0).validate()

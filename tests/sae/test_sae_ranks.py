@@ -37,7 +37,7 @@ def _library_worker(rank: int, world: int, store: str, layer: str) -> dict[str, 
     # dead_after of 400 vectors: latents die within 50 steps, so AuxK runs on both sides
     sae = TopKSAE(TopKConfig(d_in=train.d, d_sae=256, k=8, dead_after=400, seed=1))
     st = TrainSettings(n_steps=STEPS, batch_size=BATCH // world, lr=2e-3, seed=SEED,
-                       check_every=10, log_every=5)
+                       check_every=10, log_every=5, optimizer="adam")
     res = fit(data, sae, st)
     state = {k: v.detach().clone() for k, v in res.sae.state_dict().items() if v.numel()}
     assert res.state is not None

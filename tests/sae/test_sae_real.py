@@ -36,7 +36,8 @@ def trained(residual):
     d = train.shape[1]
     saes = [TopKSAE(TopKConfig(d_in=d, d_sae=4 * d, k=K, seed=s)) for s in (0, 1)]
     # both seeds in one pass over the data
-    return sweep(train, saes, TrainSettings(n_epochs=8, batch_size=256, lr=1e-3, seed=0))
+    return sweep(train, saes, TrainSettings(n_epochs=8, batch_size=256, lr=1e-3, seed=0,
+                                             optimizer="adam"))
 
 
 def test_residual_sae_reconstructs_held_out_tokens(residual, trained):

@@ -110,7 +110,7 @@ def test_sweep_equals_separate_fits() -> None:
 def test_defaults_keep_latents_alive_on_uncentred_embeddings() -> None:
     # embeddings far from the origin: a zero decoder bias and no AuxK leaves most latents dead
     X, _ = _data(n=8192, offset=8.0, m=64)
-    st = TrainSettings(n_epochs=4, batch_size=256, lr=2e-3)
+    st = TrainSettings(n_epochs=4, batch_size=256, lr=2e-3, optimizer="adam")
     good = fit(X, _sae(d_sae=128, dead_after=2048), st)
     naive = fit(
         X,
@@ -198,7 +198,8 @@ def _ddp_worker(rank: int, world: int):
     g = np.random.default_rng(0)
     X = (g.standard_normal((3000, 16)) ** 3 + 2).astype(np.float32)
     sae = TopKSAE(TopKConfig(d_in=16, d_sae=256, k=2, dead_after=300))
-    st = TrainSettings(n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2)
+    st = TrainSettings(n_steps=40, batch_size=128 // world, lr=3e-3, check_every=5, seed=2,
+                       optimizer="adam")
     res = fit(X, sae, st)
     if rank != 0:
         return None

@@ -161,8 +161,13 @@ def sae() -> None:
               help="Passes over the training vectors, instead of the default budget.")
 @click.option("--batch-size", default=1024, show_default=True, help="Vectors per step (under "
               "torchrun, the global batch: a multiple of the number of ranks).")
+@click.option("--optimizer", type=click.Choice(["schedule_free_sign_sgd", "adam", "sign_sgd"]),
+              default="schedule_free_sign_sgd", show_default=True,
+              help="Schedule-free sign-SGD (sparsify's default; reached a held-out FVU about 2x "
+              "faster than sparsify and Adam on SmolLM2 activations), Adam, or plain sign-SGD.")
 @click.option("--lr", type=float, default=None,
-              help="Adam learning rate (default 2e-4 * sqrt(16384 / width)).")
+              help="Learning rate (default 4.7e-3, the sign step, for the sign-based optimisers; "
+              "2e-4 * sqrt(16384 / width) for Adam).")
 @click.option("--holdout", default=0.1, show_default=True, help="Share of the samples held out "
               "for evaluation: whole documents (a sample id's prefix before ':', e.g. the novel "
               "of 'emma:0042', else each sample with its tokens) drawn at random (repscope --seed).")
@@ -176,7 +181,7 @@ def sae() -> None:
 @json_option
 def train(features: str, layer: str | None, arch: str, width: int | None, expansion: float | None,
           k: int | None, k_sweep: str, l1: float | None, steps: int | None, epochs: float | None,
-          batch_size: int, lr: float | None, holdout: float, out: str | None, skip_first: bool,
+          batch_size: int, optimizer: str, lr: float | None, holdout: float, out: str | None, skip_first: bool,
           dataset: str, as_json: bool) -> None:
     """Train SAEs on a layer of FEATURES; evaluate them on held-out samples.
 
@@ -252,6 +257,7 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     with ranks.collective("training the SAE") if ranks.is_distributed else nullcontext():
         results = sweep(data, models,
                         TrainSettings(n_steps=steps, batch_size=batch_size // ranks.world_size,
+                                      optimizer=optimizer,  # type: ignore[arg-type]
                                       lr=lr, seed=s.seed, progress=show_progress()),
                         device=s.device)
     if not ranks.is_writer:
@@ -265,7 +271,8 @@ def train(features: str, layer: str | None, arch: str, width: int | None, expans
     n_eval_vec = eval_v.n_vectors
     run_params = {"features": str(path), "architecture": arch, "d_sae": d_sae,
                   "ks": ks if "k" in fields else None, "l1": l1, "n_steps": steps,
-                  "batch_size": batch_size, "lr": lr, "holdout": holdout,
+                  "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                  "holdout": holdout,
                   "skip_first": skip_first, "seed": s.seed}
     all_values = []
     with s.db() as db, db.run("sae train", run_params, model=model, dataset=dataset) as run_id:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -26,6 +26,7 @@ MODEL = "efficientnet-lite0"
 KS = (4, 8, 16)
 EXPANSION = 4
 N_STEPS = 200
+OPTIMIZER: Final = "adam"  # LR is Adam's for these small SAEs (the default is sign-based)
 LR = 2e-3
 BATCH_SIZE = 256
 HOLDOUT = 0.2
@@ -132,6 +133,7 @@ def _run(
         TrainSettings(
             n_steps=N_STEPS,
             batch_size=min(BATCH_SIZE, len(train_idx)),
+            optimizer=OPTIMIZER,
             lr=LR,
             seed=seed,
             log_every=10,
@@ -161,7 +163,8 @@ def _run(
         records += run.to_records(
             model=MODEL, dataset=dataset, layer=layer, run_id=run_id,
             params={"architecture": "topk", "d_sae": width, "k": sae.cfg.k, "n_steps": N_STEPS,
-                    "batch_size": BATCH_SIZE, "lr": LR, "holdout": HOLDOUT, "seed": seed})
+                    "batch_size": BATCH_SIZE, "optimizer": OPTIMIZER, "lr": LR,
+                    "holdout": HOLDOUT, "seed": seed})
     fvus = ", ".join(f"k={r.values['k']}: {r.values['fvu']:.3f}" for r in records)
     log(
         f"[demo] SAEs: held-out FVU {fvus} (train {t_train:.1f} s, total "

@@ -589,7 +589,8 @@ class SparseAutoencoder(nn.Module, abc.ABC):
         if not self.cfg.normalize_decoder or self.W_dec.grad is None:
             return
         w, g = self.W_dec, self.W_dec.grad
-        g.addcmul_(torch.einsum("ij,ij->i", g, w)[:, None], w, value=-1.0)
+        # row-wise dots by vecdot: einsum's batched 1 x d products took 4x as long on a CPU
+        g.addcmul_(torch.linalg.vecdot(g, w)[:, None], w, value=-1.0)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

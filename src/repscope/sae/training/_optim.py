@@ -2,10 +2,10 @@
 
 - ``"adam"``: :class:`torch.optim.Adam` (fused on CPU and CUDA).
 - ``"sign_sgd"``: ``w <- w - lr * sign(g)`` (:class:`SignSGD`).
-- ``"schedule_free_sign_sgd"``: sign-SGD inside schedule-free averaging (Defazio et al. 2024,
-  "The Road Less Scheduled"), the default optimiser of EleutherAI sparsify
-  (``ScheduleFreeWrapper(SignSGD(...), momentum=0.95)`` of the ``schedulefree`` package)
-  (:class:`ScheduleFreeSignSGD`).
+- ``"schedule_free_sign_sgd"`` (the default of :class:`~repscope.sae.TrainSettings`): sign-SGD
+  inside schedule-free averaging (Defazio et al. 2024, "The Road Less Scheduled"), the default
+  optimiser of EleutherAI sparsify (``ScheduleFreeWrapper(SignSGD(...), momentum=0.95)`` of the
+  ``schedulefree`` package) (:class:`ScheduleFreeSignSGD`).
 
 Schedule-free keeps two sequences besides the parameters: ``z``, the base iterate, which takes
 the sign steps, and ``x``, a running average of the ``z`` iterates (weights ``lr_max**2``, so
@@ -32,8 +32,9 @@ from repscope.sae.training._settings import OPTIMIZERS
 __all__ = ["OPTIMIZERS", "ScheduleFreeSignSGD", "SignSGD", "default_lr", "make_optimizer"]
 
 
-def default_lr(d_sae: int, optimizer: str = "adam") -> float:
-    """The default learning rate of ``optimizer`` for an SAE of ``d_sae`` latents.
+def default_lr(d_sae: int, optimizer: str = "schedule_free_sign_sgd") -> float:
+    """The default learning rate of ``optimizer`` (by default the default optimiser,
+    schedule-free sign-SGD) for an SAE of ``d_sae`` latents.
 
     Adam: ``2e-4 * sqrt(2**14 / d_sae)``, the width scaling of Gao et al. (2024). Sign-based
     optimisers: 4.7e-3 at any width, chosen by held-out FVU on SmolLM2-135M layer-14 activations
@@ -46,8 +47,8 @@ def default_lr(d_sae: int, optimizer: str = "adam") -> float:
     Examples
     --------
     >>> from repscope.sae import default_lr
-    >>> round(default_lr(2**14), 6), default_lr(4 * 2**14, "schedule_free_sign_sgd")
-    (0.0002, 0.0047)
+    >>> default_lr(2**14), default_lr(4 * 2**14), round(default_lr(2**14, "adam"), 6)
+    (0.0047, 0.0047, 0.0002)
     """
     if optimizer not in OPTIMIZERS:
         raise RepscopeValueError(

@@ -2,7 +2,7 @@
 
 :class:`TrainSettings` holds everything :func:`~repscope.sae.fit` and
 :func:`~repscope.sae.sweep` need besides the data, the SAEs, the per-row callback and the
-device: step budget, batch size, Adam, learning-rate schedule, shuffling, logging, checks and
+device: step budget, batch size, optimiser, learning-rate schedule, shuffling, logging, checks and
 checkpoints. It is frozen, so one object can be shared by several runs and recorded next to
 their results (:meth:`TrainSettings.to_dict`).
 """
@@ -46,16 +46,19 @@ class TrainSettings:
         Epochs when ``n_steps`` is None (needs a source of known length unless 1).
     batch_size : int
         Vectors per step (per rank under DDP).
-    optimizer : {"adam", "schedule_free_sign_sgd", "sign_sgd"}
-        ``"adam"`` (default). ``"schedule_free_sign_sgd"``: sign-SGD inside schedule-free
-        averaging, the default of EleutherAI sparsify; the trained SAE holds the average
-        iterate. On SmolLM2-135M layer-14 activations (8x, k = 32, with
-        ``TopKConfig(encoder_init_norm=0.58)``) it reached sparsify's 400-step held-out FVU in
-        about half sparsify's CPU time, where Adam did not reach it in 450 steps
-        (``benchmarks/sae_train.py --time-to-fvu``). It is not yet the default: the learning
-        rates of existing settings were tuned for Adam, and a sign-based optimiser's ``lr`` is
-        the step of every weight. ``"sign_sgd"``: plain sign-SGD. See
-        :mod:`repscope.sae.training._optim`.
+    optimizer : {"schedule_free_sign_sgd", "adam", "sign_sgd"}
+        ``"schedule_free_sign_sgd"`` (default): sign-SGD inside schedule-free averaging, the
+        default of EleutherAI sparsify; the trained SAE holds the average iterate. Chosen by
+        time to a held-out FVU (``benchmarks/sae_train.py --time-to-fvu``): SmolLM2-135M's
+        layer-14 residual stream over 1,200 Austen paragraphs (107,000 training tokens, 8,192
+        held-out tokens of other paragraphs), TopK k = 32, batch 1,024, one CPU thread, each
+        library at its defaults (here with ``TopKConfig``'s encoder start at norm 0.58). At 8x
+        (d_sae 4,608) it reached the FVU sparsify's defaults reach at step 400 2.1x faster than
+        sparsify, where Adam at its default learning rate did not reach it in 450 steps.
+        ``"adam"``: Adam,
+        the default before; pass it with an ``lr`` tuned for Adam (a sign-based optimiser's
+        ``lr`` is the step of every weight, about 20 times Adam's at the same width).
+        ``"sign_sgd"``: plain sign-SGD. See :mod:`repscope.sae.training._optim`.
     lr : float, sequence of float, or None
         Learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
         gives :func:`~repscope.sae.default_lr` of each SAE's width and the optimiser (4.7e-3
@@ -63,7 +66,7 @@ class TrainSettings:
     betas : pair of float in [0, 1)
         Adam's moment decay rates.
     weight_decay : float
-        Adam's (L2) weight decay, at least 0 (the sign-based optimisers take none).
+        Adam's (L2) weight decay, at least 0; the sign-based optimisers take none (an error).
     momentum : float in (0, 1]
         Schedule-free interpolation: gradients are taken at ``(1 - momentum) * z +
         momentum * x`` (0.95, sparsify's).
@@ -112,7 +115,7 @@ class TrainSettings:
     n_steps: int | None = None
     n_epochs: float = 1.0
     batch_size: int = 1024
-    optimizer: Literal["schedule_free_sign_sgd", "adam", "sign_sgd"] = "adam"
+    optimizer: Literal["schedule_free_sign_sgd", "adam", "sign_sgd"] = "schedule_free_sign_sgd"
     lr: float | tuple[float, ...] | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -147,6 +150,11 @@ class TrainSettings:
         self._set("lr", _check_lr(self.lr))
         self._set("betas", _check_betas(self.betas))
         wd = check_scalar(self.weight_decay, "weight_decay", caller=_OWNER, min_value=0)
+        if wd > 0 and self.optimizer != "adam":
+            raise RepscopeValueError(
+                f"The 'weight_decay' parameter of {_OWNER} applies to optimizer 'adam' only; "
+                f"got weight_decay={wd} with optimizer {self.optimizer!r}."
+            )
         self._set("weight_decay", float(wd))
         mom = check_scalar(
             self.momentum, "momentum", caller=_OWNER, min_value=0, max_value=1, include_min=False
