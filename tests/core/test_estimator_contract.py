@@ -43,6 +43,7 @@ from repscope.probe import (
     KNNProbe,
     LDAProbe,
     LinearProbe,
+    MarginProbe,
     MomentProbe,
     MultiLevelProbe,
     RidgeProbe,
@@ -58,6 +59,7 @@ ESTIMATORS = [
     GaussianNBProbe(),
     LinearProbe(max_iter=50),
     KNNProbe(k=3),
+    MarginProbe(max_iter=300, embed_dim=8),
     MomentProbe(n_heads=2, head_dim=2, max_iter=10),
     CrossAttentionReadout(dim=4, n_components=4, max_iter=5, batch_size=16),
     EncodingModel(cv="gcv"),
@@ -201,6 +203,7 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
             "meets tol takes 0.",
     },
     "KNNProbe": {**DENSE_INPUT, **SUPERVISED},
+    "MarginProbe": {**DENSE_INPUT, **SUPERVISED, **WIDTH_MESSAGE},
     "MomentProbe": _all(
         [*FIT_ON_XY_CLASSIFIER, "check_non_transformer_estimators_n_iter",
          "check_decision_proba_consistency"],

@@ -161,3 +161,27 @@ def test_retired_analyses_still_render(tmp_path):
     html = render_report(recs, tmp_path / "old.html").read_text()
     assert "retired analysis" in html and "could not be rendered" not in html
     assert "0.812" in html and "0.87" in html and "c1" in html
+
+
+def test_low_rank_spectrum(tmp_path):
+    import torch
+
+    from repscope.nn import low_rank_spectrum
+
+    torch.manual_seed(0)
+    res = low_rank_spectrum(torch.nn.Linear(24, 16))
+    stored, html = _round_trip(tmp_path, res, model="m", layer="fc")
+    np.testing.assert_allclose(stored[0].values["singular_values"], res.singular_values)
+    assert stored[0].values["n_components_90"] == res.n_components_90
+    _shows(html, res.effective_rank)
+
+
+def test_tucker(tmp_path):
+    from repscope.nn import tucker
+
+    X = np.random.default_rng(0).standard_normal((12, 6, 8))
+    res = tucker(X, (3, 3, 4), n_iter=5)
+    stored, html = _round_trip(tmp_path, res, model="m", layer="tokens",
+                               params={"kind": "tokens"})
+    assert stored[0].values["fit"] == pytest.approx(res.fit)
+    _shows(html, res.fit)

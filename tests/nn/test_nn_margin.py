@@ -68,7 +68,7 @@ def test_head_forward_without_target_is_the_scaled_cosine() -> None:
 def test_margins_outside_zero_half_pi_are_named_errors(bad) -> None:
     with pytest.raises(RepscopeValueError, match=r"margin must be in \(0, pi/2\)"):
         MarginHead(4, 3, "arcface", margin=bad)
-    with pytest.raises(RepscopeValueError, match=r"margin must be in \(0, pi/2\)"):
+    with pytest.raises(RepscopeValueError, match=r"The 'margin' parameter of MarginProbe must be"):
         MarginProbe(margin=bad).fit(np.random.default_rng(0).normal(size=(20, 3)),
                                     np.arange(20) % 2)
     with pytest.raises(RepscopeValueError, match="margin_std is the spread"):

@@ -16,11 +16,13 @@ are its weight rows mapped into the standardised space (:func:`softmax_direction
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
+from repscope._params import ValidatedEstimator
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import NotFittedError, RepscopeValueError
 
@@ -29,7 +31,7 @@ __all__ = ["MarginProbe", "angular_margins", "compare_margins", "softmax_directi
 _KINDS = ("arcface", "cosface", "elasticarc", "elasticcos")
 
 
-class MarginProbe(ClassifierMixin, BaseEstimator):
+class MarginProbe(ClassifierMixin, ValidatedEstimator):
     """A cosine-margin probe: ArcFace, CosFace or ElasticFace head on frozen features.
 
     Parameters
@@ -68,6 +70,9 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         The learned embedding map (None without ``embed_dim``).
     directions_ : ndarray of shape (n_classes, k)
         Unit class directions in the embedding.
+    loss_curve_ : ndarray of shape (max_iter,)
+        The training loss at each step.
+    n_iter_ : int
 
     Examples
     --------
@@ -76,6 +81,19 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
     >>> MarginProbe(max_iter=100).fit(X, y).score(X, y) > 0.9
     True
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "loss": [StrOptions(set(_KINDS))],
+        "scale": [Interval(Real, 0, None, closed="neither")],
+        "margin": [Interval(Real, 0, np.pi / 2, closed="neither"), None],
+        "margin_std": [Interval(Real, 0, None, closed="left"), None],
+        "embed_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "preprocess": [StrOptions({"standardize", "centre", "none"})],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(self, loss: str = "arcface", scale: float = 64.0, margin: float | None = None,
                  margin_std: float | None = None, embed_dim: int | None = 128,
@@ -92,31 +110,6 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    def _check_params(self) -> None:
-        if self.loss not in _KINDS:
-            raise RepscopeValueError(
-                f"The 'loss' parameter of MarginProbe must be one of {list(_KINDS)}; got "
-                f"{self.loss!r}.")
-        if not isinstance(self.max_iter, Integral) or self.max_iter < 1:
-            raise RepscopeValueError(
-                f"The 'max_iter' parameter of MarginProbe must be an int >= 1; got "
-                f"{self.max_iter!r}.")
-        if self.preprocess not in ("standardize", "centre", "none"):
-            raise RepscopeValueError(
-                f"The 'preprocess' parameter of MarginProbe must be 'standardize', 'centre' or "
-                f"'none'; got {self.preprocess!r}.")
-        if self.embed_dim is not None and (not isinstance(self.embed_dim, Integral)
-                                           or self.embed_dim < 1):
-            raise RepscopeValueError(
-                f"The 'embed_dim' parameter of MarginProbe must be an int >= 1 or None; got "
-                f"{self.embed_dim!r}.")
-        for name in ("lr", "weight_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, Real) or v < 0 or (name == "lr" and v == 0):
-                sign = "positive" if name == "lr" else "non-negative"
-                raise RepscopeValueError(
-                    f"The {name!r} parameter of MarginProbe must be a {sign} number; got {v!r}.")
-
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean_) / self.scale_
 
@@ -127,7 +120,7 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         X = np.asarray(check_features(X, name="X"), dtype=np.float64)
         if X.shape[1] != self.n_features_in_:
             raise RepscopeValueError(
-                f"X must have {self.n_features_in_} features like the training data; got "
+                f"X must have {self.n_features_in_} features (columns), as in fit; got "
                 f"{X.shape[1]}.")
         Z = self._standardise(X)
         return Z if self.projection_ is None else Z @ self.projection_
@@ -138,7 +131,7 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         from repscope._threads import single_thread
         from repscope.nn._margin import MarginHead
 
-        self._check_params()
+        self._validate_params()
         X = np.asarray(check_features(X, name="X"), dtype=np.float64)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
@@ -157,14 +150,15 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
                        if self.preprocess == "standardize" else np.ones(d))
         Z = torch.from_numpy(self._standardise(X).astype(np.float32))
         t = torch.from_numpy(codes.astype(np.int64))
+        seed = int(self.random_state)
         with single_thread(blas=False):
-            torch.manual_seed(self.random_state)
+            torch.manual_seed(seed)
             k = Z.shape[1] if self.embed_dim is None else min(int(self.embed_dim), Z.shape[1])
             neck: torch.nn.Module = (torch.nn.Identity() if self.embed_dim is None else
                                      torch.nn.Linear(Z.shape[1], k, bias=False))
             head = MarginHead(k, len(self.classes_), self.loss,  # type: ignore[arg-type]
                               scale=self.scale, margin=self.margin,
-                              margin_std=self.margin_std, seed=self.random_state)
+                              margin_std=self.margin_std, seed=seed)
             params = [*head.parameters(), *neck.parameters()]
             opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
             losses = []
@@ -179,6 +173,7 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         W = head.weight.detach().double().numpy()
         self.directions_ = W / np.linalg.norm(W, axis=1, keepdims=True)
         self.loss_curve_ = np.asarray(losses)
+        self.n_iter_ = len(losses)
         self.n_features_in_ = X.shape[1]
         self.margin_ = head.margin
         self.margin_std_ = head.margin_std
@@ -190,17 +185,21 @@ class MarginProbe(ClassifierMixin, BaseEstimator):
         return E @ self.directions_.T
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """``s * cos(theta_j)`` per class (no margin), shape (n, n_classes)."""
-        return float(self.scale) * self._cos(X)
+        """``s * cos(theta_j)`` per class (no margin), shape (n, n_classes); for two classes
+        ``s * (cos theta_1 - cos theta_0)``, shape (n,), as scikit-learn's binary classifiers."""
+        z = float(self.scale) * self._cos(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        z = self.decision_function(X)
+        """The softmax of ``s * cos(theta_j)``, shape (n, n_classes)."""
+        z = float(self.scale) * self._cos(X)
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self._cos(X), axis=1)]
+        cos = self._cos(X)
+        return self.classes_[np.argmax(cos, axis=1)]
 
     def angular_margins(self, X: Any, y: Any) -> dict[str, Any]:
         """:func:`angular_margins` of ``X`` (labels ``y``) under this head."""
