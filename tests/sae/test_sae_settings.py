@@ -40,6 +40,7 @@ def _assert_identical(a: TrainResult, b: TrainResult) -> None:
 KWARGS = {
     "n_steps": 24,
     "batch_size": 100,
+    "optimizer": "adam",  # the lr and the weight decay are Adam's
     "lr": 2e-3,
     "betas": (0.8, 0.99),
     "weight_decay": 1e-4,
@@ -61,7 +62,7 @@ def test_fit_keyword_arguments_warn_and_train_the_same_weights() -> None:
         old = fit(X, _sae(), **KWARGS)
     assert len(rec) == 1
     assert rec[0].filename == __file__  # stacklevel: the warning points at the caller's line
-    assert "n_steps, batch_size, lr" in str(rec[0].message)
+    assert "n_steps, batch_size, optimizer, lr" in str(rec[0].message)
     _assert_identical(old, new)
 
 
