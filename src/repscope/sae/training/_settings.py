@@ -50,14 +50,15 @@ class TrainSettings:
         ``"schedule_free_sign_sgd"`` (default): sign-SGD inside schedule-free averaging, the
         default of EleutherAI sparsify; the trained SAE holds the average iterate. Chosen by
         time to a held-out FVU (``benchmarks/sae_train.py --time-to-fvu``): SmolLM2-135M's
-        layer-14 residual stream over 1,200 Austen paragraphs (107,000 training tokens, 8,192
-        held-out tokens of other paragraphs), TopK k = 32, batch 1,024, one CPU thread, each
-        library at its defaults (here with ``TopKConfig``'s encoder start at norm 0.58). At 8x
-        (d_sae 4,608) it reached the FVU sparsify's defaults reach at step 400 2.1x faster than
-        sparsify, where Adam at its default learning rate did not reach it in 450 steps.
-        ``"adam"``: Adam,
-        the default before; pass it with an ``lr`` tuned for Adam (a sign-based optimiser's
-        ``lr`` is the step of every weight, about 20 times Adam's at the same width).
+        layer-14 residual stream over 1,200 Austen paragraphs (106,541 training tokens, 8,192
+        held-out tokens of other paragraphs), TopK k = 32, batch 1,024, one CPU thread of a
+        shared 2-core machine, each library at its defaults (here with ``TopKConfig``'s encoder
+        columns starting at norm 0.58). At 8x (d_sae 4,608) it reached the FVU sparsify's
+        defaults reach at step 400 (0.217) in 21.5 CPU-s where sparsify took 52.8 (2.5x), and
+        ended lower (0.201 vs 0.216 after 500 steps); Adam at its default learning rate with
+        unit-norm encoder columns did not reach it in 500 steps (0.253). ``"adam"``: Adam, the
+        default before; pass it with an ``lr`` tuned for Adam (a sign-based optimiser's ``lr``
+        is the step of every weight: its default is 12 times Adam's at d_sae 4,608).
         ``"sign_sgd"``: plain sign-SGD. See :mod:`repscope.sae.training._optim`.
     lr : float, sequence of float, or None
         Learning rate, one for all SAEs or one per SAE of a sweep (kept as a tuple); None
