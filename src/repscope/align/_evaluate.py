@@ -189,13 +189,7 @@ def evaluate_alignment(
     X, Y = check_paired(X, Y, min_samples=2 * MIN_SAMPLES)
     map = check_choice(map, "map", ("orthogonal", "linear", "subspace"), caller=caller)  # type: ignore[assignment]
     n = int(X.shape[0])
-    n_tr = n // 2 if n_train is None else int(check_scalar(n_train, "n_train", caller=caller,
-                                                            kind=int, min_value=MIN_SAMPLES))
-    if n - n_tr < 2:
-        raise RepscopeValueError(
-            f"The 'n_train' parameter of {caller} must leave at least 2 test pairs; got "
-            f"n_train={n_tr} of n={n}."
-        )
+    n_tr = _split_args(n, n_train, caller)
     anchors = check_choice(anchors, "anchors", ("random", "dpp"), caller=caller)  # type: ignore[assignment]
     Xn, Yn = as_float64_numpy(X), as_float64_numpy(Y)
     tr, te = anchor_split(Xn, n_tr, anchors, seed)
@@ -241,6 +235,7 @@ def evaluate_alignment(
 
 
 def _split_args(n: int, n_train: int | None, caller: str) -> int:
+    """The number of training pairs of ``n`` (half by default), checked to leave a test set."""
     if n < 2 * MIN_SAMPLES:
         raise RepscopeValueError(
             f"{caller} needs at least {2 * MIN_SAMPLES} paired samples; got {n}.")

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from repscope._validation import check_choice, check_positive_int, check_scalar
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
+from repscope.nn._common import check_last_axis
 from repscope.results import Result
 
 __all__ = [
@@ -281,10 +282,7 @@ class ButterflyLinear(nn.Module):
         RepscopeValueError
             If the last axis of ``x`` is not ``in_features``.
         """
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise RepscopeValueError(
-                f"ButterflyLinear expected an input whose last axis has in_features="
-                f"{self.in_features} entries; got shape {tuple(x.shape)}.")
+        check_last_axis(x, self.in_features, "ButterflyLinear")
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).to(torch.promote_types(x.dtype, self.dtype))
         if self.in_features < self.size:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from repscope._validation import check_positive_int, check_scalar
 from repscope.exceptions import RepscopeValueError
+from repscope.nn._common import check_last_axis
 from repscope.results import Result
 
 __all__ = ["CPSeparable", "SeparabilityRankResult", "fit_separable", "separability_rank"]
@@ -144,10 +145,7 @@ class CPSeparable(nn.Module):
         RepscopeValueError
             If the last axis of ``x`` is not ``in_features``.
         """
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise RepscopeValueError(
-                f"CPSeparable expected an input whose last axis has in_features="
-                f"{self.in_features} entries; got shape {tuple(x.shape)}.")
+        check_last_axis(x, self.in_features, "CPSeparable")
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).to(self.weights[0].dtype)
         out = self.components(flat).prod(dim=2).sum(dim=1)
