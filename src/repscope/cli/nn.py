@@ -63,12 +63,15 @@ def lowrank(model: str, pattern: str | None, min_size: int, as_json: bool) -> No
             f"repscope nn lowrank reads the weights of torch models; {model} is "
             f"{type(module).__name__} (an ONNX graph?). Pick a torch model from "
             "`repscope models`.")
+    from repscope._threads import single_thread
+
     layers = _weight_layers(module, pattern)
     results = []
-    for name, layer in layers:
-        res = low_rank_spectrum(layer)
-        if min(res.shape) >= min_size:
-            results.append((name, res))
+    with single_thread():  # many small SVDs: a contended thread pool only spins
+        for name, layer in layers:
+            res = low_rank_spectrum(layer)
+            if min(res.shape) >= min_size:
+                results.append((name, res))
     if not results:
         raise RepscopeValueError(
             f"no linear or convolution weight of {model} matches --layer {pattern or '*'} with "
@@ -124,15 +127,19 @@ def tucker(features: str, layer: str, ranks: str, center: bool, max_samples: int
     r = parse_ints(ranks, "--ranks", example="8,8,16")
     n = min(store.n_samples, int(max_samples))
     info = store.layer_info(layer)
+    from repscope._threads import single_thread
+
     if info.ragged:
         rows = store.read_ragged(layer, np.arange(n))
-        res = tucker_of_tokens(rows, r, center=center, n_iter=n_iter)
+        with single_thread():  # mode Grams of a few hundred columns: one thread is fastest
+            res = tucker_of_tokens(rows, r, center=center, n_iter=n_iter)
         kind = "tokens"
     elif len(info.shape_tail) >= 2:
         if center:
             raise RepscopeValueError("--center applies to token layers; this layer is a map.")
-        res = tucker_fn(np.asarray(store.read(layer, np.arange(n)), dtype=np.float64), r,
-                        n_iter=n_iter)
+        with single_thread():
+            res = tucker_fn(np.asarray(store.read(layer, np.arange(n)), dtype=np.float64), r,
+                            n_iter=n_iter)
         kind = "map"
     else:
         raise RepscopeValueError(

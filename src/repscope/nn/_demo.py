@@ -46,8 +46,9 @@ def demo_margins_step(ctx: DemoContext) -> list[Record]:
         module = getattr(load_model(name), "model", None)
         if not hasattr(module, "named_modules"):
             continue
-        for layer_name, weight in _weight_layers(module, None):
-            res = low_rank_spectrum(weight)
+        with single_thread():
+            spectra = [(n, low_rank_spectrum(w)) for n, w in _weight_layers(module, None)]
+        for layer_name, res in spectra:
             if min(res.shape) >= 16:
                 records += res.to_records(model=name, layer=layer_name, run_id=ctx.run_id,
                                           params={"min_size": 16})
