@@ -15,8 +15,9 @@ training; :meth:`ScheduleFreeSignSGD.eval` puts ``x`` in them (the point to eval
 :meth:`ScheduleFreeSignSGD.train` puts ``y`` back. Like the ``schedulefree`` wrapper, only ``z``
 is stored and ``x`` is recovered from ``y`` and ``z``, so whatever changes the parameters between
 steps (the decoder renormalisation) carries into the average. The update is the wrapper's written
-with ``torch._foreach_*`` over all parameters in four passes (the wrapper's swaps and
-per-tensor loop take about three times as many), and the package is not needed.
+with ``torch._foreach_*`` over all parameters in four passes, with ``x`` eliminated (the
+wrapper's swaps and per-tensor loop take about three times as many), and the package is not
+needed.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ class ScheduleFreeSignSGD(torch.optim.Optimizer):
         z = z - lr * sign(grad at y)
         x = (1 - c) * x + c * z
         y = (1 - momentum) * z + momentum * x       # the parameters
+
+    computed without forming ``x``: ``y = lerp(y, z, c) - (1 - momentum) (1 - c) lr sign(g)``
+    with the new ``z``.
     """
 
     def __init__(
@@ -184,11 +188,13 @@ class ScheduleFreeSignSGD(torch.optim.Optimizer):
             weight = lr_max ** group["weight_lr_power"]
             weight_sum = group["weight_sum"] = group.get("weight_sum", 0.0) + weight
             c = weight / weight_sum if weight_sum > 0 else 1.0
-            torch._foreach_lerp_(ps, zs, 1 - 1 / beta)  # parameters: y -> x
+            # y' = (1 - beta) z' + beta x' with x' = (1 - c) x + c z', x = (y - (1 - beta) z) / beta
+            # and z' = z - lr s is y' = lerp(y, z', c) - (1 - beta)(1 - c) lr s: four passes
+            # (sign, z, y twice) instead of five
             torch._foreach_sign_(gs)
             torch._foreach_add_(zs, gs, alpha=-lr)
-            torch._foreach_lerp_(ps, zs, c)  # x <- (1 - c) x + c z
-            torch._foreach_lerp_(ps, zs, 1 - beta)  # parameters: x -> y
+            torch._foreach_lerp_(ps, zs, c)
+            torch._foreach_add_(ps, gs, alpha=-(1 - beta) * (1 - c) * lr)
             group["k"] = group.get("k", 0) + 1
         return loss
 
