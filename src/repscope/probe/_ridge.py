@@ -31,7 +31,7 @@ from repscope._kernels.eigenpath import (
 from repscope._params import ValidatedEstimator, parameter_error
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.probe._ridge_dual import SINGLE_SAFE, DualGram, dual_problem, fold_decisions
+from repscope.probe._ridge_dual import DualGram, dual_problem, fold_decisions
 from repscope.stats import Moments
 
 __all__ = ["RidgeProbe"]
@@ -553,20 +553,19 @@ class RidgeProbe(_ClosedFormClassifier):
                             self.random_state)
         gram = DualGram.of(X, center=self.fit_intercept)
         T = self._targets(targets, None)
-        if gram.single and alphas.min() < SINGLE_SAFE * gram.top_eigenvalue():
-            gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
         prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
+        if gram.single and not prob.single_ok(float(alphas.min())):
+            gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
+            prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=False)
         sel = self.selection
         if alphas.size == 1:
             path = np.zeros(1)
         elif sel == "gcv":
-            path = -ridge_gcv_path(prob.basis.values, prob.C, prob.tss, n, alphas,
-                                   fit_intercept=self.fit_intercept).mean(1)
+            path = -prob.gcv(alphas, fit_intercept=self.fit_intercept).mean(1)
         elif sel == "loo":
-            F = ridge_filters(prob.basis.values, alphas)
-            sq = loo_sq_errors(prob.Z, prob.Tc, F, prob.C, n, fit_intercept=self.fit_intercept)
-            path = -sq.sum(1) / (n * T.shape[1])
+            path = -prob.loo_sq(alphas).sum(1) / (n * T.shape[1])
         else:
+            K64 = gram.full()
             correct, counts = np.zeros((k, alphas.size)), np.zeros(k)
             for f in range(k):
                 held = folds == f
@@ -575,7 +574,7 @@ class RidgeProbe(_ClosedFormClassifier):
                     raise RepscopeValueError(
                         f"a training fold has {int(train.sum())} samples; use fewer folds or "
                         "more data.")
-                D = fold_decisions(gram.K, T, train, held, alphas,
+                D = fold_decisions(K64, T, train, held, alphas,
                                    fit_intercept=self.fit_intercept, single=gram.single)
                 correct[f] = self._count_correct(D, targets[held])
                 counts[f] = held.sum()

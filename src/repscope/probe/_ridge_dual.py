@@ -11,25 +11,46 @@ With the rows centred on their mean, :math:`X_c = U S^{1/2} V^T` (thin SVD), the
   :math:`Z = U S^{1/2}` (``n x n``);
 * the coefficients :math:`W_a = X_c^T (K + a I)^{-1} T_c = X_c^T U \\mathrm{diag}(f_a) U^T T_c`.
 
-So GCV (:func:`~repscope._kernels.eigenpath.ridge_gcv_path`) and exact leave-one-out
-(:func:`~repscope._kernels.eigenpath.loo_sq_errors`) take the dual values, ``C`` and ``Z``
-unchanged, and every alpha again costs ``O(n t)`` (``O(n^2 t)`` for LOO) after one ``eigh`` of
-an ``n x n`` matrix instead of a ``d x d`` one. Held-out folds come from the same Gram: a
-fold's training rows, re-centred on their own mean, and the held-out rows' products with them
-are entries of ``K`` corrected by row means (no second pass over ``X``).
+``U`` is a complete orthonormal basis of the space the centred targets live in (all of
+:math:`R^n`, or the complement of ``1`` with an intercept), so :math:`T_c = U Q` with
+:math:`Q = U^T T_c`, and with :math:`g_j = a f_j = a / (s_j + a)` the residuals and the
+leverages come without a difference of near-equal terms:
 
-Precision: float64 throughout, except for float32 input, whose Gram and ``eigh`` run in
-float32: ``eigh`` is backward stable, so the computed eigenpairs are exact for a Gram perturbed
-by about float32 rounding of ``K`` (``eps32 * lambda_max``), the order of the rounding already
-in float32 features. That perturbation only matters for alphas near it, so the float32 result
-is used only when every alpha on the grid is at least :data:`SINGLE_SAFE` ``* lambda_max``
-(estimated by :meth:`DualGram.top_eigenvalue` before the ``eigh``); otherwise the Gram is
-recomputed and decomposed in float64 (:meth:`DualGram.in_float64`).
+.. math:: T_c - H T_c = U \\mathrm{diag}(g) Q, \\qquad 1 - h_i = \\sum_j g_j U_{ij}^2 .
+
+GCV needs ``values`` and ``Q`` only (:meth:`DualProblem.gcv`), exact leave-one-out
+(:meth:`DualProblem.loo_sq`) one pass over ``U``: every alpha costs ``O(n t)`` (``O(n^2 t)`` for
+LOO) after one ``eigh`` of an ``n x n`` matrix instead of a ``d x d`` one. Held-out folds come
+from the same Gram: a fold's training rows, re-centred on their own mean, and the held-out rows'
+products with them are entries of ``K`` corrected by row means (no second pass over ``X``).
+
+Cost at n = 1,000, d = 4,096 (float32, one core): the Gram (one ``syrk``) and the ``eigh``
+(divide and conquer) are about 90% of a fit; the rest is ``O(n^2 (A + t))``. The ``eigh`` of a
+Gram of at most :data:`ONE_THREAD_MAX` rows runs on one BLAS thread: its tridiagonal reduction
+is memory-bound, and a second thread mostly spin-waits (on a busy machine it multiplied the
+CPU time several times).
+
+Precision: float64 throughout, except for float32 input, whose Gram, ``eigh`` and per-alpha
+products run in float32 (sums of squares accumulated in float64): ``eigh`` is backward stable,
+so the computed eigenpairs are exact for a Gram perturbed by about float32 rounding of ``K``
+(``eps32 * lambda_max``), the order of the rounding already in float32 features. That
+perturbation moves :math:`(K + a I)^{-1}` by about ``eps32 * lambda_max / (lambda_min + a)``
+of itself, so the float32 result is kept only when ``lambda_min + alpha`` is at least
+:data:`SINGLE_SAFE` ``* lambda_max`` for every alpha on the grid
+(:meth:`DualProblem.single_ok`, from the float32 spectrum itself); otherwise the Gram is
+recomputed and decomposed in float64 (:meth:`DualGram.in_float64`). Full-rank features (noise
+in every direction, as in most n < d probing) pass at any alpha; a rank-deficient Gram with a
+small alpha (real Lite0 features at alpha = 0.01: 4% off in float32) pays the float32 ``eigh``
+and then the float64 one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,10 +58,46 @@ import numpy as np
 from repscope._array import is_torch, to_numpy
 from repscope._kernels.eigenpath import EigenBasis, ridge_filters
 
-__all__ = ["SINGLE_SAFE", "DualGram", "DualProblem", "dual_problem", "fold_decisions"]
+__all__ = ["ONE_THREAD_MAX", "SINGLE_SAFE", "DualGram", "DualProblem", "dual_problem",
+           "fold_decisions"]
 
 #: smallest alpha / lambda_max for which a float32 Gram and eigh are kept (64 float32 eps)
 SINGLE_SAFE = 64 * float(np.finfo(np.float32).eps)
+#: largest Gram whose ``eigh`` runs on one BLAS thread (about 0.5 s on one core at this size)
+ONE_THREAD_MAX = 2048
+
+_CONTROLLER: list[Any] = []  # one threadpoolctl controller per process (finding the pools ~6 ms)
+
+
+@contextlib.contextmanager
+def _one_blas_thread(m: int) -> Iterator[None]:
+    """One BLAS thread for an ``eigh`` of ``m`` rows when ``m <= ONE_THREAD_MAX`` (nothing to
+    do when the environment already pins BLAS to one thread)."""
+    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if m > ONE_THREAD_MAX or env == "1":
+        yield
+        return
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    with _CONTROLLER[0].limit(limits=1, user_api="blas"):
+        yield
+
+
+def _syrk(A: np.ndarray) -> np.ndarray:
+    """``A A^T`` (n, n) in ``A``'s dtype, Fortran order, upper triangle only (one ``syrk``)."""
+    from scipy.linalg import get_blas_funcs
+
+    syrk = get_blas_funcs("syrk", (A,))
+    At = A.T if A.flags.c_contiguous else np.asfortranarray(A).T  # F-ordered (d, n)
+    return syrk(1.0, At, trans=1, lower=0)
+
+
+def _symmetric(K: np.ndarray) -> np.ndarray:
+    """A full symmetric float64 copy of a matrix whose upper triangle holds the values."""
+    U = np.triu(np.asarray(K, dtype=np.float64))
+    return U + np.triu(U, 1).T
 
 
 @dataclass(frozen=True)
@@ -53,7 +110,8 @@ class DualGram:
         The rows minus ``mean`` (the rows themselves without an intercept), in the input's
         backend and device; float32 for float32 input, else float64.
     K : ndarray of shape (n, n)
-        ``Xc Xc^T`` in float64 (computed in ``Xc``'s dtype).
+        ``Xc Xc^T`` in ``Xc``'s dtype; only its upper triangle is read (a numpy ``Xc`` fills
+        only that one, with one ``syrk``). :meth:`full` is the symmetric float64 matrix.
     mean : ndarray of shape (d,)
         The column means (zeros without an intercept), float64.
     single : bool
@@ -75,28 +133,17 @@ class DualGram:
             mean = Xf.to(torch.float64).mean(0) if center else torch.zeros(
                 Xf.shape[1], dtype=torch.float64, device=Xf.device)
             Xc = Xf - mean.to(dt)
-            K = to_numpy(Xc @ Xc.T).astype(np.float64)
-            return cls(Xc, K, to_numpy(mean), dt == torch.float32)
+            return cls(Xc, to_numpy(Xc @ Xc.T), to_numpy(mean), dt == torch.float32)
         Xa = np.asarray(X)
         single = Xa.dtype == np.float32
         Xf = Xa if single or Xa.dtype == np.float64 else Xa.astype(np.float64)
         mean = Xf.mean(0, dtype=np.float64) if center else np.zeros(Xf.shape[1])
-        Xc = Xf - mean.astype(Xf.dtype) if center else Xf
-        K = (Xc @ Xc.T).astype(np.float64, copy=False)  # X @ X.T is one syrk
-        return cls(Xc, K, mean, single)
+        Xc = Xf - mean.astype(Xf.dtype) if center else np.ascontiguousarray(Xf)
+        return cls(Xc, _syrk(Xc), mean, single)
 
-    def top_eigenvalue(self, steps: int = 8) -> float:
-        """An estimate of ``K``'s largest eigenvalue (power iteration from a fixed start; from
-        below, within a few percent after a few steps on a decaying spectrum)."""
-        vec = np.random.default_rng(0).standard_normal((self.K.shape[0],))
-        lam = 0.0
-        for _ in range(steps):
-            img = self.K @ vec
-            lam = float(np.linalg.norm(img))
-            if lam == 0.0:
-                return 0.0
-            vec = img * (1.0 / lam)
-        return lam
+    def full(self) -> np.ndarray:
+        """``K`` as a symmetric float64 matrix."""
+        return _symmetric(self.K)
 
     def in_float64(self) -> DualGram:
         """The same rows with the Gram recomputed in float64."""
@@ -108,7 +155,7 @@ class DualGram:
             Xc = self.Xc.to(torch.float64)
             return DualGram(Xc, to_numpy(Xc @ Xc.T), self.mean, False)
         Xc64 = self.Xc.astype(np.float64)
-        return DualGram(Xc64, Xc64 @ Xc64.T, self.mean, False)
+        return DualGram(Xc64, _syrk(Xc64), self.mean, False)
 
     def coefs(self, M: np.ndarray) -> np.ndarray:
         """``Xc^T M`` in float64, shape (d, t), for dual coefficients ``M`` (n, t)."""
@@ -125,13 +172,22 @@ class DualGram:
 class DualProblem:
     """Eigenbasis of one (centred) ``n x n`` Gram and the targets in it.
 
+    The basis is ``U = P [0; V]`` with a centred Gram (``P`` the Householder reflection that
+    maps ``1 / sqrt(m)`` to the first axis, ``V`` the eigenvectors of the deflated Gram), else
+    ``U = V``; it is formed only when asked for (:attr:`U`, :attr:`basis`).
+
     Attributes
     ----------
-    basis : EigenBasis
-        ``K = U diag(values) U^T``; ``values`` (r,), ``vectors`` ``U`` (m, r), float64
-        (``r = m - 1`` for a centred Gram, whose null vector ``1`` is left out, else ``m``).
+    values : ndarray of shape (r,)
+        Eigenvalues, ascending, clipped at 0, float64 (``r = m - 1`` for a centred Gram,
+        whose null vector ``1`` is left out, else ``m``).
+    V : ndarray of shape (r, r) or (m, m)
+        Eigenvectors of the deflated Gram (of the Gram itself without ``house``), in the
+        working dtype (float32 for a float32 ``eigh``, else float64).
+    house : ndarray of shape (m,) or None
+        The unit Householder vector ``v`` of ``P = I - 2 v v^T`` (None: no deflation).
     Q : ndarray of shape (r, t)
-        ``U^T T_c``.
+        ``U^T T_c``, float64.
     tbar : ndarray of shape (t,)
         Target means (zeros without an intercept).
     tss : ndarray of shape (t,)
@@ -140,48 +196,139 @@ class DualProblem:
         The targets minus ``tbar``.
     """
 
-    basis: EigenBasis
+    values: np.ndarray
+    V: np.ndarray
+    house: np.ndarray | None
     Q: np.ndarray
     tbar: np.ndarray
     tss: np.ndarray
     Tc: np.ndarray
 
+    def to_rows(self, Y: np.ndarray) -> np.ndarray:
+        """``U Y`` for ``Y`` of shape (r, k): shape (m, k), float64."""
+        V = self.V
+        Y1 = V @ np.asarray(Y, dtype=V.dtype)
+        if self.house is None:
+            return Y1.astype(np.float64, copy=False)
+        v = self.house
+        out = np.empty((v.size, Y1.shape[1]))
+        out[0] = 0.0
+        out[1:] = Y1
+        out -= np.outer(2.0 * v, v[1:] @ out[1:])
+        return out
+
+    def from_rows(self, T: np.ndarray) -> np.ndarray:
+        """``U^T T`` for ``T`` of shape (m, k): shape (r, k), float64."""
+        return _in_basis(self.V, self.house, T)
+
+    @cached_property
+    def U(self) -> np.ndarray:
+        """The basis ``U`` (m, r) in the working dtype."""
+        V = self.V
+        if self.house is None:
+            return V
+        from scipy.linalg import get_blas_funcs
+
+        v = self.house.astype(V.dtype)
+        s = 2.0 * (v[1:] @ V)
+        U = np.empty((v.size, V.shape[1]), dtype=V.dtype)
+        U[0] = -v[0] * s
+        U[1:] = V
+        ger = get_blas_funcs("ger", (U,))
+        rest = ger(-1.0, s, v[1:], a=U[1:].T, overwrite_a=1)  # U[1:] -= v[1:] s^T, in place
+        if not np.shares_memory(rest, U):
+            U[1:] = rest.T
+        return U
+
+    @cached_property
+    def basis(self) -> EigenBasis:
+        """``K = U diag(values) U^T`` with ``U`` in float64."""
+        return EigenBasis(self.values, self.U.astype(np.float64, copy=False))
+
     @property
     def C(self) -> np.ndarray:
         """``V^T X_c^T T_c = S^{1/2} Q``: the primal right-hand side in the shared basis."""
-        return np.sqrt(self.basis.values)[:, None] * self.Q
+        return np.sqrt(self.values)[:, None] * self.Q
 
     @property
     def Z(self) -> np.ndarray:
         """The rows in the eigenbasis, ``U S^{1/2}`` (m, r)."""
-        return self.basis.vectors * np.sqrt(self.basis.values)[None, :]
+        return self.basis.vectors * np.sqrt(self.values)[None, :]
+
+    def residual_filters(self, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge filters ``f`` (A, r) and residual filters ``g = 1 - s f`` (``a f`` where
+        ``f > 0``; 1 where the pseudo-inverse drops a direction)."""
+        a = np.asarray(alphas, dtype=np.float64)
+        F = ridge_filters(self.values, a)
+        return F, np.where(F > 0.0, a[:, None] * F, 1.0)
+
+    def single_ok(self, alpha_min: float) -> bool:
+        """Whether a float32 ``eigh`` serves a grid whose smallest alpha is ``alpha_min``:
+        ``values.min() + alpha_min >= SINGLE_SAFE * values.max()``, so that a perturbation of
+        the Gram by float32 rounding (``~ eps32 * lambda_max``) moves no filter
+        ``1 / (s_j + a)`` by more than about 1/64 of itself."""
+        if self.values.size == 0:
+            return True
+        return float(self.values[0]) + alpha_min >= SINGLE_SAFE * float(self.values[-1])
 
     def dual_coefs(self, alpha: float) -> np.ndarray:
         """``(K + alpha I)^+ T_c = U diag(f) Q``, shape (m, t)."""
-        f = ridge_filters(self.basis.values, np.array([alpha]))[0]
-        return self.basis.vectors @ (f[:, None] * self.Q)
+        f = ridge_filters(self.values, np.array([alpha]))[0]
+        return self.to_rows(f[:, None] * self.Q)
+
+    def gcv(self, alphas: np.ndarray, *, fit_intercept: bool) -> np.ndarray:
+        """Generalized cross-validation error of every alpha and target, shape (A, t):
+        ``(RSS / m) / (1 - df / m)^2`` with ``RSS = sum_j g_j^2 Q_j^2`` and
+        ``df = [intercept] + sum_j s_j f_j``."""
+        m = self.Tc.shape[0]
+        F, G = self.residual_filters(alphas)
+        rss = (G * G) @ (self.Q * self.Q)
+        df = (self.values[None, :] * F).sum(1) + (1.0 if fit_intercept else 0.0)
+        den = np.clip(1.0 - df / m, 1e-12, None) ** 2
+        return rss / m / den[:, None]
+
+    def loo_sq(self, alphas: np.ndarray) -> np.ndarray:
+        """Sums over the rows of the squared exact leave-one-out residuals, shape (A, t):
+        row ``i``'s residual ``(U diag(g) Q)_i`` over ``1 - h_i = sum_j g_j U_ij^2``."""
+        _, G = self.residual_filters(alphas)
+        U = self.U
+        A, (r, t) = G.shape[0], self.Q.shape
+        S = (U * U) @ G.T.astype(U.dtype)  # (m, A): 1 - leverage
+        P = (G[:, :, None] * self.Q[None]).transpose(1, 0, 2).reshape(r, A * t)
+        R = (U @ P.astype(U.dtype)).reshape(-1, A, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            E = R / S[:, :, None]
+        return np.einsum("iat,iat->at", E, E, dtype=np.float64)
 
 
-def _eigh(K: np.ndarray, single: bool, *, overwrite: bool = False) -> EigenBasis:
-    """Eigendecomposition of a symmetric PSD Gram (divide and conquer, upper triangle read),
-    values clipped at 0."""
+def _in_basis(V: np.ndarray, house: np.ndarray | None, T: np.ndarray) -> np.ndarray:
+    """``U^T T`` (float64) for ``U = P [0; V]`` (``U = V`` when ``house`` is None)."""
+    T = np.asarray(T, dtype=np.float64)
+    if house is not None:
+        T = (T - np.outer(2.0 * house, house @ T))[1:]
+    return (V.T @ T.astype(V.dtype, copy=False)).astype(np.float64, copy=False)
+
+
+def _eigh(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (float64, clipped at 0) and vectors (``A``'s dtype) of a symmetric PSD
+    matrix whose upper triangle holds the values (divide and conquer; ``A`` is overwritten)."""
     from scipy.linalg import eigh
 
-    dt = np.float32 if single else np.float64
-    A = K if overwrite and K.dtype == dt else np.array(K, dtype=dt)
-    vals, vecs = eigh(A, lower=False, driver="evd", overwrite_a=True, check_finite=False)
-    return EigenBasis(np.clip(vals.astype(np.float64), 0.0, None),
-                      vecs.astype(np.float64, copy=False))
+    with _one_blas_thread(A.shape[0]):
+        vals, vecs = eigh(A, lower=False, driver="evd", overwrite_a=True, check_finite=False)
+    return np.clip(vals.astype(np.float64), 0.0, None), vecs
 
 
-def _deflated_eigh(K: np.ndarray, single: bool) -> EigenBasis:
-    """Eigenbasis of a centred Gram without its known null vector ``1 / sqrt(m)``.
+def _deflated_eigh(K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenpairs of a centred Gram without its known null vector ``1 / sqrt(m)``.
 
     A Householder reflection ``P = I - 2 v v^T`` maps ``1 / sqrt(m)`` to the first axis; the
     ``eigh`` runs on ``(P K P)[1:, 1:] = K - v w^T - w v^T`` (one rank-2 update,
-    ``w = 2 K v - 2 (v^T K v) v``) and the vectors are reflected back, so the centring
-    direction is exactly absent (``m - 1`` values and vectors) instead of a rounding-sized
-    eigenvalue that small alphas would amplify. ``O(m^2)`` on top of the ``eigh``.
+    ``w = 2 K v - 2 (v^T K v) v``), so the centring direction is exactly absent (``m - 1``
+    values and vectors) instead of a rounding-sized eigenvalue that small alphas would
+    amplify. ``O(m^2)`` on top of the ``eigh``; ``K``'s upper triangle is read, in its dtype.
+
+    Returns the values, the deflated vectors ``V`` (``U = P [0; V]``) and ``v``.
     """
     from scipy.linalg import get_blas_funcs
 
@@ -189,17 +336,15 @@ def _deflated_eigh(K: np.ndarray, single: bool) -> EigenBasis:
     v = np.full(m, 1.0 / np.sqrt(m))
     v[0] -= 1.0
     v /= np.linalg.norm(v)
-    Kv = K @ v
+    Kf = np.asfortranarray(K)
+    symv = get_blas_funcs("symv", (Kf,))
+    Kv = symv(1.0, Kf, v.astype(Kf.dtype), lower=0).astype(np.float64)
     w = 2.0 * Kv - 2.0 * float(v @ Kv) * v
-    R = np.array(K[1:, 1:], dtype=np.float32 if single else np.float64)
+    R = np.array(Kf[1:, 1:], order="F")
     syr2 = get_blas_funcs("syr2", (R,))
-    R = syr2(-1.0, v[1:].astype(R.dtype), w[1:].astype(R.dtype), a=R, overwrite_a=True)
-    sub = _eigh(R, single, overwrite=True)
-    U = np.empty((m, m - 1))
-    s = 2.0 * (v[1:] @ sub.vectors)
-    U[0] = -v[0] * s
-    np.subtract(sub.vectors, np.outer(v[1:], s), out=U[1:])
-    return EigenBasis(sub.values, U)
+    R = syr2(-1.0, v[1:].astype(R.dtype), w[1:].astype(R.dtype), a=R, lower=0, overwrite_a=1)
+    vals, V = _eigh(R)
+    return vals, V, v
 
 
 def dual_problem(K: np.ndarray, T: np.ndarray, *, fit_intercept: bool,
@@ -209,17 +354,25 @@ def dual_problem(K: np.ndarray, T: np.ndarray, *, fit_intercept: bool,
     Parameters
     ----------
     K : ndarray of shape (m, m)
+        Symmetric; only its upper triangle is read.
     T : ndarray of shape (m, t)
         The ``±1`` targets of the same rows.
     fit_intercept : bool
         ``K`` is centred: its null vector ``1`` is left out of the basis (``m - 1`` columns).
     single : bool, default=False
-        Run the ``eigh`` in float32.
+        Run the ``eigh`` and the per-alpha products in float32.
     """
+    dt = np.float32 if single else np.float64
+    Kw = np.asarray(K, dtype=dt)
+    T = np.asarray(T, dtype=np.float64)
     tbar = T.mean(0) if fit_intercept else np.zeros(T.shape[1])
     Tc = T - tbar
-    basis = _deflated_eigh(K, single) if fit_intercept and K.shape[0] > 1 else _eigh(K, single)
-    return DualProblem(basis, basis.vectors.T @ Tc, tbar, (Tc * Tc).sum(0), Tc)
+    if fit_intercept and K.shape[0] > 1:
+        vals, V, house = _deflated_eigh(Kw)
+    else:
+        vals, V = _eigh(np.array(Kw, order="F"))
+        house = None
+    return DualProblem(vals, V, house, _in_basis(V, house, Tc), tbar, (Tc * Tc).sum(0), Tc)
 
 
 def _recentre(K: np.ndarray, train: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,14 +394,14 @@ def fold_decisions(K: np.ndarray, T: np.ndarray, train: np.ndarray, held: np.nda
     """Decision values on the held-out rows of the model fitted on the training rows, for
     every alpha, from the full Gram ``K``: shape (n_held, A, t).
 
-    ``K`` is the Gram of all rows (about any common shift when ``fit_intercept``; raw
-    otherwise). ``train`` and ``held`` are boolean masks or index arrays.
+    ``K`` is the symmetric Gram of all rows (about any common shift when ``fit_intercept``;
+    raw otherwise). ``train`` and ``held`` are boolean masks or index arrays.
     """
     if fit_intercept:
         Ktt, Kvt = _recentre(K, train, held)
     else:
         Ktt, Kvt = K[np.ix_(train, train)], K[np.ix_(held, train)]
     prob = dual_problem(Ktt, T[train], fit_intercept=fit_intercept, single=single)
-    F = ridge_filters(prob.basis.values, alphas)  # (A, m)
-    P = Kvt @ prob.basis.vectors  # (n_held, m)
+    F = ridge_filters(prob.values, alphas)  # (A, r)
+    P = prob.from_rows(Kvt.T).T  # (n_held, r): Kvt U
     return np.einsum("vj,aj,jt->vat", P, F, prob.Q, optimize=True) + prob.tbar
