@@ -192,3 +192,57 @@ def test_dual_on_real_features_matches_sklearn_and_primal(lite0_bn1, alphas, rto
     assert agree >= 0.995
     assert ours.score(Xte, yte) > 0.85
     np.testing.assert_allclose(ours.path_, primal.path_, rtol=rtol)
+
+
+def test_dual_gcv_exact_at_alphas_far_below_the_spectrum(rng):
+    """GCV's residual sum is ``||a (K_c + a I)^{-1} T_c||^2`` and ``n - df`` the trace of
+    ``a (K_c + a I)^{-1}`` less 1: with ``alpha`` a millionth of the spectrum the old
+    ``tss - sum (2 f - s f^2) C^2`` and ``1 - df / n`` were differences of near-equal terms;
+    the residual filters ``a / (s + a)`` keep both exact."""
+    X, y = _wide(rng, n=40, d=90, k=3)
+    Xc = X - X.mean(0)
+    Kc = Xc @ Xc.T
+    top = np.linalg.eigvalsh(Kc)[-1]
+    alphas = top * np.array([1e-6, 1e-5, 1e-3])
+    classes = np.unique(y)
+    T = -np.ones((len(y), len(classes)))
+    T[np.arange(len(y)), np.searchsorted(classes, y)] = 1
+    Tc = T - T.mean(0)
+    ref = []
+    for a in alphas:
+        G = a * np.linalg.inv(Kc + a * np.eye(len(y)))  # I - hat, but for the intercept
+        R = G @ Tc
+        rest = np.trace(G) - 1.0  # n - df: the direction 1 has G = 1 and is fitted
+        ref.append(-((R**2).sum() / T.size) / (rest / len(y)) ** 2)
+    gcv = RidgeProbe(alphas=alphas, selection="gcv").fit(X, y)
+    assert gcv.solver_ == "dual"
+    np.testing.assert_allclose(gcv.path_, ref, rtol=1e-5)
+
+
+def test_float32_stays_single_on_full_rank_features_only(rng, monkeypatch):
+    """float32 features of full rank (every eigenvalue far above float32 rounding of the
+    largest) keep the float32 eigh even at alpha = 0.01 and match the float64 fit; a
+    rank-deficient Gram with that alpha is redone in float64."""
+    from repscope.probe._ridge_dual import DualGram
+
+    calls = []
+    original = DualGram.in_float64
+
+    def spy(self):
+        calls.append(self.K.shape[0])
+        return original(self)
+
+    monkeypatch.setattr(DualGram, "in_float64", spy)
+    X, y = _wide(rng, n=120, d=400, k=4, shift=20.0)
+    X32 = X.astype(np.float32)
+    for selection in ("gcv", "loo"):
+        single = RidgeProbe(selection=selection).fit(X32, y)  # default grid from 0.01
+        assert calls == []
+        double = RidgeProbe(selection=selection).fit(X32.astype(np.float64), y)
+        assert single.alpha_ == double.alpha_
+        np.testing.assert_allclose(single.path_, double.path_, rtol=1e-5)
+        np.testing.assert_allclose(single.decision_function(X32), double.decision_function(X32),
+                                   rtol=1e-4, atol=1e-4)
+    low_rank = (X32[:, :30] @ rng.standard_normal((30, 400))).astype(np.float32)
+    RidgeProbe(selection="loo").fit(low_rank, y)
+    assert calls == [120]

@@ -279,12 +279,13 @@ class DualProblem:
     def gcv(self, alphas: np.ndarray, *, fit_intercept: bool) -> np.ndarray:
         """Generalized cross-validation error of every alpha and target, shape (A, t):
         ``(RSS / m) / (1 - df / m)^2`` with ``RSS = sum_j g_j^2 Q_j^2`` and
-        ``df = [intercept] + sum_j s_j f_j``."""
+        ``m - df = m - [intercept] - sum_j s_j f_j = sum_j g_j`` (the basis is complete), both
+        sums of positive terms. ``fit_intercept`` is implied by the basis (kept for the
+        signature of :func:`~repscope._kernels.eigenpath.ridge_gcv_path`)."""
         m = self.Tc.shape[0]
-        F, G = self.residual_filters(alphas)
+        _, G = self.residual_filters(alphas)
         rss = (G * G) @ (self.Q * self.Q)
-        df = (self.values[None, :] * F).sum(1) + (1.0 if fit_intercept else 0.0)
-        den = np.clip(1.0 - df / m, 1e-12, None) ** 2
+        den = np.clip(G.sum(1) / m, 1e-12, None) ** 2
         return rss / m / den[:, None]
 
     def loo_sq(self, alphas: np.ndarray) -> np.ndarray:
