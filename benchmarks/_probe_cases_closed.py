@@ -66,6 +66,40 @@ def _ridge_sklearn(name: str) -> Any:
     return run
 
 
+def _ridge_defaults(name: str, which: str) -> Any:
+    """Each library at its defaults: ``RidgeProbe()`` (8 alphas from 0.01, GCV) or
+    ``RidgeClassifierCV()`` (alphas 0.1, 1, 10, leave-one-out)."""
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        Xtr, ytr, Xte, yte = _split(data, name)
+        if which == "repscope":
+            from repscope.probe._ridge import RidgeProbe
+
+            m = RidgeProbe().fit(Xtr, ytr)
+            return {"accuracy": _acc(m, Xte, yte, data),
+                    "extra": f"defaults alpha={m.alpha_:g} {m.solver_}"}
+        from sklearn.linear_model import RidgeClassifierCV
+
+        ref = RidgeClassifierCV().fit(np.asarray(Xtr), ytr)
+        return {"accuracy": float(np.mean(ref.predict(np.asarray(Xte)) == yte)),
+                "extra": f"defaults alpha={ref.alpha_:g}"}
+    return run
+
+
+def _dual_floor(name: str) -> Any:
+    """The least any n x n path does: centre, one float32 ``syrk`` Gram, one ``eigh`` of the
+    deflated ``(n-1) x (n-1)`` Gram (divide and conquer), nothing else."""
+    def run(data: dict[str, Any]) -> dict[str, Any]:
+        from scipy.linalg import eigh, get_blas_funcs
+
+        Xtr = np.asarray(_split(data, name)[0])
+        Xc = Xtr - Xtr.mean(0, dtype=np.float64).astype(Xtr.dtype)
+        K = get_blas_funcs("syrk", (Xc,))(1.0, Xc.T, trans=1, lower=0)
+        eigh(np.asfortranarray(K[1:, 1:]), lower=False, driver="evd", overwrite_a=True,
+             check_finite=False)
+        return {"accuracy": float("nan"), "extra": "Gram + eigh only"}
+    return run
+
+
 def _ridge_himalaya(data: dict[str, Any]) -> dict[str, Any]:
     from himalaya.ridge import RidgeCV
 
@@ -173,6 +207,9 @@ CASES = {
     "ridge_path_loo_wide1000": _ridge_repscope("wide1000", "loo"),
     "ridge_path_loo_wide1000_float64": _ridge_repscope("wide1000", "loo", dtype=np.float64),
     "sklearn_ridgecv_wide1000": _ridge_sklearn("wide1000"),
+    "ridge_defaults_wide1000": _ridge_defaults("wide1000", "repscope"),
+    "sklearn_defaults_wide1000": _ridge_defaults("wide1000", "sklearn"),
+    "dual_floor_wide1000": _dual_floor("wide1000"),
     "ridge_path_loo_wide600": _ridge_repscope("wide600", "loo"),
     "ridge_path_loo_primal_wide600": _ridge_repscope("wide600", "loo", solver="primal"),
     "sklearn_ridgecv_wide600": _ridge_sklearn("wide600"),
@@ -187,6 +224,7 @@ CASES = {
 PRELOAD = {
     **{c: ["repscope.probe._ridge", "repscope.probe._generative"] for c in CASES
        if not c.startswith(("sklearn", "himalaya"))},
+    "dual_floor_wide1000": ["scipy.linalg"],
     **{c: ["sklearn.linear_model", "sklearn.discriminant_analysis", "sklearn.naive_bayes",
            "repscope.probe._ridge"] for c in CASES if c.startswith("sklearn")},
     "himalaya_ridgecv_synthetic": ["himalaya.ridge"],
@@ -212,6 +250,11 @@ COMPARISONS = [
     ("(b) LDA path, holdout (lite0 _bn1)", "lda_path_lite0", "sklearn_lda_loop_lite0", 10.0),
     ("(f) ridge LOO path, n < d: dual (auto) (synthetic 1,000 x 4,096 float32, 10 cl.)",
      "ridge_path_loo_wide1000", "sklearn_ridgecv_wide1000", 3.0),
+    ("(f) the same, each at its defaults (RidgeProbe(): 8 alphas from 0.01, GCV; "
+     "RidgeClassifierCV(): 3 alphas, LOO)", "ridge_defaults_wide1000",
+     "sklearn_defaults_wide1000", 3.0),
+    ("(f) floor (Gram + eigh alone) vs scikit-learn, same alphas (the best ratio possible)",
+     "dual_floor_wide1000", "sklearn_ridgecv_wide1000", 3.0),
     ("(f) the same, float64 input (dual in float64)", "ridge_path_loo_wide1000_float64",
      "sklearn_ridgecv_wide1000", 1.0),
     ("(f) ridge LOO path, n < d: dual (auto) (synthetic 600 x 3,000 float32)",
