@@ -97,7 +97,8 @@ def render_low_rank(records: Sequence[RecordLike]) -> str:
             "the effective rank is exp(entropy) of the normalised singular values.")
     table = html_table(["model", "layer", "matrix", "effective rank", "stable rank",
                         "rank for 90%", "full rank"], rows, digits=3)
-    return panels(charts, caption=note) + table
+    return (panels(charts, caption=note)
+            + f"<details><summary>Every weight ({len(rows)})</summary>{table}</details>")
 
 
 def render_tucker(records: Sequence[RecordLike]) -> str:
