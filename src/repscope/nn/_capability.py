@@ -16,12 +16,12 @@ CAPABILITY = Capability(
                 "probe on the same held-out rows: accuracy and the distribution of per-sample "
                 "angular margins (angle to the nearest other class minus angle to the own "
                 "class)."),
-        Section("low_rank_spectrum", "Low-rank spectra of layer weights", order=92,
+        Section("low_rank_spectrum", "Low-rank spectra of layer weights", order=48,
                 render="repscope.nn._report:render_low_rank",
                 description="How much of each weight matrix a rank-k layer keeps "
                 "(Eckart–Young): effective rank and the rank for 90% of the energy, layer by "
                 "layer, and the singular values of a few layers."),
-        Section("tucker", "Tucker decomposition of activations", order=93,
+        Section("tucker", "Tucker decomposition of activations", order=49,
                 render="repscope.nn._report:render_tucker",
                 description="Tucker (HOOI) of a layer's activation tensor: how the energy "
                 "spreads over the directions of each mode (samples, token positions, channels) "
