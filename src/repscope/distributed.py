@@ -245,7 +245,7 @@ class DistContext:
         text = json.dumps(value, sort_keys=True, default=str)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         gathered = self.all_gather((digest, text[:500]), what=f"comparing {what}")
-        ref_digest, ref_text = gathered[0]
+        ref_digest = gathered[0][0]
         differ = [r for r, (d, _) in enumerate(gathered) if d != ref_digest]
         if differ:
             shown = "; ".join(f"rank {r}: {gathered[r][1]}" for r in [0, *differ[:3]])

@@ -368,13 +368,6 @@ def _extract_into(job: _Job, store: Any, progress: bool, dataset: str | None,
 class _Job:
     """One extraction's settings resolved once: adapter, layer names, pooling, input rows."""
 
-    def restrict(self, start: int, stop: int) -> None:
-        """Keep only inputs ``start:stop`` (and their metadata rows): one rank's share."""
-        self.rows.restrict(start, stop)
-        self.n = stop - start
-        if self.columns is not None:
-            self.columns = {c: _slice(v, start, stop, c) for c, v in self.columns.items()}
-
     def __init__(
         self,
         model: Any,
@@ -414,6 +407,13 @@ class _Job:
         #: Whether a layer keeps every token (stored ragged, one row per token).
         self.token_layers = self.text is not None and any(
             p == "none" for p in self.poolings.values())
+
+    def restrict(self, start: int, stop: int) -> None:
+        """Keep only inputs ``start:stop`` (and their metadata rows): one rank's share."""
+        self.rows.restrict(start, stop)
+        self.n = stop - start
+        if self.columns is not None:
+            self.columns = {c: _slice(v, start, stop, c) for c, v in self.columns.items()}
 
     def run(
         self, progress: bool, start: int, sink: Callable[[dict[str, Any], int, int, Any], None]

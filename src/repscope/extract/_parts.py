@@ -198,8 +198,8 @@ def _check_same_part(rel: str, m: Mapping[str, Any], first: Mapping[str, Any]) -
     )
     for what, got, want in checks:
         if got != want:
-            shown = got if what != "layers" else list(got)
-            expected = want if what != "layers" else list(want)
+            shown = list(got) if what == "layers" and got is not None else got
+            expected = list(want) if what == "layers" and want is not None else want
             raise RepscopeValueError(
                 f"part {rel} was written with other {what} than the first part: {shown!r:.200} "
                 f"instead of {expected!r:.200}. A store's parts come from one extraction; "

@@ -179,7 +179,7 @@ def _part_dirs(path: Path, m: Mapping[str, Any]) -> set[str]:
         if head != "parts" or not is_plain_name(name):
             raise CorruptStoreError(
                 f"corrupt manifest {path}: part dir {d!r:.200} must be parts/<one plain name>.")
-        out.add(d)
+        out.add(str(d))
     return out
 
 
