@@ -26,6 +26,7 @@ References
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ def sinkhorn_doubly_stochastic(logits: Tensor, n_iter: int = 20) -> Tensor:
     return log_p.exp()
 
 
-class _HyperConnection(nn.Module):
+class _HyperConnection(nn.Module, abc.ABC):
     """Shared forward of the static hyper-connections: read-in, layer, write-out, mixing."""
 
     def __init__(self, n_streams: int, layer: nn.Module | None, caller: str, device: Any,
@@ -87,8 +88,9 @@ class _HyperConnection(nn.Module):
         self.h_post = nn.Parameter(torch.ones(n, dtype=dtype, device=device))
         self._caller = caller
 
-    def mixing_matrix(self) -> Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def mixing_matrix(self) -> Tensor:
+        """The (n_streams, n_streams) matrix that mixes the streams after the layer."""
 
     def forward(self, x: Tensor) -> Tensor:
         """Update the streams.
