@@ -185,3 +185,15 @@ def test_tucker(tmp_path):
                                params={"kind": "tokens"})
     assert stored[0].values["fit"] == pytest.approx(res.fit)
     _shows(html, res.fit)
+
+
+def test_probe_margins(tmp_path, blobs):
+    from repscope.probe import compare_margins
+
+    X, y = blobs
+    res = compare_margins(X, y, "cosface", test_size=0.3, seed=0)
+    stored, html = _round_trip(tmp_path, res, model="m", layer="l1", params={"probe": "cosface"})
+    assert stored[0].values["heads"]["softmax"]["accuracy"] == pytest.approx(
+        res.heads["softmax"]["accuracy"])
+    assert stored[0].values["n_test"] == res.n_test
+    _shows(html, res.heads["cosface"]["margin_mean"])

@@ -95,12 +95,12 @@ def test_margin_probe_widens_the_angular_margin_on_lite0_mnist(lite0_mnist) -> N
     X, y = lite0_mnist.X["_bn1"], lite0_mnist.y
     with single_thread():
         out = compare_margins(X, y, "arcface", test_size=0.3, seed=0)
-    arc, soft = out["heads"]["arcface"], out["heads"]["softmax"]
+    arc, soft = out.heads["arcface"], out.heads["softmax"]
     assert arc["accuracy"] >= soft["accuracy"] - 0.01, (arc["accuracy"], soft["accuracy"])
     assert arc["margin_mean"] > soft["margin_mean"] + 5.0, (arc, soft)
     assert arc["intra_angle"] < soft["intra_angle"] or arc["frac_negative"] <= soft[
         "frac_negative"]
-    assert sum(arc["hist"]) == sum(soft["hist"]) == out["n_test"]
+    assert sum(arc["hist"]) == sum(soft["hist"]) == out.n_test
     # the probe is a scikit-learn classifier the layer-wise protocol accepts
     from sklearn.base import clone
 

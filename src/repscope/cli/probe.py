@@ -169,11 +169,10 @@ def probe(features: str, labels: str, layers: tuple[str, ...], probe_name: str, 
         db.add_many(res.to_records(**ctx, params=params))
         X = None if feats is None else feats[best]  # none under torchrun: refused above
         if margins is not None:
-            from repscope.db import Record
-
-            db.add(Record("probe_margins", margins, layer=best, run_id=run_id, model=model,
-                          dataset=dataset, params={**params, "test_size": 0.3}))
-            out["margins"] = {"layer": best, **margins}
+            db.add_many(margins.to_records(**ctx, layer=best,
+                                           params={**params, "test_size": 0.3}))
+            out["margins"] = {"layer": best, "heads": margins.heads, "edges": margins.edges,
+                              "n_train": margins.n_train, "n_test": margins.n_test}
         if shots:
             n_classes = len(np.unique(y_raw))
             fs_factory = make(k=max(1, min(10, min(shots) * n_classes)), seed=seed,

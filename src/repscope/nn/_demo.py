@@ -23,7 +23,6 @@ def demo_margins_step(ctx: DemoContext) -> list[Record]:
     convolution weight of each demo model (``low_rank_spectrum``)."""
     from repscope._threads import single_thread
     from repscope.cli.nn import _weight_layers
-    from repscope.db import Record
     from repscope.nn._maestro import low_rank_spectrum
     from repscope.probe._margin import compare_margins
     from repscope.zoo import load_model
@@ -34,14 +33,13 @@ def demo_margins_step(ctx: DemoContext) -> list[Record]:
     X = np.asarray(ctx.stores[model].read(layer), dtype=np.float64).reshape(y.size, -1)
     with single_thread():
         out = compare_margins(X, y, "arcface", test_size=0.3, seed=ctx.seed)
-    heads = out["heads"]
+    heads = out.heads
     ctx.log(f"[demo] {model} {layer}: ArcFace mean angular margin "
             f"{heads['arcface']['margin_mean']:.1f} deg (accuracy "
             f"{heads['arcface']['accuracy']:.3f}) vs softmax "
             f"{heads['softmax']['margin_mean']:.1f} deg ({heads['softmax']['accuracy']:.3f})")
-    records = [Record("probe_margins", out, model=model, dataset=ctx.dataset, layer=layer,
-                      params={"probe": "arcface", "test_size": 0.3, "seed": ctx.seed},
-                      run_id=ctx.run_id)]
+    records = out.to_records(model=model, layer=layer, **ctx.record_context(),
+                             params={"probe": "arcface", "test_size": 0.3, "seed": ctx.seed})
     for name in ctx.stores:
         module = getattr(load_model(name), "model", None)
         if not hasattr(module, "named_modules"):

@@ -64,7 +64,12 @@ if TYPE_CHECKING:
     from repscope.probe._layerwise import LayerwiseResult, MultiLevelProbe, probe_layers
     from repscope.probe._logistic import C_from_lambda, LinearProbe, lambda_from_C
     from repscope.probe._logistic_common import PathPoint, PathPointResult
-    from repscope.probe._margin import MarginProbe, angular_margins, compare_margins
+    from repscope.probe._margin import (
+        MarginComparisonResult,
+        MarginProbe,
+        angular_margins,
+        compare_margins,
+    )
     from repscope.probe._metrics import (
         accuracy,
         average_precision,
@@ -116,6 +121,7 @@ __all__ = [
     "LearningCurveResult",
     "LinearProbe",
     "MDLResult",
+    "MarginComparisonResult",
     "MarginProbe",
     "MomentProbe",
     "MultiLevelProbe",

@@ -15,6 +15,7 @@ are its weight rows mapped into the standardised space (:func:`softmax_direction
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -25,8 +26,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from repscope._params import ValidatedEstimator
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import NotFittedError, RepscopeValueError
+from repscope.results import RecordedResult
 
-__all__ = ["MarginProbe", "angular_margins", "compare_margins", "softmax_directions"]
+__all__ = ["MarginComparisonResult", "MarginProbe", "angular_margins", "compare_margins",
+           "softmax_directions"]
 
 _KINDS = ("arcface", "cosface", "elasticarc", "elasticcos")
 
@@ -293,8 +296,36 @@ def angular_margins(Z: Any, codes: Any, directions: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class MarginComparisonResult(RecordedResult):
+    """A margin probe beside a softmax probe on one held-out split (:func:`compare_margins`).
+
+    Attributes
+    ----------
+    heads : dict of str to dict
+        Per head (the margin loss's name, and ``"softmax"``): ``accuracy``, ``margin_mean``,
+        ``margin_median``, ``frac_negative``, ``intra_angle``, ``inter_angle_min``,
+        ``inter_angle_mean`` and ``hist`` (counts of per-sample margins over ``edges``).
+    edges : list of float
+        Bin edges (degrees) shared by the heads' histograms.
+    n_train, n_test : int
+    """
+
+    analysis: ClassVar[str] = "probe_margins"
+
+    heads: dict[str, dict[str, Any]]
+    edges: list[float]
+    n_train: int
+    n_test: int
+
+    def record_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """One ``probe_margins`` record: every head's statistics and histogram."""
+        return [("", {"heads": self.heads, "edges": self.edges, "n_train": self.n_train,
+                      "n_test": self.n_test})]
+
+
 def compare_margins(X: Any, y: Any, loss: str = "arcface", *, test_size: float = 0.3,
-                    seed: int = 0, bins: int = 30) -> dict[str, Any]:
+                    seed: int = 0, bins: int = 30) -> MarginComparisonResult:
     """A margin probe against a softmax probe on one stratified holdout split: held-out
     accuracy and :func:`angular_margins` of each head on the held-out rows.
 
@@ -305,10 +336,7 @@ def compare_margins(X: Any, y: Any, loss: str = "arcface", *, test_size: float =
 
     Returns
     -------
-    dict
-        ``{"heads": {name: {"accuracy", "margin_mean", "margin_median", "frac_negative",
-        "intra_angle", "inter_angle_min", "inter_angle_mean", "hist"}}, "edges": bin edges
-        (degrees) shared by the two histograms of per-sample margins, "n_train", "n_test"}``.
+    MarginComparisonResult
     """
     from repscope.probe._logistic import LinearProbe
     from repscope.probe._protocols import Holdout
@@ -336,5 +364,5 @@ def compare_margins(X: Any, y: Any, loss: str = "arcface", *, test_size: float =
         margins = s.pop("margins")
         s["hist"] = np.histogram(margins, bins=edges)[0].tolist()
         heads[name] = s
-    return {"heads": heads, "edges": edges.tolist(), "n_train": len(tr),
-            "n_test": len(te)}
+    return MarginComparisonResult(heads=heads, edges=edges.tolist(), n_train=len(tr),
+                                  n_test=len(te))
