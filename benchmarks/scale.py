@@ -11,7 +11,8 @@ Three parts (``--parts a,b,c``), each implementation in its own process through
   uses). Rows: the baseline; ``Moments.from_store`` with the prefetching reader (2 batches
   ahead, the default), without it (``prefetch=0``), and with it on a store opened with
   ``verify="none"`` (no SHA-256 of each shard on its first read); the ridge path (``Moments``
-  with labels, then ``RidgeProbe(alphas=12 values).fit_moments``: GCV over the path). Unless
+  with labels and ``class_cov="none"``: the class sums ridge needs, without Gaussian NB's
+  per-class variances; then ``RidgeProbe(alphas=12 values).fit_moments``: GCV over the path). Unless
   named, the store is opened as the CLI opens it (``verify="lazy"``: each shard's SHA-256 is
   checked on its first read, in the reading thread). "main-thread CPU" is the CPU time of
   the thread that computes (the reading thread's excluded): the wall time a streamed pass
@@ -168,8 +169,10 @@ def child_moments(path: str, rows: int, prefetch: int, labels: bool, verify: str
     store = _open(path, verify)
 
     def run() -> Any:
+        # the ridge path needs the class sums, not the per-class variances (Gaussian NB's)
         m = Moments.from_store(store, LAYER, labels="label" if labels else None,
-                               batch_size=BLOCK, rows=(0, rows), prefetch=prefetch)
+                               batch_size=BLOCK, rows=(0, rows), prefetch=prefetch,
+                               class_cov="none" if labels else "diag")
         if labels:
             return m, RidgeProbe(alphas=ALPHAS).fit_moments(m)
         return m, None
@@ -234,7 +237,7 @@ def part_a(path: Path, rows_list: list[int], runs: int, large_runs: int, mem_gb:
         ("Moments.from_store, no prefetch", ["moments", "--prefetch", "0"], mem_gb),
         ("Moments.from_store, prefetch 2, verify none",
          ["moments", "--prefetch", "2", "--verify", "none"], mem_gb),
-        ("ridge path (labels, GCV, 12 alphas)", ["ridge", "--prefetch", "2"], mem_gb),
+        ("ridge path (labels: class sums, GCV, 12 alphas)", ["ridge", "--prefetch", "2"], mem_gb),
     ]
     out = []
     for rows in rows_list:

@@ -277,3 +277,32 @@ def test_second_moments_that_cannot_fit_are_refused_before_allocating(monkeypatc
         Moments(class_cov="full").update(np.zeros((40, 100)), labels=np.arange(40) % 20)
     monkeypatch.setattr("repscope._memory.available_memory", lambda: None)  # unknown: no check
     assert Moments().update(np.zeros((3, 1000))).n_features == 1000
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_centring_in_place_never_writes_to_the_callers_rows(tmp_path, dtype):
+    """Moments centre a float64 block in place when it is theirs (a cast copy, a store
+    reader's batch): the caller's array and the store stay as they were, and the sums equal
+    those of the copying path bit for bit."""
+    from repscope.store import FeatureStore
+
+    rng = np.random.default_rng(1)
+    X = (3.0 + rng.standard_normal((300, 6))).astype(dtype)
+    y = rng.integers(0, 3, 300)
+    before = X.copy()
+    m = Moments()
+    for s in range(0, 300, 64):
+        m.update(X[s : s + 64], labels=y[s : s + 64])
+    np.testing.assert_array_equal(X, before)
+    # the copying path: a read-only float64 view, which Moments must not write to
+    ref = Moments()
+    X64 = X.astype(np.float64)
+    X64.flags.writeable = False
+    for s in range(0, 300, 64):
+        ref.update(X64[s : s + 64], labels=y[s : s + 64])
+    assert m == ref
+    store = FeatureStore.create(tmp_path / "s", "m")
+    store.append({"layer": X})
+    got = Moments.from_store(store, "layer", labels=y, batch_size=64)
+    assert got == ref
+    np.testing.assert_array_equal(FeatureStore.open(tmp_path / "s").read("layer"), before)

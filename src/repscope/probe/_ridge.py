@@ -73,14 +73,30 @@ class _Source:
         self.X, self.targets, self.batch_size = X, targets, batch_size
         self.store, self.layer = store, layer
         self.n = int(targets.shape[0])
+        #: the batches are new arrays that nothing else holds (a FeatureStore's dense rows,
+        #: read ahead and cast to float64 in a background thread): Moments may centre them
+        #: in place
+        self.owned = False
 
-    def batches(self) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+    def batches(self, *, read_ahead: bool = True,
+                float64: bool = False) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
+        """``(X_b, targets_b, rows_b)``. A FeatureStore's dense layer is read two batches
+        ahead in a background thread (``read_ahead=False``: in this thread, for callers that
+        keep every batch), cast there to float64 with ``float64`` (for Moments)."""
         if self.store is not None:
-            from repscope.store import open_layers
+            from repscope.store import FeatureStore, open_layers
 
             start = 0
             layer = str(self.layer)
-            for Xb in open_layers(self.store, [layer]).iter_batches(layer, self.batch_size):
+            src = open_layers(self.store, [layer])
+            self.owned = False
+            if read_ahead and isinstance(src, FeatureStore) and not src.layer_info(layer).ragged:
+                self.owned = True
+                it = src.iter_batches(layer, self.batch_size, prefetch=2,
+                                      dtype=np.float64 if float64 else None)
+            else:
+                it = src.iter_batches(layer, self.batch_size)
+            for Xb in it:
                 rows = np.arange(start, start + len(Xb))
                 start += len(Xb)
                 yield check_features(Xb, name="X"), self.targets[rows], rows
@@ -120,17 +136,19 @@ def fold_moments(source: _Source, folds: np.ndarray, n_folds: int, multilabel: b
     """One pass: the Moments of every fold and of all rows (labels, or multi-hot Y)."""
     parts = [Moments(class_cov=class_cov) for _ in range(max(n_folds, 1))]
     rest = Moments(class_cov=class_cov)  # rows that are never held out
-    for Xb, tb, rows in source.batches():
+    for Xb, tb, rows in source.batches(float64=True):
         fb = folds[rows]
         for f, m in [(-1, rest), *enumerate(parts)]:
             mask = fb == f
             if not mask.any():
                 continue
-            sel = Xb if mask.all() else _take(Xb, mask)
+            whole = mask.all()  # then no other fold takes a row of this batch
+            sel = Xb if whole else _take(Xb, mask)
+            owned = source.owned or (not whole and not is_torch(sel))  # _take copies
             if multilabel:
-                m.update(sel, Y=tb[mask])
+                m._update(sel, tb[mask], None, owned=owned)
             else:
-                m.update(sel, labels=tb[mask])
+                m._update(sel, None, tb[mask], owned=owned)
     total = rest.copy()
     for m in parts:
         total.merge(m)
@@ -486,7 +504,7 @@ class RidgeProbe(_ClosedFormClassifier):
         targets = probe._store_targets(store, layer, labels)
         source = _Source(None, targets, probe.batch_size, store, layer)
         if probe._dual(source.n):
-            rows = [Xb for Xb, _, _ in source.batches()]
+            rows = [Xb for Xb, _, _ in source.batches(read_ahead=False)]
             if rows and is_torch(rows[0]):
                 import torch
 

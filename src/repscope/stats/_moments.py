@@ -162,6 +162,11 @@ class Moments:
         -------
         self
         """
+        return self._update(X, Y, labels, owned=False)
+
+    def _update(self, X: Any, Y: Any, labels: Any, *, owned: bool) -> Moments:
+        """:meth:`update`; ``owned``: ``X`` is a numpy batch nothing else holds (a store
+        reader's), which the centring may overwrite instead of copying."""
         X = check_features(X, name="X", min_samples=0)
         n_b = int(X.shape[0])
         d = int(X.shape[1])
@@ -211,14 +216,20 @@ class Moments:
                 X if whole else X[s:e],
                 None if not has_y else (Y if whole else Y[s:e]),
                 None if not has_labels else labels[s:e],
+                owned=owned,
             )
         return self
 
-    def _accumulate(self, X: Any, Y: Any, labels: np.ndarray | None) -> None:
-        """Add one validated block of rows to the state."""
+    def _accumulate(self, X: Any, Y: Any, labels: np.ndarray | None, *,
+                    owned: bool = False) -> None:
+        """Add one validated block of rows to the state (``owned``: see :meth:`_update`)."""
         n_b, d = int(X.shape[0]), int(X.shape[1])
         has_y = Y is not None
         Xf = _batch_to_f64(X, "X")
+        # Centre in place where the float64 rows are ours: a new array from the cast, or a
+        # reader's batch (saves allocating and writing a second copy of the block).
+        in_place = isinstance(X, np.ndarray) and isinstance(Xf, np.ndarray) and (
+            (owned and Xf.flags.writeable) or not np.may_share_memory(Xf, X))
         if self.shift is None:
             self.shift = _sum0(Xf) / n_b
         if self._s1 is None:
@@ -226,7 +237,10 @@ class Moments:
             self.n_features = d
             self._s1 = np.zeros(d)
             self._s2 = np.zeros((d, d))
-        Xc = Xf - (self._as_backend(self.shift, Xf))
+        if in_place:
+            Xc = np.subtract(Xf, self.shift, out=Xf)
+        else:
+            Xc = Xf - (self._as_backend(self.shift, Xf))
         self._s1 += _sum0(Xc)
         self._s2 += _gram(Xc, Xc)
 
@@ -845,7 +859,9 @@ class Moments:
                 m.update(values, labels=y)
             else:
                 k = len(batch)
-                m.update(batch, labels=None if lab is None else lab[start : start + k])
+                # a FeatureStore's dense batches are new arrays: centred in place
+                m._update(batch, None, None if lab is None else lab[start : start + k],
+                          owned=isinstance(store, FeatureStore))
             start += k
         return m
 

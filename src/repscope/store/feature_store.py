@@ -556,8 +556,12 @@ class FeatureStore:
             )
         return spec
 
-    def _dense_range(self, layer: str, spec: Mapping[str, Any], a: int, b: int) -> np.ndarray:
-        out = np.empty((b - a, *spec["shape_tail"]), dtype=out_dtype(spec["dtype"]))
+    def _dense_range(self, layer: str, spec: Mapping[str, Any], a: int, b: int,
+                     dtype: np.dtype[Any] | None = None) -> np.ndarray:
+        """Rows ``a:b`` as one new array, in ``dtype`` when given (cast while copying out of
+        the shards: one pass over the rows instead of a copy and then a cast)."""
+        out = np.empty((b - a, *spec["shape_tail"]),
+                       dtype=out_dtype(spec["dtype"]) if dtype is None else dtype)
         pos = 0
         for ci, la, lb in chunks_in(self._starts, self._stops, a, b):
             raw = self._shard(layer, ci).values[la:lb]
@@ -707,7 +711,8 @@ class FeatureStore:
         Yields
         ------
         ndarray of shape (b, *shape_tail) for a dense layer, or RaggedArray for a ragged one
-            ``b == batch_size`` except for a shorter last batch.
+            ``b == batch_size`` except for a shorter last batch. A dense batch is a new array
+            that nothing else holds (the consumer may overwrite it).
         """
         from repscope.store._prefetch import prefetch as read_ahead
 
@@ -727,20 +732,20 @@ class FeatureStore:
         # A copy with its own shard cache: the reading thread never shares memory maps with
         # other readers of this store, and the stream can unmap what it has passed.
         reader = copy.copy(self)
-        read = reader._ragged_range if spec["ragged"] else reader._dense_range
         a0, b0 = int(start), int(stop)
 
         def gen() -> Iterator[Any]:
             try:
                 for a in range(a0, b0, batch_size):
                     b = min(a + batch_size, b0)
-                    batch = read(layer, spec, a, b)
-                    if cast is not None:
-                        if isinstance(batch, RaggedArray):
+                    batch: RaggedArray | np.ndarray
+                    if spec["ragged"]:
+                        batch = reader._ragged_range(layer, spec, a, b)
+                        if cast is not None:
                             batch = RaggedArray(batch.values.astype(cast, copy=False),
                                                 batch.offsets)
-                        else:
-                            batch = batch.astype(cast, copy=False)
+                    else:  # a new array, cast while copied: the consumer may write to it
+                        batch = reader._dense_range(layer, spec, a, b, cast)
                     passed = int(np.searchsorted(reader._stops, b, side="right"))
                     for key in [k for k in reader._cache if k[1] < passed]:
                         del reader._cache[key]
