@@ -246,3 +246,59 @@ def test_float32_stays_single_on_full_rank_features_only(rng, monkeypatch):
     low_rank = (X32[:, :30] @ rng.standard_normal((30, 400))).astype(np.float32)
     RidgeProbe(selection="loo").fit(low_rank, y)
     assert calls == [120]
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("t", [1, 4])
+@pytest.mark.parametrize("single", [False, True])
+def test_tridiagonal_form_equals_the_eigenbasis(rng, fit_intercept, t, single):
+    """GCV and the dual coefficients from the tridiagonal form (``sytrd``, ``sterf`` and
+    tridiagonal solves, no eigenvectors) equal those of the float64 ``eigh``: to 1e-10 in
+    float64; in float32 within the documented bound (each filter within about 1/64, see
+    ``SINGLE_SAFE``; the uncentred Gram with an offset of 3 is the ill-conditioned case)."""
+    from repscope.probe._ridge_dual import DualGram, dual_problem, tridiagonal_problem
+
+    X, _ = _wide(rng, n=70, d=160, k=max(t, 2))
+    gram = DualGram.of(X.astype(np.float32) if single else X, center=fit_intercept)
+    T = rng.choice([-1.0, 1.0], size=(70, t))
+    alphas = np.array([1e-1, 1.0, 10.0, 1e3, 1e5])
+    eig = dual_problem(gram.in_float64().K, T, fit_intercept=fit_intercept)
+    tri = tridiagonal_problem(gram.K, T, fit_intercept=fit_intercept, single=single)
+    assert tri.solvable(alphas.min()) and tri.single_ok(alphas.min())
+    rtol = 2e-2 if single else 1e-10
+    np.testing.assert_allclose(tri.values, eig.values, rtol=rtol,
+                               atol=rtol * eig.values.max())
+    np.testing.assert_allclose(tri.gcv(alphas, fit_intercept=fit_intercept),
+                               eig.gcv(alphas, fit_intercept=fit_intercept), rtol=rtol)
+    for a in (1e-1, 1e3):
+        ref = eig.dual_coefs(a)
+        np.testing.assert_allclose(tri.dual_coefs(a), ref, rtol=rtol,
+                                   atol=rtol * np.abs(ref).max())
+
+
+def test_gcv_on_a_singular_gram_at_alpha_zero_takes_the_eigh(rng, monkeypatch):
+    """Where ``T + alpha I`` is not safely positive definite (rank-deficient rows, alpha 0),
+    GCV falls back to the eigenbasis and its pseudo-inverse filters: the fit equals the
+    primal path's."""
+    import repscope.probe._ridge as ridge_mod
+
+    calls = []
+    original = ridge_mod.dual_problem
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("single"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ridge_mod, "dual_problem", spy)
+    X, y = _wide(rng, n=50, d=120, k=3)
+    low_rank = X[:, :20] @ rng.standard_normal((20, 120))
+    params = dict(alphas=(0.0, 1e-3, 1.0, 100.0), selection="gcv")
+    dual = RidgeProbe(**params).fit(low_rank, y)
+    assert dual.solver_ == "dual" and calls == [False]
+    primal = RidgeProbe(solver="primal", **params).fit(low_rank, y)
+    assert dual.alpha_ == primal.alpha_
+    np.testing.assert_allclose(dual.decision_function(low_rank),
+                               primal.decision_function(low_rank), rtol=1e-6, atol=1e-8)
+    calls.clear()
+    RidgeProbe(alphas=(1e-3, 1.0, 100.0), selection="gcv").fit(X, y)  # full rank: no eigh
+    assert calls == []

@@ -31,7 +31,14 @@ from repscope._kernels.eigenpath import (
 from repscope._params import ValidatedEstimator, parameter_error
 from repscope._validation import check_features, check_labels
 from repscope.exceptions import RepscopeTypeError, RepscopeValueError
-from repscope.probe._ridge_dual import DualGram, dual_problem, fold_decisions
+from repscope.probe._ridge_dual import (
+    DualGram,
+    DualProblem,
+    TridiagonalProblem,
+    dual_problem,
+    fold_decisions,
+    tridiagonal_problem,
+)
 from repscope.stats import Moments
 
 __all__ = ["RidgeProbe"]
@@ -563,7 +570,8 @@ class RidgeProbe(_ClosedFormClassifier):
         return self
 
     def _fit_dual(self, X: Any, targets: np.ndarray, alphas: np.ndarray) -> RidgeProbe:
-        """The whole path from one ``eigh`` of the ``n x n`` Gram (see ``solver``)."""
+        """The whole path from one decomposition of the ``n x n`` Gram (see ``solver``):
+        an ``eigh`` for leave-one-out, the tridiagonal form alone for GCV or one alpha."""
         n = int(targets.shape[0])
         if n <= 1:
             raise RepscopeValueError(f"RidgeProbe needs at least 2 samples; got {n}.")
@@ -571,16 +579,31 @@ class RidgeProbe(_ClosedFormClassifier):
                             self.random_state)
         gram = DualGram.of(X, center=self.fit_intercept)
         T = self._targets(targets, None)
-        prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
-        if gram.single and not prob.single_ok(float(alphas.min())):
-            gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
-            prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=False)
+        amin = float(alphas.min())
+        prob: DualProblem | TridiagonalProblem
+        # GCV and a single alpha need no eigenvectors: the tridiagonal form serves them
+        # wherever T + alpha I is safely positive definite, the eigh everywhere else.
+        if self.selection == "gcv" or alphas.size == 1:
+            prob = tridiagonal_problem(gram.K, T, fit_intercept=self.fit_intercept,
+                                       single=gram.single)
+            if gram.single and not prob.single_ok(amin):
+                gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
+                prob = tridiagonal_problem(gram.K, T, fit_intercept=self.fit_intercept)
+            if not prob.solvable(amin):
+                prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept,
+                                    single=gram.single)
+        else:
+            prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=gram.single)
+            if gram.single and not prob.single_ok(amin):
+                gram = gram.in_float64()  # an alpha near float32 rounding of the spectrum
+                prob = dual_problem(gram.K, T, fit_intercept=self.fit_intercept, single=False)
         sel = self.selection
         if alphas.size == 1:
             path = np.zeros(1)
         elif sel == "gcv":
             path = -prob.gcv(alphas, fit_intercept=self.fit_intercept).mean(1)
         elif sel == "loo":
+            assert isinstance(prob, DualProblem)
             path = -prob.loo_sq(alphas).sum(1) / (n * T.shape[1])
         else:
             K64 = gram.full()
