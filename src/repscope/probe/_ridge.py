@@ -376,13 +376,15 @@ class RidgeProbe(_ClosedFormClassifier):
           (kernel ridge with a linear kernel, centred on the training mean like the primal's
           intercept): every alpha is :math:`W_a = X_c^T U (S + a I)^{-1} U^T T_c`, with the
           same GCV, leave-one-out and held-out criteria (:mod:`repscope.probe._ridge_dual`).
-          It holds the rows in memory (:meth:`from_store` reads the layer in);
+          GCV and a single alpha need only the tridiagonal form of ``K`` and its eigenvalues
+          (no eigenvectors: about half an ``eigh``); leave-one-out and held-out folds use the
+          ``eigh``. It holds the rows in memory (:meth:`from_store` reads the layer in);
         * ``"auto"``: ``"dual"`` when ``n_samples < n_features``, the cheaper ``eigh``
           (``n^3`` against ``d^3``; building the Gram costs ``n^2 d`` against ``n d^2``),
           else ``"primal"``.
 
         Both give the same path, selection and coefficients (to rounding). For float32
-        input the dual's Gram and ``eigh`` run in float32 when every alpha is at least
+        input the dual's Gram and decomposition run in float32 when every alpha is at least
         ``64 eps32`` times the Gram's largest eigenvalue (else in float64).
     multilabel : bool, default=False
         ``y`` is a multi-hot (n_samples, n_labels) matrix; one ridge target per label.
