@@ -448,11 +448,17 @@ class TridiagonalProblem:
 
     def solvable(self, alpha_min: float) -> bool:
         """Whether ``T + a I`` is safely positive definite for every alpha of the grid:
-        ``lambda_min + alpha_min >= 64 eps lambda_max`` in the working precision."""
+        ``lambda_min + alpha_min >= 64 eps lambda_max`` in the working precision, and its
+        ``LDL^T`` factorisation at ``alpha_min`` succeeds (larger alphas only add to the
+        diagonal)."""
         if self.values.size == 0:
             return True
+        from scipy.linalg import lapack
+
         eps = float(np.finfo(self.reflectors.dtype).eps)
-        return float(self.values[0]) + alpha_min >= 64 * eps * float(self.values[-1])
+        if float(self.values[0]) + alpha_min < 64 * eps * float(self.values[-1]):
+            return False
+        return int(lapack.dpttrf(self.diag + alpha_min, self.off)[2]) == 0
 
     def _solve(self, alpha: float) -> np.ndarray:
         """``(T + alpha I)^{-1} B`` in float64, shape (r, t)."""
