@@ -213,15 +213,7 @@ class DualProblem:
     def to_rows(self, Y: np.ndarray) -> np.ndarray:
         """``U Y`` for ``Y`` of shape (r, k): shape (m, k), float64."""
         V = self.V
-        Y1 = V @ np.asarray(Y, dtype=V.dtype)
-        if self.house is None:
-            return Y1.astype(np.float64, copy=False)
-        v = self.house
-        out = np.empty((v.size, Y1.shape[1]))
-        out[0] = 0.0
-        out[1:] = Y1
-        out -= np.outer(2.0 * v, v[1:] @ out[1:])
-        return out
+        return _undeflate(self.house, V @ np.asarray(Y, dtype=V.dtype))
 
     def from_rows(self, T: np.ndarray) -> np.ndarray:
         """``U^T T`` for ``T`` of shape (m, k): shape (r, k), float64."""
@@ -306,6 +298,19 @@ class DualProblem:
         with np.errstate(divide="ignore", invalid="ignore"):
             E = R / S[:, :, None]
         return np.einsum("iat,iat->at", E, E, dtype=np.float64)
+
+
+def _undeflate(house: np.ndarray | None, Y: np.ndarray) -> np.ndarray:
+    """``P [0; Y]`` (float64, shape (m, k)) for rows ``Y`` of the deflated space (``Y`` itself
+    without a deflation): the inverse of :func:`_deflate`'s change of basis."""
+    if house is None:
+        return np.asarray(Y).astype(np.float64, copy=False)
+    v = house
+    out = np.empty((v.size, Y.shape[1]))
+    out[0] = 0.0
+    out[1:] = Y
+    out -= np.outer(2.0 * v, v[1:] @ out[1:])
+    return out
 
 
 def _in_basis(V: np.ndarray, house: np.ndarray | None, T: np.ndarray) -> np.ndarray:
@@ -511,15 +516,7 @@ class TridiagonalProblem:
 
     def dual_coefs(self, alpha: float) -> np.ndarray:
         """``(K + alpha I)^{-1} T_c``, shape (m, t)."""
-        y = self._apply_h(self._solve(alpha), "N")
-        if self.house is None:
-            return y
-        v = self.house
-        out = np.empty((v.size, y.shape[1]))
-        out[0] = 0.0
-        out[1:] = y
-        out -= np.outer(2.0 * v, v[1:] @ out[1:])
-        return out
+        return _undeflate(self.house, self._apply_h(self._solve(alpha), "N"))
 
 
 def _tridiagonalize(Rl: np.ndarray) -> tuple[np.ndarray, ...]:
