@@ -253,7 +253,7 @@ def test_memory_error_is_one_line(runner, arrays, monkeypatch):
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise MemoryError("Unable to allocate 298. GiB for an array with shape (200000, 200000)")
 
-    monkeypatch.setattr("repscope.stats.Moments.update", boom)
+    monkeypatch.setattr("repscope.stats.Moments._accumulate", boom)  # every update path
     args = ["--db", str(arrays / "r.db"), "analyze", "spectrum", str(arrays / "X.npy")]
     one_line(runner.invoke(cli, args), "out of memory", "298. GiB", "PCA", "--layer")
     debug_traceback(runner.invoke(cli, [*args, "--debug"]), MemoryError)
