@@ -134,10 +134,17 @@ def _check_finite(X: Any, name: str) -> None:
         return
     if X.dtype.kind != "f":
         return
-    # np.isfinite on a sum is cheap and catches almost every case; confirm element-wise.
+    # A NaN or an infinity makes any sum that contains it non-finite, so finite sums clear
+    # the array cheaply (column sums by one BLAS matrix-vector product for a C-ordered
+    # float32/64 matrix, a third of the time of a float64 sum); a non-finite sum (also an
+    # overflow of finite values) is confirmed element-wise.
     with np.errstate(over="ignore", invalid="ignore"):
-        total = X.sum(dtype=np.float64)
-    if np.isfinite(total):
+        if X.ndim == 2 and X.dtype in (np.float32, np.float64) and X.flags.c_contiguous \
+                and X.size:
+            clear = bool(np.isfinite(np.ones(X.shape[0], dtype=X.dtype) @ X).all())
+        else:
+            clear = bool(np.isfinite(X.sum(dtype=np.float64)))
+    if clear:
         return
     bad = ~np.isfinite(X)
     if bad.any():

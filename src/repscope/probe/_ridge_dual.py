@@ -426,8 +426,8 @@ class TridiagonalProblem:
     diag, off : ndarray of shape (r,) and (r - 1,)
         ``T``'s diagonal and off-diagonal, float64.
     reflectors, tau : ndarray
-        ``sytrd``'s Householder vectors (below the first subdiagonal of an ``r x r`` array,
-        lower storage) and scalars, in the working dtype.
+        ``sytrd``'s Householder vectors and scalars, in the working dtype: the trailing
+        ``(r - 1) x (r - 1)`` block of its lower storage, in QR form (Fortran order).
     house : ndarray of shape (m,) or None
         The unit Householder vector of the deflation (as :class:`DualProblem`).
     B : ndarray of shape (r, t)
@@ -501,7 +501,7 @@ class TridiagonalProblem:
 
         dt = self.reflectors.dtype
         ormqr = lapack.sormqr if dt == np.float32 else lapack.dormqr
-        A = self.reflectors[1:, : r - 1]
+        A = self.reflectors
         C = np.asfortranarray(out[1:], dtype=dt)
         lwork = max(1, int(ormqr("L", trans, A, self.tau, C, lwork=-1)[1][0]))
         cq, _, info = ormqr("L", trans, A, self.tau, C, lwork=lwork, overwrite_c=1)
@@ -592,7 +592,7 @@ def tridiagonal_problem(K: np.ndarray, T: np.ndarray, *, fit_intercept: bool,
                 raise np.linalg.LinAlgError(f"stebz failed (info {info}).")
             ends.append(float(w[0]))
         bounds = (max(ends[0], 0.0), max(ends[1], 0.0))
-    prob = TridiagonalProblem(bounds, d64, e64, c, tau, house,
+    prob = TridiagonalProblem(bounds, d64, e64, np.asfortranarray(c[1:, :-1]), tau, house,
                               np.empty((0, 0)), tbar, (Tc * Tc).sum(0), Tc)
     return dataclasses.replace(prob, B=prob._apply_h(Td, "T"))
 
