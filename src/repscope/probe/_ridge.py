@@ -376,9 +376,8 @@ class RidgeProbe(_ClosedFormClassifier):
           (kernel ridge with a linear kernel, centred on the training mean like the primal's
           intercept): every alpha is :math:`W_a = X_c^T U (S + a I)^{-1} U^T T_c`, with the
           same GCV, leave-one-out and held-out criteria (:mod:`repscope.probe._ridge_dual`).
-          GCV and a single alpha need only the tridiagonal form of ``K`` and its eigenvalues
-          (no eigenvectors: about half an ``eigh``); leave-one-out and held-out folds use the
-          ``eigh``. It holds the rows in memory (:meth:`from_store` reads the layer in);
+          GCV and a single alpha need only the tridiagonal form of ``K`` (no eigenvectors:
+          about half an ``eigh``); leave-one-out and held-out folds use the ``eigh``. It holds the rows in memory (:meth:`from_store` reads the layer in);
         * ``"auto"``: ``"dual"`` when ``n_samples < n_features``, the cheaper ``eigh``
           (``n^3`` against ``d^3``; building the Gram costs ``n^2 d`` against ``n d^2``),
           else ``"primal"``.

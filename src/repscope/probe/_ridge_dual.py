@@ -25,9 +25,10 @@ from the same Gram: a fold's training rows, re-centred on their own mean, and th
 products with them are entries of ``K`` corrected by row means (no second pass over ``X``).
 
 GCV and a single alpha do not need ``U`` at all (:class:`TridiagonalProblem`): ``sytrd``
-reduces the Gram to a tridiagonal ``T``, the eigenvalues come from ``sterf`` (no vectors), and
-every residual is one tridiagonal solve, ``a (T + a I)^{-1} H^T T_c``. That skips the half of
-the ``eigh`` that computes and back-transforms eigenvectors.
+reduces the Gram to a tridiagonal ``T``; every residual is one tridiagonal solve,
+``a (T + a I)^{-1} H^T T_c``, whose ``LDL^T`` factors also give ``m - df = a tr (T + a I)^{-1}``;
+only the spectrum's two ends are computed (bisection), for the precision checks. That skips
+the half of the ``eigh`` that computes and back-transforms eigenvectors.
 
 Cost at n = 1,000, d = 4,096 (float32, one core): the Gram (one ``syrk``) and the ``eigh``
 (divide and conquer) are about 90% of a fit; the rest is ``O(n^2 (A + t))``. The ``eigh`` of a
